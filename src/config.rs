@@ -1,0 +1,276 @@
+//! The command line and its validation.
+//!
+//! `Flags` is what argh parses; `Config` is what the daemon runs with. Every
+//! check that can fail happens here, before anything is bound or started, so
+//! a bad value costs the user one line on stderr and exit code 2.
+//!
+//! `Config` has no `Default` impl on purpose: tests and `main` both build one
+//! from flags, so there is exactly one place that knows the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use argh::FromArgs;
+use log::LevelFilter;
+
+/// The STUN servers handed to browsers unless `--stun` or `--no-stun` says
+/// otherwise. Browsers on one LAN reach each other through host candidates;
+/// STUN only matters when a peer sits behind another NAT (a phone on a guest
+/// network), and an unreachable STUN server costs a trickling page nothing.
+pub const DEFAULT_STUN_SERVERS: &[&str] = &[
+    "stun:stun.l.google.com:19302",
+    "stun:stun.cloudflare.com:3478",
+];
+
+/// Upper bound for `--max-message-bytes`: tungstenite buffers a whole
+/// message before handing it over, so this caps memory per reading peer.
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 16 * 1024 * 1024;
+
+/// intercomd: a tiny signaling daemon for LAN intercoms. It serves the caller
+/// pages and routes WebRTC signaling messages between browsers by peer id.
+#[derive(FromArgs, Debug)]
+pub struct Flags {
+    /// address of the HTTP and WebSocket listener (default [::]:8080, which
+    /// also accepts IPv4)
+    #[argh(option, default = "default_listen()")]
+    pub listen: SocketAddr,
+
+    /// serve the pages from this directory instead of the copy compiled into
+    /// the binary
+    #[argh(option)]
+    pub www: Option<PathBuf>,
+
+    /// a STUN server URL handed to browsers (repeatable); replaces the
+    /// compiled-in list
+    #[argh(option)]
+    pub stun: Vec<String>,
+
+    /// hand browsers an empty ICE server list (for LANs without internet)
+    #[argh(switch)]
+    pub no_stun: bool,
+
+    /// most peers connected at once; the next one gets `server-full`
+    /// (default 4096)
+    #[argh(option, default = "4096")]
+    pub max_peers: usize,
+
+    /// largest WebSocket message accepted, in bytes; a larger one gets
+    /// `too-large` and close code 1009 (default 65536)
+    #[argh(option, default = "65536")]
+    pub max_message_bytes: usize,
+
+    /// messages per second per peer, with a burst of twice that; beyond it
+    /// `rate-limited`; 0 turns the limit off (default 200)
+    #[argh(option, default = "200")]
+    pub max_rate: u32,
+
+    /// a browser origin allowed to open the WebSocket, like
+    /// https://panel.example (repeatable); pages served by this daemon are
+    /// always allowed
+    #[argh(option)]
+    pub allow_origin: Vec<String>,
+
+    /// log level: error, warn, info, debug or trace (default info)
+    #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
+    pub log_level: LevelFilter,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0u16; 8], 8080))
+}
+
+fn parse_level(value: &str) -> Result<LevelFilter, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "error" => Ok(LevelFilter::Error),
+        "warn" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        _ => Err("expected one of error, warn, info, debug, trace".into()),
+    }
+}
+
+/// Everything the daemon needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the HTTP + WebSocket listener binds (`main` binds it; tests bind
+    /// their own `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// `Some(dir)` serves pages from disk; `None` serves the embedded copy.
+    pub www: Option<PathBuf>,
+    /// STUN URLs for `/api/ice-servers` and the welcome message; empty with
+    /// `--no-stun`.
+    pub stun_servers: Vec<String>,
+    pub max_peers: usize,
+    pub max_message_bytes: usize,
+    /// Messages per second per peer; 0 means unlimited.
+    pub max_rate: u32,
+    /// Extra origins (scheme://host[:port], lower case) allowed to open the
+    /// WebSocket besides the daemon's own.
+    pub allowed_origins: Vec<String>,
+    pub log_level: LevelFilter,
+}
+
+impl Config {
+    /// Parse and validate a command line (without the program name).
+    /// `Err` carries the text to print and the exit code: 0 for `--help`,
+    /// 2 for anything wrong.
+    pub fn from_args(args: &[&str]) -> Result<Config, (String, i32)> {
+        let flags = Flags::from_args(&["intercomd"], args).map_err(|exit| match exit.status {
+            Ok(()) => (exit.output, 0),
+            Err(()) => (first_line(&exit.output), 2),
+        })?;
+        Config::from_flags(flags).map_err(|message| (message, 2))
+    }
+
+    pub fn from_flags(flags: Flags) -> Result<Config, String> {
+        if flags.no_stun && !flags.stun.is_empty() {
+            return Err("error: --stun and --no-stun contradict each other".into());
+        }
+        for url in &flags.stun {
+            validate_stun_url(url).map_err(|why| format!("error: --stun {url:?}: {why}"))?;
+        }
+        if flags.max_peers == 0 {
+            return Err("error: --max-peers must be at least 1".into());
+        }
+        if flags.max_message_bytes < 1024 || flags.max_message_bytes > MAX_MESSAGE_BYTES_CEILING {
+            return Err(format!(
+                "error: --max-message-bytes must be between 1024 and {MAX_MESSAGE_BYTES_CEILING}"
+            ));
+        }
+        let mut allowed_origins = Vec::new();
+        for origin in &flags.allow_origin {
+            allowed_origins.push(
+                normalize_origin(origin)
+                    .map_err(|why| format!("error: --allow-origin {origin:?}: {why}"))?,
+            );
+        }
+        if let Some(dir) = &flags.www {
+            if !dir.is_dir() {
+                return Err(format!("error: --www {}: not a directory", dir.display()));
+            }
+        }
+        let stun_servers = if flags.no_stun {
+            Vec::new()
+        } else if flags.stun.is_empty() {
+            DEFAULT_STUN_SERVERS
+                .iter()
+                .map(|url| url.to_string())
+                .collect()
+        } else {
+            flags.stun
+        };
+        Ok(Config {
+            listen: flags.listen,
+            www: flags.www,
+            stun_servers,
+            max_peers: flags.max_peers,
+            max_message_bytes: flags.max_message_bytes,
+            max_rate: flags.max_rate,
+            allowed_origins,
+            log_level: flags.log_level,
+        })
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("error: bad command line")
+        .trim()
+        .to_string()
+}
+
+fn validate_stun_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("stun:")
+        .or_else(|| url.strip_prefix("stuns:"))
+        .ok_or("must start with stun: or stuns:")?;
+    if rest.is_empty() || rest.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err("needs a host, like stun:stun.example.org:3478");
+    }
+    Ok(())
+}
+
+/// `https://Panel.Example:443/` -> `https://panel.example:443`: origins are
+/// compared as the browser sends them (no path, lower-case scheme and host).
+fn normalize_origin(origin: &str) -> Result<String, &'static str> {
+    let trimmed = origin.trim_end_matches('/');
+    let (scheme, host) = trimmed
+        .split_once("://")
+        .ok_or("must look like https://host[:port]")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return Err("scheme must be http or https");
+    }
+    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must look like https://host[:port], without a path");
+    }
+    Ok(format!("{}://{}", scheme, host.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str], expected: Result<(), &str>) {
+        match (Config::from_args(args), expected) {
+            (Ok(_), Ok(())) => {}
+            (Err((message, code)), Err(want)) => {
+                assert_eq!(code, 2, "{args:?}");
+                assert!(
+                    message.contains(want),
+                    "{args:?}: {message:?} should mention {want:?}"
+                );
+                assert_eq!(message.lines().count(), 1, "one line: {message:?}");
+            }
+            (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_serve_a_working_intercom() {
+        let config = Config::from_args(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), "[::]:8080");
+        assert_eq!(config.stun_servers.len(), DEFAULT_STUN_SERVERS.len());
+        assert_eq!(config.max_peers, 4096);
+        assert_eq!(config.max_message_bytes, 65536);
+        assert_eq!(config.max_rate, 200);
+        assert!(config.www.is_none());
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        check(&["--listen", "127.0.0.1:0"], Ok(()));
+        check(&["--listen", "nowhere"], Err("--listen"));
+        check(&["--max-peers", "0"], Err("--max-peers"));
+        check(&["--max-peers", "many"], Err("--max-peers"));
+        check(&["--max-message-bytes", "10"], Err("--max-message-bytes"));
+        check(&["--max-rate", "-1"], Err("--max-rate"));
+        check(
+            &["--stun", "stun:a.example:3478", "--stun", "stuns:b.example"],
+            Ok(()),
+        );
+        check(&["--stun", "http://a.example"], Err("--stun"));
+        check(&["--stun", "stun:a.example", "--no-stun"], Err("--no-stun"));
+        check(&["--allow-origin", "https://Panel.Example/"], Ok(()));
+        check(&["--allow-origin", "panel.example"], Err("--allow-origin"));
+        check(&["--log-level", "loud"], Err("--log-level"));
+        check(&["--www", "/definitely/not/here"], Err("--www"));
+        check(&["--frobnicate"], Err("--frobnicate"));
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        let config = Config::from_args(&["--allow-origin", "HTTPS://Panel.Example:8443/"]).unwrap();
+        assert_eq!(config.allowed_origins, ["https://panel.example:8443"]);
+    }
+
+    #[test]
+    fn no_stun_empties_the_list() {
+        assert!(Config::from_args(&["--no-stun"])
+            .unwrap()
+            .stun_servers
+            .is_empty());
+    }
+}

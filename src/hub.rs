@@ -1,0 +1,298 @@
+//! The rim around the router: it owns every peer's outbox and carries out
+//! the router's actions with `try_send`.
+//!
+//! Socket tasks call in with events (a peer connected, a frame arrived, a
+//! socket ended); the hub asks the router what to do and fills outboxes. It
+//! never awaits, so it is only ever borrowed for the length of one event.
+//!
+//! Invariants:
+//! - A full outbox is never waited on: its peer is aborted (close 4008) and
+//!   the sender of the message that did not fit gets `peer-unavailable`.
+//! - Every `ConnId` handed out by `open` is removed by `close`, which the
+//!   socket task calls exactly once on its way out.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use log::{debug, info};
+
+use crate::outbox::{Outbox, SendError};
+use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Reference, Rejection};
+use crate::router::{Action, Bounce, ConnId, Limits, Router};
+
+pub struct Hub {
+    pub router: Router,
+    /// The outgoing queue of every open WebSocket, joined or not.
+    outboxes: HashMap<ConnId, Outbox>,
+    /// Peer id of each joined connection, for log lines.
+    names: HashMap<ConnId, String>,
+    next_conn: u64,
+    /// Sent in every welcome.
+    ice_servers: Vec<IceServer>,
+    /// Peers dropped because their queue stayed full, for `/metrics`.
+    pub dropped_slow: u64,
+}
+
+impl Hub {
+    pub fn new(limits: Limits, ice_servers: Vec<IceServer>) -> Hub {
+        Hub {
+            router: Router::new(limits),
+            outboxes: HashMap::new(),
+            names: HashMap::new(),
+            next_conn: 0,
+            ice_servers,
+            dropped_slow: 0,
+        }
+    }
+
+    /// A WebSocket was accepted: give it an id and an outbox.
+    pub fn open(&mut self) -> (ConnId, Outbox) {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        let outbox = Outbox::new();
+        self.outboxes.insert(conn, outbox.clone());
+        (conn, outbox)
+    }
+
+    pub fn websocket_count(&self) -> usize {
+        self.outboxes.len()
+    }
+
+    /// The connection asks to join with the query of its upgrade request.
+    /// Sends the welcome, or the error and the close code.
+    pub fn join(&mut self, conn: ConnId, hello: Result<Hello, Rejection>, now: Instant) {
+        let refused = match hello {
+            Ok(hello) => match self.router.connect(conn, hello, now) {
+                Ok(joined) => {
+                    info!(
+                        "peer {} joined room {} ({} peers)",
+                        joined.id,
+                        joined.room,
+                        self.router.peer_count()
+                    );
+                    let welcome = protocol::welcome(
+                        &joined.id,
+                        &joined.room,
+                        &joined.peers,
+                        &self.ice_servers,
+                    );
+                    self.names.insert(conn, joined.id);
+                    // The welcome goes first, before anything the actions
+                    // below might queue for this connection.
+                    self.dispatch(vec![Action::Send {
+                        conn,
+                        text: welcome.into(),
+                        bounce: None,
+                    }]);
+                    self.dispatch(joined.actions);
+                    return;
+                }
+                Err(refused) => refused,
+            },
+            Err(rejection) => self.router.refuse(rejection, close::INVALID_HELLO),
+        };
+        info!(
+            "connection refused: {} ({})",
+            refused.rejection.code.as_str(),
+            refused.rejection.message
+        );
+        self.fail(conn, refused.rejection, refused.close_code);
+    }
+
+    /// A text frame arrived.
+    pub fn receive(&mut self, conn: ConnId, text: &str, now: Instant) {
+        let actions = self.router.receive(conn, text, now);
+        self.dispatch(actions);
+    }
+
+    /// Send a non-fatal error to `conn`.
+    pub fn reject(&mut self, conn: ConnId, rejection: Rejection) {
+        let action = self.router.error_to(conn, rejection);
+        self.dispatch(vec![action]);
+    }
+
+    /// Send a fatal error to `conn`, then close it with `close_code`.
+    pub fn fail(&mut self, conn: ConnId, rejection: Rejection, close_code: u16) {
+        let error = self.router.error_to(conn, rejection);
+        let mut actions = self.router.disconnect(conn);
+        self.forget(conn, &format!("closed: {}", close_reason(close_code)));
+        actions.insert(0, error);
+        actions.push(Action::Close {
+            conn,
+            code: close_code,
+            reason: close_reason(close_code),
+        });
+        self.dispatch(actions);
+    }
+
+    /// The socket task of `conn` is ending: forget it and tell its room.
+    pub fn close(&mut self, conn: ConnId) {
+        let actions = self.router.disconnect(conn);
+        self.forget(conn, "left");
+        self.outboxes.remove(&conn);
+        self.dispatch(actions);
+    }
+
+    /// The daemon is stopping: every socket gets 1001 after what is queued.
+    pub fn shutdown(&mut self) {
+        for outbox in self.outboxes.values() {
+            outbox.close(close::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    /// Drop the name of `conn` and log why it went, once per peer.
+    fn forget(&mut self, conn: ConnId, why: &str) {
+        if let Some(id) = self.names.remove(&conn) {
+            info!("peer {id} {why} ({} peers)", self.router.peer_count());
+        }
+    }
+
+    /// Carry out actions; a full queue turns into more actions (the slow
+    /// peer is dropped, its room told, the sender told), handled in turn.
+    fn dispatch(&mut self, actions: Vec<Action>) {
+        let mut work: VecDeque<Action> = actions.into();
+        while let Some(action) = work.pop_front() {
+            match action {
+                Action::Send { conn, text, bounce } => {
+                    let result = match self.outboxes.get(&conn) {
+                        Some(outbox) => outbox.try_send(text),
+                        None => Err(SendError::Closed),
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(SendError::Full) => {
+                            self.dropped_slow += 1;
+                            if let Some(outbox) = self.outboxes.get(&conn) {
+                                outbox.abort();
+                            }
+                            work.extend(self.router.undeliverable(conn, bounce));
+                            self.forget(
+                                conn,
+                                "dropped: its outgoing queue is full, it is not reading",
+                            );
+                        }
+                        Err(SendError::Closed) => {
+                            // The target is on its way out (replaced, closing):
+                            // the router no longer routes to it, so this can
+                            // only be a message raced with its departure.
+                            if let Some(Bounce { sender, reference }) = bounce {
+                                debug!("message for closing connection {} bounced", conn.0);
+                                work.push_back(self.unavailable(sender, reference));
+                            }
+                        }
+                    }
+                }
+                Action::Close { conn, code, reason } => {
+                    if let Some(outbox) = self.outboxes.get(&conn) {
+                        outbox.close(code, reason);
+                    }
+                    self.forget(conn, &format!("closed: {reason}"));
+                }
+            }
+        }
+    }
+
+    fn unavailable(&mut self, sender: ConnId, reference: Reference) -> Action {
+        let rejection = Rejection::new(
+            ErrorCode::PeerUnavailable,
+            "the peer disconnected before the message reached it",
+        )
+        .about(reference);
+        self.router.error_to(sender, rejection)
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::INVALID_DATA => "invalid UTF-8",
+        close::TOO_LARGE => "message too large",
+        close::INVALID_HELLO => "invalid id, room or token",
+        close::REPLACED => "replaced",
+        close::ID_TAKEN => "id taken",
+        close::SERVER_FULL => "server full",
+        close::NOT_READING => "not reading",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
+
+    fn hello(id: &str) -> Result<Hello, Rejection> {
+        Ok(Hello {
+            id: Some(id.into()),
+            room: "lobby".into(),
+            token: None,
+        })
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while !outbox.is_empty() {
+            match smol::block_on(outbox.recv()) {
+                Outgoing::Text(text) => out.push(text.to_string()),
+                Outgoing::Close { code, .. } => out.push(format!("close {code}")),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_slow_peer_and_tells_the_sender() {
+        let mut hub = Hub::new(
+            Limits {
+                max_peers: 10,
+                max_rate: 0,
+            },
+            Vec::new(),
+        );
+        let (alice, alice_box) = hub.open();
+        let (bob, bob_box) = hub.open();
+        hub.join(alice, hello("alice"), Instant::now());
+        hub.join(bob, hello("bob"), Instant::now());
+        drain(&alice_box);
+        drain(&bob_box);
+        for _ in 0..MAX_QUEUED_MESSAGES {
+            hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, Instant::now());
+        }
+        assert!(drain(&alice_box).is_empty(), "all fit");
+        hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, Instant::now());
+        assert!(bob_box.is_aborted());
+        let told = drain(&alice_box);
+        assert_eq!(told.len(), 2, "{told:?}");
+        assert!(told[0].contains("peer-left"));
+        assert!(told[1].contains("peer-unavailable"));
+        assert_eq!(
+            smol::block_on(bob_box.recv()),
+            Outgoing::Close {
+                code: close::NOT_READING,
+                reason: "not reading"
+            }
+        );
+        assert_eq!(hub.router.peer_count(), 1);
+        hub.close(bob);
+        hub.close(alice);
+        assert_eq!(hub.websocket_count(), 0);
+    }
+
+    #[test]
+    fn welcome_comes_first() {
+        let mut hub = Hub::new(
+            Limits {
+                max_peers: 10,
+                max_rate: 0,
+            },
+            protocol::ice_servers(&["stun:s.example".into()]),
+        );
+        let (conn, outbox) = hub.open();
+        hub.join(conn, hello("door"), Instant::now());
+        assert_eq!(
+            drain(&outbox),
+            [
+                r#"{"type":"welcome","id":"door","room":"lobby","peers":[],"iceServers":[{"urls":["stun:s.example"]}]}"#
+            ]
+        );
+    }
+}

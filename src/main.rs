@@ -1,0 +1,67 @@
+//! The `intercomd` binary: parse flags, start logging, bind, run until
+//! SIGTERM or SIGINT. Everything else lives in the library.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use async_signal::{Signal, Signals};
+use intercomd::config::Config;
+use log::{error, info, LevelFilter};
+use smol::stream::StreamExt;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err((help, 0)) => {
+            println!("{help}");
+            return ExitCode::SUCCESS;
+        }
+        Err((message, code)) => {
+            eprintln!("{message}");
+            return ExitCode::from(code as u8);
+        }
+    };
+    // Our own lines at the chosen level; the libraries' only when they warn,
+    // so `--log-level debug` shows the daemon's decisions, not every poll.
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(LevelFilter::Warn.min(config.log_level))
+        .with_module_level("intercomd", config.log_level);
+    if let Err(err) = logger.init() {
+        eprintln!("error: cannot start logging: {err}");
+        return ExitCode::FAILURE;
+    }
+
+    smol::block_on(async {
+        let signals = match Signals::new([Signal::Term, Signal::Int]) {
+            Ok(signals) => signals,
+            Err(err) => {
+                error!("cannot install signal handlers: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match async_net::TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                error!("cannot listen on {}: {err}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        info!("intercomd {} starting", env!("CARGO_PKG_VERSION"));
+        let shutdown = async move {
+            let mut signals = signals;
+            if let Some(Ok(signal)) = signals.next().await {
+                info!("received {signal:?}");
+            }
+        };
+        match intercomd::server::run(config, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                error!("{err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,226 @@
+//! Each peer's bounded outgoing queue: the hub fills it with `try_send`, the
+//! peer's socket task drains it.
+//!
+//! Single-threaded on purpose (`Rc<RefCell<..>>`, a bare `Waker`): the whole
+//! daemon runs on one `LocalExecutor`, and a cross-thread channel would
+//! allocate every slot up front, which costs real memory with thousands of
+//! idle peers. This queue allocates only while it holds messages.
+//!
+//! Invariants:
+//! - `try_send` never blocks and never grows the queue past its bound: a full
+//!   queue is reported to the caller, who decides (the peer is dropped).
+//! - After `close` or `abort` nothing more is accepted; the close frame goes
+//!   out after whatever was queued before it (`close`) or at once (`abort`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+/// Messages waiting for one slow peer before it counts as not reading.
+/// Signaling is bursty (a call setup is a dozen candidates), so 256 leaves
+/// room for a phone that is busy for a moment without holding much memory.
+pub const MAX_QUEUED_MESSAGES: usize = 256;
+/// Bytes waiting for one peer before it counts as not reading. A single
+/// message of any accepted size always fits into an empty queue.
+pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
+/// What the socket task should write next.
+#[derive(Debug, PartialEq)]
+pub enum Outgoing {
+    Text(Rc<str>),
+    Close { code: u16, reason: &'static str },
+}
+
+/// Why `try_send` refused a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The bound is reached: the peer is not keeping up.
+    Full,
+    /// The connection is closing; nothing more will be written.
+    Closed,
+}
+
+#[derive(Clone, Default)]
+pub struct Outbox {
+    inner: Rc<RefCell<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    queue: VecDeque<Rc<str>>,
+    /// Sum of the lengths in `queue`.
+    bytes: usize,
+    /// Set once; sent after the queue drains.
+    close: Option<(u16, &'static str)>,
+    /// Set when the peer is dropped for not reading: the writer gives up on
+    /// a write that may never finish.
+    aborted: bool,
+    /// The writer waiting in `recv`.
+    recv_waker: Option<Waker>,
+    /// The writer waiting for a write to finish, in `aborted()`.
+    abort_waker: Option<Waker>,
+}
+
+impl Outbox {
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+
+    pub fn try_send(&self, text: Rc<str>) -> Result<(), SendError> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.close.is_some() || inner.aborted {
+            return Err(SendError::Closed);
+        }
+        let full = inner.queue.len() >= MAX_QUEUED_MESSAGES
+            || (!inner.queue.is_empty() && inner.bytes + text.len() > MAX_QUEUED_BYTES);
+        if full {
+            return Err(SendError::Full);
+        }
+        inner.bytes += text.len();
+        inner.queue.push_back(text);
+        if let Some(waker) = inner.recv_waker.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queue a close frame after what is already queued. The first close wins.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.close.is_none() {
+            inner.close = Some((code, reason));
+        }
+        if let Some(waker) = inner.recv_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Drop everything queued and stop the writer even if it is stuck in a
+    /// write to a peer that does not read. A `close` may follow.
+    pub fn abort(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.aborted = true;
+        inner.queue.clear();
+        inner.bytes = 0;
+        for waker in [inner.recv_waker.take(), inner.abort_waker.take()]
+            .into_iter()
+            .flatten()
+        {
+            waker.wake();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.borrow().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next thing to write; waits while there is nothing.
+    pub async fn recv(&self) -> Outgoing {
+        poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(text) = inner.queue.pop_front() {
+                inner.bytes -= text.len();
+                if inner.queue.is_empty() && inner.queue.capacity() > 16 {
+                    // A burst is over: give its memory back, since most
+                    // peers sit idle for hours.
+                    inner.queue = VecDeque::new();
+                }
+                return Poll::Ready(Outgoing::Text(text));
+            }
+            if let Some((code, reason)) = inner.close {
+                return Poll::Ready(Outgoing::Close { code, reason });
+            }
+            inner.recv_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves once `abort` has been called.
+    pub async fn aborted(&self) {
+        poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.aborted {
+                return Poll::Ready(());
+            }
+            inner.abort_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.inner.borrow().aborted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Rc<str> {
+        s.into()
+    }
+
+    #[test]
+    fn bounded_by_count() {
+        let outbox = Outbox::new();
+        for _ in 0..MAX_QUEUED_MESSAGES {
+            outbox.try_send(text("x")).unwrap();
+        }
+        assert_eq!(outbox.try_send(text("x")), Err(SendError::Full));
+        smol::block_on(outbox.recv());
+        assert_eq!(outbox.try_send(text("x")), Ok(()), "one slot freed");
+    }
+
+    #[test]
+    fn bounded_by_bytes_but_one_message_always_fits() {
+        let outbox = Outbox::new();
+        let big: Rc<str> = "x".repeat(MAX_QUEUED_BYTES + 1).into();
+        outbox.try_send(big.clone()).unwrap();
+        assert_eq!(outbox.try_send(text("y")), Err(SendError::Full));
+    }
+
+    #[test]
+    fn close_comes_after_what_was_queued() {
+        let outbox = Outbox::new();
+        outbox.try_send(text("a")).unwrap();
+        outbox.close(4001, "replaced");
+        outbox.close(1001, "later closes lose");
+        assert_eq!(outbox.try_send(text("b")), Err(SendError::Closed));
+        smol::block_on(async {
+            assert_eq!(outbox.recv().await, Outgoing::Text(text("a")));
+            assert_eq!(
+                outbox.recv().await,
+                Outgoing::Close {
+                    code: 4001,
+                    reason: "replaced"
+                }
+            );
+        });
+    }
+
+    #[test]
+    fn abort_discards_the_queue() {
+        let outbox = Outbox::new();
+        outbox.try_send(text("a")).unwrap();
+        outbox.abort();
+        outbox.close(4008, "not reading");
+        smol::block_on(async {
+            outbox.aborted().await;
+            assert_eq!(
+                outbox.recv().await,
+                Outgoing::Close {
+                    code: 4008,
+                    reason: "not reading"
+                }
+            );
+        });
+    }
+}

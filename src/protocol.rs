@@ -1,0 +1,477 @@
+//! The native wire protocol: JSON text frames, their validation and their
+//! encoding. No I/O, no state.
+//!
+//! Invariants:
+//! - Every frame the server sends is built here, so the wire format lives in
+//!   one file (a second protocol gets a second codec file, not a second router).
+//! - A client's message is passed on unchanged except for `from`, which the
+//!   server always sets itself.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Longest peer id or room name, in bytes (they are ASCII).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest reconnect token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 128;
+/// The room a peer lands in when it names none.
+pub const DEFAULT_ROOM: &str = "lobby";
+/// `"to"` value that means every other peer of the sender's room.
+pub const BROADCAST: &str = "*";
+
+/// Error codes of SPEC, as sent in `{"type":"error","code":..}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadJson,
+    BadMessage,
+    TooLarge,
+    UnknownPeer,
+    IdTaken,
+    InvalidId,
+    InvalidRoom,
+    InvalidToken,
+    ServerFull,
+    RateLimited,
+    PeerUnavailable,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadMessage,
+        ErrorCode::TooLarge,
+        ErrorCode::UnknownPeer,
+        ErrorCode::IdTaken,
+        ErrorCode::InvalidId,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidToken,
+        ErrorCode::ServerFull,
+        ErrorCode::RateLimited,
+        ErrorCode::PeerUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad-json",
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::IdTaken => "id-taken",
+            ErrorCode::InvalidId => "invalid-id",
+            ErrorCode::InvalidRoom => "invalid-room",
+            ErrorCode::InvalidToken => "invalid-token",
+            ErrorCode::ServerFull => "server-full",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::PeerUnavailable => "peer-unavailable",
+        }
+    }
+}
+
+/// WebSocket close codes of SPEC.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const TOO_LARGE: u16 = 1009;
+    pub const INVALID_HELLO: u16 = 4000;
+    pub const REPLACED: u16 = 4001;
+    pub const ID_TAKEN: u16 = 4002;
+    pub const SERVER_FULL: u16 = 4005;
+    pub const NOT_READING: u16 = 4008;
+}
+
+/// The `ref` of an error: which message it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A refusal: the error to send back and, for fatal ones, the close code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reference: Option<Reference>,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+            reference: None,
+        }
+    }
+
+    pub fn about(mut self, reference: Reference) -> Rejection {
+        self.reference = Some(reference);
+        self
+    }
+}
+
+/// True for 1..=64 characters of `A-Z a-z 0-9 . _ ~ -`: the alphabet of
+/// peer ids and room names, safe in URLs, logs and JSON without escaping.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ID_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// What a client asks for in `GET /ws?id=..&room=..&token=..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// `None`: the server picks a random id.
+    pub id: Option<String>,
+    pub room: String,
+    pub token: Option<String>,
+}
+
+impl Hello {
+    /// Validate the decoded query parameters of the upgrade request.
+    pub fn from_query(pairs: &[(String, String)]) -> Result<Hello, Rejection> {
+        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let id = get("id").filter(|id| !id.is_empty());
+        if let Some(id) = &id {
+            if !is_valid_name(id) {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidId,
+                    "an id is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
+                ));
+            }
+        }
+        let room = get("room")
+            .filter(|room| !room.is_empty())
+            .unwrap_or_else(|| DEFAULT_ROOM.to_string());
+        if !is_valid_name(&room) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidRoom,
+                "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
+            ));
+        }
+        let token = get("token").filter(|token| !token.is_empty());
+        if let Some(token) = &token {
+            if token.len() > MAX_TOKEN_LEN || token.chars().any(char::is_control) {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidToken,
+                    "a token is at most 128 bytes of printable characters",
+                ));
+            }
+        }
+        Ok(Hello { id, room, token })
+    }
+}
+
+/// A client message, decoded just far enough to route it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// `"to":"<id>"`: passed to one peer with `from` stamped.
+    Directed {
+        to: String,
+        message: Map<String, Value>,
+    },
+    /// `"to":"*"`: passed to every other peer of the sender's room.
+    Broadcast { message: Map<String, Value> },
+    /// `{"type":"join","room":..}`: move to another room.
+    Join { room: String },
+    /// `{"type":"peers"}`: who is in my room.
+    Peers,
+}
+
+impl Inbound {
+    pub fn reference(&self) -> Reference {
+        match self {
+            Inbound::Directed { to, message } => Reference {
+                kind: message_type(message),
+                to: Some(to.clone()),
+            },
+            Inbound::Broadcast { message } => Reference {
+                kind: message_type(message),
+                to: Some(BROADCAST.to_string()),
+            },
+            Inbound::Join { .. } => Reference {
+                kind: Some("join".into()),
+                to: None,
+            },
+            Inbound::Peers => Reference {
+                kind: Some("peers".into()),
+                to: None,
+            },
+        }
+    }
+}
+
+fn message_type(message: &Map<String, Value>) -> Option<String> {
+    message
+        .get("type")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Decode one text frame from a client.
+pub fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|err| Rejection::new(ErrorCode::BadJson, format!("not valid JSON: {err}")))?;
+    let Value::Object(mut message) = value else {
+        return Err(Rejection::new(
+            ErrorCode::BadMessage,
+            "a message is a JSON object",
+        ));
+    };
+    let reference = Reference {
+        kind: message_type(&message),
+        to: message
+            .get("to")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    let kind = match message.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        Some(_) => {
+            return Err(
+                Rejection::new(ErrorCode::BadMessage, "\"type\" must be a string").about(reference),
+            );
+        }
+        None => {
+            return Err(Rejection::new(
+                ErrorCode::BadMessage,
+                "a message needs a string \"type\"",
+            ))
+        }
+    };
+    match message.remove("to") {
+        Some(Value::String(to)) if to == BROADCAST => Ok(Inbound::Broadcast { message }),
+        Some(Value::String(to)) => Ok(Inbound::Directed { to, message }),
+        Some(_) => Err(Rejection::new(ErrorCode::BadMessage, "\"to\" must be a string").about(reference)),
+        None => match kind.as_str() {
+            "join" => match message.get("room") {
+                Some(Value::String(room)) if is_valid_name(room) => Ok(Inbound::Join { room: room.clone() }),
+                _ => Err(Rejection::new(
+                    ErrorCode::InvalidRoom,
+                    "join needs a \"room\" of 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
+                )
+                .about(reference)),
+            },
+            "peers" => Ok(Inbound::Peers),
+            _ => Err(Rejection::new(
+                ErrorCode::BadMessage,
+                "a message without \"to\" is for the server, which knows only \"join\" and \"peers\"",
+            )
+            .about(reference)),
+        },
+    }
+}
+
+/// The text passed on to the target: the sender's object with `from` set.
+pub fn stamp(mut message: Map<String, Value>, from: &str) -> String {
+    message.insert("from".into(), Value::String(from.to_string()));
+    Value::Object(message).to_string()
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'static str,
+    message: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a Reference>,
+}
+
+pub fn error(rejection: &Rejection) -> String {
+    encode(&ErrorFrame {
+        kind: "error",
+        code: rejection.code.as_str(),
+        message: &rejection.message,
+        reference: rejection.reference.as_ref(),
+    })
+}
+
+#[derive(Serialize)]
+struct WelcomeFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    room: &'a str,
+    peers: &'a [String],
+    #[serde(rename = "iceServers")]
+    ice_servers: &'a [IceServer],
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+}
+
+/// One `{"urls":[url]}` per STUN server, ready for `new RTCPeerConnection`.
+pub fn ice_servers(stun_servers: &[String]) -> Vec<IceServer> {
+    stun_servers
+        .iter()
+        .map(|url| IceServer {
+            urls: vec![url.clone()],
+        })
+        .collect()
+}
+
+pub fn welcome(id: &str, room: &str, peers: &[String], ice_servers: &[IceServer]) -> String {
+    encode(&WelcomeFrame {
+        kind: "welcome",
+        id,
+        room,
+        peers,
+        ice_servers,
+    })
+}
+
+#[derive(Serialize)]
+struct PresenceFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+}
+
+pub fn peer_joined(id: &str) -> String {
+    encode(&PresenceFrame {
+        kind: "peer-joined",
+        id,
+    })
+}
+
+pub fn peer_left(id: &str) -> String {
+    encode(&PresenceFrame {
+        kind: "peer-left",
+        id,
+    })
+}
+
+#[derive(Serialize)]
+struct PeersFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    peers: &'a [String],
+}
+
+pub fn peers(room: &str, peers: &[String]) -> String {
+    encode(&PeersFrame {
+        kind: "peers",
+        room,
+        peers,
+    })
+}
+
+fn encode(frame: &impl Serialize) -> String {
+    // Serializing these structs cannot fail: every field is a string, a
+    // number or a list of them.
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: Result<&str, ErrorCode>) {
+        match (parse_inbound(text), expected) {
+            (Ok(inbound), Ok(want)) => assert_eq!(format!("{inbound:?}"), want, "{text}"),
+            (Err(rejection), Err(code)) => {
+                assert_eq!(rejection.code, code, "{text}: {rejection:?}")
+            }
+            (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn inbound_messages() {
+        check(
+            r#"{"type":"offer","to":"bob","sdp":"x"}"#,
+            Ok(r#"Directed { to: "bob", message: {"sdp": String("x"), "type": String("offer")} }"#),
+        );
+        check(
+            r#"{"type":"chat","to":"*"}"#,
+            Ok(r#"Broadcast { message: {"type": String("chat")} }"#),
+        );
+        check(
+            r#"{"type":"join","room":"kitchen"}"#,
+            Ok(r#"Join { room: "kitchen" }"#),
+        );
+        check(r#"{"type":"peers"}"#, Ok("Peers"));
+        check("{", Err(ErrorCode::BadJson));
+        check("", Err(ErrorCode::BadJson));
+        check("[1,2]", Err(ErrorCode::BadMessage));
+        check("\"offer\"", Err(ErrorCode::BadMessage));
+        check(r#"{"to":"bob"}"#, Err(ErrorCode::BadMessage));
+        check(r#"{"type":7,"to":"bob"}"#, Err(ErrorCode::BadMessage));
+        check(r#"{"type":"offer","to":7}"#, Err(ErrorCode::BadMessage));
+        check(r#"{"type":"offer"}"#, Err(ErrorCode::BadMessage));
+        check(r#"{"type":"join"}"#, Err(ErrorCode::InvalidRoom));
+        check(
+            r#"{"type":"join","room":"../etc"}"#,
+            Err(ErrorCode::InvalidRoom),
+        );
+    }
+
+    #[test]
+    fn stamping_replaces_a_spoofed_from() {
+        let Ok(Inbound::Directed { message, .. }) =
+            parse_inbound(r#"{"type":"chat","to":"bob","from":"mallory"}"#)
+        else {
+            panic!("should parse");
+        };
+        assert_eq!(stamp(message, "alice"), r#"{"from":"alice","type":"chat"}"#);
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("door-1.front_~X"));
+        assert!(is_valid_name(&"a".repeat(64)));
+        assert!(!is_valid_name(&"a".repeat(65)));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("a b"));
+        assert!(!is_valid_name("é"));
+        assert!(!is_valid_name("a/b"));
+    }
+
+    #[test]
+    fn hello_from_query() {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let hello = Hello::from_query(&pairs(&[("id", "door"), ("token", "s3cret")])).unwrap();
+        assert_eq!(
+            hello,
+            Hello {
+                id: Some("door".into()),
+                room: "lobby".into(),
+                token: Some("s3cret".into())
+            }
+        );
+        assert_eq!(Hello::from_query(&[]).unwrap().id, None);
+        let code = |list: &[(&str, &str)]| Hello::from_query(&pairs(list)).unwrap_err().code;
+        assert_eq!(code(&[("id", "no spaces")]), ErrorCode::InvalidId);
+        assert_eq!(code(&[("room", "a/b")]), ErrorCode::InvalidRoom);
+        assert_eq!(
+            code(&[("token", &"t".repeat(129))]),
+            ErrorCode::InvalidToken
+        );
+        assert!(Hello::from_query(&pairs(&[("token", &"t".repeat(128))])).is_ok());
+    }
+
+    #[test]
+    fn error_frames() {
+        let rejection =
+            Rejection::new(ErrorCode::UnknownPeer, "no peer \"zed\"").about(Reference {
+                kind: Some("offer".into()),
+                to: Some("zed".into()),
+            });
+        assert_eq!(
+            error(&rejection),
+            r#"{"type":"error","code":"unknown-peer","message":"no peer \"zed\"","ref":{"type":"offer","to":"zed"}}"#
+        );
+    }
+}

@@ -1,0 +1,786 @@
+//! Peers, rooms and routing decisions. No I/O, no `.await`, no clock of its
+//! own (time comes in as an argument).
+//!
+//! The router answers every event with a list of [`Action`]s; the hub around
+//! it (`hub.rs`) carries them out with `try_send` into each peer's bounded
+//! queue. That split is what lets one slow phone never stall the building:
+//! nothing in here can block, and every decision is a plain unit test.
+//!
+//! Invariants:
+//! - `peers`, `ids` and `rooms` always agree: a peer id is in exactly one
+//!   room, a room exists only while it has members, and each live connection
+//!   maps to at most one peer.
+//! - Every directed message either becomes a `Send` carrying a `Bounce` (so
+//!   the hub can tell the sender if the target's queue is full) or an error
+//!   to its sender. Nothing is dropped silently.
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::protocol::{self, close, ErrorCode, Hello, Inbound, Reference, Rejection};
+
+/// The hub's handle for one WebSocket connection. Ids are never reused
+/// within a process, so a stale `ConnId` can never hit a newer peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the hub must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Queue `text` for `conn`. If the queue is full, the hub calls
+    /// [`Router::undeliverable`] with the bounce.
+    Send {
+        conn: ConnId,
+        text: Rc<str>,
+        bounce: Option<Bounce>,
+    },
+    /// Send a close frame with this code after what is already queued.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+/// Whom to tell, and about which message, when a directed message cannot be
+/// queued for its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    pub sender: ConnId,
+    pub reference: Reference,
+}
+
+/// The router's part of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Peers connected at once; the next gets `server-full` and 4005.
+    pub max_peers: usize,
+    /// Messages per second per peer (burst of twice that); 0 = no limit.
+    pub max_rate: u32,
+}
+
+/// A successful connect: what the new peer's welcome says, and what everyone
+/// else must be told.
+#[derive(Debug)]
+pub struct Joined {
+    pub id: String,
+    pub room: String,
+    /// The other peers of the room, sorted.
+    pub peers: Vec<String>,
+    pub actions: Vec<Action>,
+}
+
+/// A refused connect: the error to send, then the close code.
+#[derive(Debug, PartialEq)]
+pub struct Refused {
+    pub rejection: Rejection,
+    pub close_code: u16,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Messages passed from one peer to another (a broadcast counts once per
+    /// recipient).
+    pub routed: u64,
+    /// Errors sent, by code, in the order of `ErrorCode::ALL`.
+    pub rejected: [u64; ErrorCode::ALL.len()],
+}
+
+impl Stats {
+    fn count(&mut self, code: ErrorCode) {
+        if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.rejected[index] += 1;
+        }
+    }
+}
+
+/// The registry of connected peers and their rooms.
+pub struct Router {
+    limits: Limits,
+    /// Peer id -> its connection, room and token.
+    peers: HashMap<String, Peer>,
+    /// Connection -> peer id, for events that arrive by connection.
+    ids: HashMap<ConnId, String>,
+    /// Room name -> member ids, sorted so that lists are stable.
+    rooms: HashMap<String, BTreeSet<String>>,
+    pub stats: Stats,
+}
+
+struct Peer {
+    conn: ConnId,
+    room: String,
+    /// Proof of identity for taking the id over after a reconnect.
+    token: Option<String>,
+    bucket: TokenBucket,
+}
+
+impl Router {
+    pub fn new(limits: Limits) -> Router {
+        Router {
+            limits,
+            peers: HashMap::new(),
+            ids: HashMap::new(),
+            rooms: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Every peer as (id, room), sorted by id.
+    pub fn peer_list(&self) -> Vec<(String, String)> {
+        let mut list: Vec<_> = self
+            .peers
+            .iter()
+            .map(|(id, peer)| (id.clone(), peer.room.clone()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// A new connection asks to be `hello.id` in `hello.room`.
+    pub fn connect(&mut self, conn: ConnId, hello: Hello, now: Instant) -> Result<Joined, Refused> {
+        let mut actions = Vec::new();
+        let id = match hello.id {
+            Some(id) => id,
+            None => self.fresh_id(),
+        };
+        if let Some(existing) = self.peers.get(&id) {
+            let same_owner = matches!((&existing.token, &hello.token), (Some(old), Some(new)) if constant_time_eq(old, new));
+            if !same_owner {
+                return Err(self.refuse(
+                    Rejection::new(
+                        ErrorCode::IdTaken,
+                        format!("the id {id:?} is in use; pick another"),
+                    ),
+                    close::ID_TAKEN,
+                ));
+            }
+            // The same browser came back (a new tab, or a reconnect before
+            // the old socket noticed it was dead): the newer socket wins.
+            if existing.room == hello.room {
+                // Same room: nobody else needs to hear about it, so a call
+                // whose media survived a Wi-Fi blip is not torn down.
+                let peer = self.peers.get_mut(&id).expect("just looked up");
+                let old = std::mem::replace(&mut peer.conn, conn);
+                peer.token = hello.token;
+                self.ids.remove(&old);
+                self.ids.insert(conn, id.clone());
+                let room = hello.room;
+                let peers = self.rooms[&room]
+                    .iter()
+                    .filter(|member| **member != id)
+                    .cloned()
+                    .collect();
+                actions.push(Action::Close {
+                    conn: old,
+                    code: close::REPLACED,
+                    reason: "replaced",
+                });
+                return Ok(Joined {
+                    id,
+                    room,
+                    peers,
+                    actions,
+                });
+            }
+            let old = self.remove(&id, &mut actions);
+            actions.push(Action::Close {
+                conn: old.conn,
+                code: close::REPLACED,
+                reason: "replaced",
+            });
+        } else if self.peers.len() >= self.limits.max_peers {
+            return Err(self.refuse(
+                Rejection::new(
+                    ErrorCode::ServerFull,
+                    format!(
+                        "the server holds its limit of {} peers",
+                        self.limits.max_peers
+                    ),
+                ),
+                close::SERVER_FULL,
+            ));
+        }
+        let room = hello.room;
+        let peers: Vec<String> = self
+            .rooms
+            .get(&room)
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default();
+        let joined_text: Rc<str> = protocol::peer_joined(&id).into();
+        for member in &peers {
+            actions.push(Action::Send {
+                conn: self.peers[member].conn,
+                text: joined_text.clone(),
+                bounce: None,
+            });
+        }
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .insert(id.clone());
+        self.ids.insert(conn, id.clone());
+        let bucket = TokenBucket::new(self.limits.max_rate, now);
+        self.peers.insert(
+            id.clone(),
+            Peer {
+                conn,
+                room: room.clone(),
+                token: hello.token,
+                bucket,
+            },
+        );
+        Ok(Joined {
+            id,
+            room,
+            peers,
+            actions,
+        })
+    }
+
+    /// A text frame arrived from `conn`.
+    pub fn receive(&mut self, conn: ConnId, text: &str, now: Instant) -> Vec<Action> {
+        let Some(from) = self.ids.get(&conn).cloned() else {
+            return Vec::new();
+        };
+        let peer = self.peers.get_mut(&from).expect("ids and peers agree");
+        if !peer.bucket.take(now) {
+            let rejection = Rejection::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} messages per second; this one was dropped",
+                    self.limits.max_rate
+                ),
+            );
+            let reference = protocol::parse_inbound(text)
+                .ok()
+                .map(|inbound| inbound.reference());
+            let rejection = match reference {
+                Some(reference) => rejection.about(reference),
+                None => rejection,
+            };
+            return vec![self.error_to(conn, rejection)];
+        }
+        let inbound = match protocol::parse_inbound(text) {
+            Ok(inbound) => inbound,
+            Err(rejection) => return vec![self.error_to(conn, rejection)],
+        };
+        match inbound {
+            Inbound::Directed { to, message } => {
+                let reference = Reference {
+                    kind: message
+                        .get("type")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string),
+                    to: Some(to.clone()),
+                };
+                match self.peers.get(&to) {
+                    Some(target) => {
+                        self.stats.routed += 1;
+                        vec![Action::Send {
+                            conn: target.conn,
+                            text: protocol::stamp(message, &from).into(),
+                            bounce: Some(Bounce {
+                                sender: conn,
+                                reference,
+                            }),
+                        }]
+                    }
+                    None => {
+                        let rejection = Rejection::new(
+                            ErrorCode::UnknownPeer,
+                            format!("no peer {to:?} is connected"),
+                        )
+                        .about(reference);
+                        vec![self.error_to(conn, rejection)]
+                    }
+                }
+            }
+            Inbound::Broadcast { message } => {
+                let text: Rc<str> = protocol::stamp(message, &from).into();
+                let room = &self.peers[&from].room;
+                let actions: Vec<Action> = self.rooms[room]
+                    .iter()
+                    .filter(|member| **member != from)
+                    .map(|member| Action::Send {
+                        conn: self.peers[member].conn,
+                        text: text.clone(),
+                        bounce: None,
+                    })
+                    .collect();
+                self.stats.routed += actions.len() as u64;
+                actions
+            }
+            Inbound::Join { room } => {
+                let mut actions = Vec::new();
+                if self.peers[&from].room != room {
+                    let mut peer = self.remove(&from, &mut actions);
+                    let joined_text: Rc<str> = protocol::peer_joined(&from).into();
+                    if let Some(members) = self.rooms.get(&room) {
+                        for member in members {
+                            actions.push(Action::Send {
+                                conn: self.peers[member].conn,
+                                text: joined_text.clone(),
+                                bounce: None,
+                            });
+                        }
+                    }
+                    self.rooms
+                        .entry(room.clone())
+                        .or_default()
+                        .insert(from.clone());
+                    self.ids.insert(conn, from.clone());
+                    peer.room = room.clone();
+                    self.peers.insert(from.clone(), peer);
+                }
+                actions.push(self.peers_of(conn, &from));
+                actions
+            }
+            Inbound::Peers => vec![self.peers_of(conn, &from)],
+        }
+    }
+
+    /// `conn` is gone (closed, failed, or dropped by the hub).
+    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(id) = self.ids.get(&conn).cloned() {
+            self.remove(&id, &mut actions);
+        }
+        actions
+    }
+
+    /// The hub could not queue a message for `target` because its queue is
+    /// full: the target is not reading. Drop it (close 4008, everyone in its
+    /// room hears `peer-left`) and tell the sender, if any.
+    pub fn undeliverable(&mut self, target: ConnId, bounce: Option<Bounce>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let target_id = self.ids.get(&target).cloned();
+        if let Some(id) = &target_id {
+            self.remove(id, &mut actions);
+            actions.push(Action::Close {
+                conn: target,
+                code: close::NOT_READING,
+                reason: "not reading",
+            });
+        }
+        if let Some(bounce) = bounce {
+            if self.ids.contains_key(&bounce.sender) {
+                let name = target_id
+                    .or(bounce.reference.to.clone())
+                    .unwrap_or_default();
+                let rejection = Rejection::new(
+                    ErrorCode::PeerUnavailable,
+                    format!("{name:?} is not reading its messages and was disconnected"),
+                )
+                .about(bounce.reference);
+                actions.push(self.error_to(bounce.sender, rejection));
+            }
+        }
+        actions
+    }
+
+    /// Count and encode an error for `conn`.
+    pub fn error_to(&mut self, conn: ConnId, rejection: Rejection) -> Action {
+        self.stats.count(rejection.code);
+        Action::Send {
+            conn,
+            text: protocol::error(&rejection).into(),
+            bounce: None,
+        }
+    }
+
+    /// Count a refusal that happens before a peer exists (bad hello).
+    pub fn refuse(&mut self, rejection: Rejection, close_code: u16) -> Refused {
+        self.stats.count(rejection.code);
+        Refused {
+            rejection,
+            close_code,
+        }
+    }
+
+    fn peers_of(&self, conn: ConnId, id: &str) -> Action {
+        let room = &self.peers[id].room;
+        let others: Vec<String> = self.rooms[room]
+            .iter()
+            .filter(|member| *member != id)
+            .cloned()
+            .collect();
+        Action::Send {
+            conn,
+            text: protocol::peers(room, &others).into(),
+            bounce: None,
+        }
+    }
+
+    /// Take `id` out of every map and tell its room it left.
+    fn remove(&mut self, id: &str, actions: &mut Vec<Action>) -> Peer {
+        let peer = self
+            .peers
+            .remove(id)
+            .expect("caller checked the peer exists");
+        self.ids.remove(&peer.conn);
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.remove(id);
+            if members.is_empty() {
+                self.rooms.remove(&peer.room);
+            } else {
+                let left: Rc<str> = protocol::peer_left(id).into();
+                for member in members.iter() {
+                    actions.push(Action::Send {
+                        conn: self.peers[member].conn,
+                        text: left.clone(),
+                        bounce: None,
+                    });
+                }
+            }
+        }
+        peer
+    }
+
+    fn fresh_id(&self) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+        loop {
+            let id: String = (0..10)
+                .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+                .collect();
+            if !self.peers.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// Compare secrets without an early exit, so the time taken does not tell
+/// an attacker how much of a guessed token was right.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    difference == 0
+}
+
+/// Per-peer rate limit: `rate` tokens a second, at most `2 * rate` saved up.
+struct TokenBucket {
+    rate: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate,
+            tokens: 2.0 * f64::from(rate),
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let burst = 2.0 * f64::from(self.rate);
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const LIMITS: Limits = Limits {
+        max_peers: 3,
+        max_rate: 0,
+    };
+
+    fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
+        Hello {
+            id: Some(id.into()),
+            room: room.into(),
+            token: token.map(Into::into),
+        }
+    }
+
+    /// Render actions as short strings: `1<-{"type":..}` or `1 close 4001`.
+    fn render(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|action| match action {
+                Action::Send { conn, text, bounce } => {
+                    format!(
+                        "{}<-{}{}",
+                        conn.0,
+                        text,
+                        if bounce.is_some() { " (bounce)" } else { "" }
+                    )
+                }
+                Action::Close { conn, code, .. } => format!("{} close {}", conn.0, code),
+            })
+            .collect()
+    }
+
+    fn router_with(peers: &[(u64, &str, &str)]) -> Router {
+        let mut router = Router::new(LIMITS);
+        for (conn, id, room) in peers {
+            router
+                .connect(ConnId(*conn), hello(id, room, Some("t")), Instant::now())
+                .unwrap();
+        }
+        router
+    }
+
+    fn check(router: &mut Router, from: u64, text: &str, expected: &[&str]) {
+        let actions = router.receive(ConnId(from), text, Instant::now());
+        assert_eq!(render(&actions), expected, "after {text}");
+    }
+
+    #[test]
+    fn connect_announces_to_the_room_only() {
+        let mut router = router_with(&[(1, "bob", "lobby"), (2, "carol", "kitchen")]);
+        let joined = router
+            .connect(ConnId(3), hello("alice", "lobby", None), Instant::now())
+            .unwrap();
+        assert_eq!(joined.peers, ["bob"]);
+        assert_eq!(
+            render(&joined.actions),
+            [r#"1<-{"type":"peer-joined","id":"alice"}"#]
+        );
+        assert_eq!(
+            render(&router.disconnect(ConnId(3))),
+            [r#"1<-{"type":"peer-left","id":"alice"}"#]
+        );
+        assert_eq!(router.room_count(), 2);
+        assert!(
+            router.disconnect(ConnId(3)).is_empty(),
+            "a second disconnect is a no-op"
+        );
+    }
+
+    #[test]
+    fn directed_messages_are_stamped_and_bounce_aware() {
+        let mut router = router_with(&[(1, "alice", "lobby"), (2, "bob", "kitchen")]);
+        check(
+            &mut router,
+            1,
+            r#"{"type":"offer","to":"bob","from":"mallory","sdp":"v=0"}"#,
+            &[r#"2<-{"from":"alice","sdp":"v=0","type":"offer"} (bounce)"#],
+        );
+        check(
+            &mut router,
+            1,
+            r#"{"type":"offer","to":"zed"}"#,
+            &[
+                r#"1<-{"type":"error","code":"unknown-peer","message":"no peer \"zed\" is connected","ref":{"type":"offer","to":"zed"}}"#,
+            ],
+        );
+        assert_eq!(router.stats.routed, 1);
+    }
+
+    #[test]
+    fn broadcast_reaches_the_room_minus_the_sender() {
+        let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "kitchen")]);
+        check(
+            &mut router,
+            1,
+            r#"{"type":"chat","to":"*"}"#,
+            &[r#"2<-{"from":"a","type":"chat"}"#],
+        );
+    }
+
+    #[test]
+    fn join_moves_presence_both_ways() {
+        let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "kitchen")]);
+        check(
+            &mut router,
+            1,
+            r#"{"type":"join","room":"kitchen"}"#,
+            &[
+                r#"2<-{"type":"peer-left","id":"a"}"#,
+                r#"3<-{"type":"peer-joined","id":"a"}"#,
+                r#"1<-{"type":"peers","room":"kitchen","peers":["c"]}"#,
+            ],
+        );
+        check(
+            &mut router,
+            2,
+            r#"{"type":"peers"}"#,
+            &[r#"2<-{"type":"peers","room":"lobby","peers":[]}"#],
+        );
+        check(
+            &mut router,
+            2,
+            r#"{"type":"join","room":"attic"}"#,
+            &[r#"2<-{"type":"peers","room":"attic","peers":[]}"#],
+        );
+        assert_eq!(router.room_count(), 2, "the emptied lobby is gone");
+    }
+
+    #[test]
+    fn takeover_needs_the_same_token() {
+        let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
+        let taken = router
+            .connect(
+                ConnId(3),
+                hello("door", "lobby", Some("wrong")),
+                Instant::now(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            (taken.rejection.code, taken.close_code),
+            (ErrorCode::IdTaken, close::ID_TAKEN)
+        );
+        let taken = router
+            .connect(ConnId(3), hello("door", "lobby", None), Instant::now())
+            .unwrap_err();
+        assert_eq!(taken.rejection.code, ErrorCode::IdTaken);
+        let joined = router
+            .connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now())
+            .unwrap();
+        assert_eq!(joined.peers, ["bob"]);
+        assert_eq!(
+            render(&joined.actions),
+            ["1 close 4001"],
+            "a takeover in the same room is silent"
+        );
+        assert!(
+            router.disconnect(ConnId(1)).is_empty(),
+            "the replaced socket no longer owns the id"
+        );
+        check(
+            &mut router,
+            2,
+            r#"{"type":"ring","to":"door"}"#,
+            &[r#"4<-{"from":"bob","type":"ring"} (bounce)"#],
+        );
+        let moved = router
+            .connect(ConnId(5), hello("door", "porch", Some("t")), Instant::now())
+            .unwrap();
+        assert_eq!(
+            render(&moved.actions),
+            [r#"2<-{"type":"peer-left","id":"door"}"#, "4 close 4001"],
+            "a takeover into another room moves presence"
+        );
+    }
+
+    #[test]
+    fn server_full_at_the_limit() {
+        let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "lobby")]);
+        let full = router
+            .connect(ConnId(4), hello("d", "lobby", None), Instant::now())
+            .unwrap_err();
+        assert_eq!(
+            (full.rejection.code, full.close_code),
+            (ErrorCode::ServerFull, close::SERVER_FULL)
+        );
+        assert!(
+            router
+                .connect(ConnId(5), hello("c", "lobby", Some("t")), Instant::now())
+                .is_ok(),
+            "a takeover needs no free slot"
+        );
+    }
+
+    #[test]
+    fn random_ids_are_valid_and_unique() {
+        let mut router = Router::new(Limits {
+            max_peers: 100,
+            max_rate: 0,
+        });
+        let mut seen = BTreeSet::new();
+        for conn in 0..100 {
+            let joined = router
+                .connect(
+                    ConnId(conn),
+                    Hello {
+                        id: None,
+                        room: "lobby".into(),
+                        token: None,
+                    },
+                    Instant::now(),
+                )
+                .unwrap();
+            assert!(protocol::is_valid_name(&joined.id));
+            assert!(seen.insert(joined.id));
+        }
+    }
+
+    #[test]
+    fn undeliverable_drops_the_target_and_tells_the_sender() {
+        let mut router = router_with(&[
+            (1, "alice", "lobby"),
+            (2, "bob", "lobby"),
+            (3, "carol", "lobby"),
+        ]);
+        let actions = router.receive(ConnId(1), r#"{"type":"offer","to":"bob"}"#, Instant::now());
+        let Action::Send { bounce, .. } = &actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            render(&router.undeliverable(ConnId(2), bounce.clone())),
+            [
+                r#"1<-{"type":"peer-left","id":"bob"}"#,
+                r#"3<-{"type":"peer-left","id":"bob"}"#,
+                "2 close 4008",
+                r#"1<-{"type":"error","code":"peer-unavailable","message":"\"bob\" is not reading its messages and was disconnected","ref":{"type":"offer","to":"bob"}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn rate_limit_allows_a_burst_of_twice_the_rate() {
+        let mut router = Router::new(Limits {
+            max_peers: 10,
+            max_rate: 5,
+        });
+        let start = Instant::now();
+        router
+            .connect(ConnId(1), hello("a", "lobby", None), start)
+            .unwrap();
+        router
+            .connect(ConnId(2), hello("b", "lobby", None), start)
+            .unwrap();
+        let send = |router: &mut Router, at: Instant| {
+            router.receive(ConnId(1), r#"{"type":"x","to":"b"}"#, at)
+        };
+        for _ in 0..10 {
+            assert!(render(&send(&mut router, start))[0].starts_with("2<-"));
+        }
+        assert!(render(&send(&mut router, start))[0].contains("rate-limited"));
+        let later = start + Duration::from_millis(200);
+        assert!(
+            render(&send(&mut router, later))[0].starts_with("2<-"),
+            "one token back after 1/5 s"
+        );
+        assert!(render(&send(&mut router, later))[0].contains("rate-limited"));
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
+        assert!(!constant_time_eq("", "a"));
+    }
+}

@@ -1,0 +1,337 @@
+//! The accept loop, the HTTP front door, the connection cap and shutdown.
+//!
+//! `run` takes its listener and its stop signal from the caller, so `main`
+//! binds the configured address and stops on SIGTERM, while tests bind
+//! `127.0.0.1:0` and stop whenever they like.
+//!
+//! Invariants:
+//! - Everything runs on one `LocalExecutor` on the calling thread; shared
+//!   state is `Rc<Shared>` with `RefCell`s that are never borrowed across an
+//!   `.await`.
+//! - A connection's errors are logged in its own task and never reach the
+//!   accept loop.
+//! - Every wait on a client is bounded: the head by `HEAD_TIMEOUT`, a
+//!   response by `WRITE_TIMEOUT`, a close by `CLOSE_TIMEOUT`, shutdown by
+//!   `SHUTDOWN_GRACE`.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_net::{TcpListener, TcpStream};
+use log::{debug, info, warn};
+use smol::channel::{self, Receiver};
+use smol::future::or;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::{LocalExecutor, Timer};
+
+use crate::api::{self, ConnectionStats};
+use crate::config::Config;
+use crate::http::{
+    self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT,
+};
+use crate::hub::Hub;
+use crate::protocol;
+use crate::router::Limits;
+use crate::static_files;
+use crate::with_timeout;
+use crate::ws;
+
+/// TCP connections allowed on top of `--max-peers`, for page loads and API
+/// calls while every peer slot is taken. Past `max_peers + this`, new
+/// connections are closed at once (and counted in `/metrics`), so a flood of
+/// connections costs the daemon a file descriptor each for an instant and
+/// never starves the peers already connected.
+pub const HTTP_CONNECTION_HEADROOM: usize = 256;
+/// How long shutdown waits for sockets to take their 1001 close frame.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Pause after a failed `accept` (out of file descriptors), so the loop does
+/// not spin while connections finish and free some.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// At most one warning per this interval about refused connections.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// State shared by every connection task.
+pub struct Shared {
+    pub config: Config,
+    /// The router and every peer's outbox.
+    pub hub: RefCell<Hub>,
+    /// Counters for `/metrics`; `open` is also the connection cap's count.
+    connections: Cell<ConnectionStats>,
+    /// When we last warned about the connection cap, to keep the log calm
+    /// during a flood.
+    last_cap_warning: Cell<Option<Instant>>,
+}
+
+impl Shared {
+    fn new(config: Config) -> Shared {
+        let limits = Limits {
+            max_peers: config.max_peers,
+            max_rate: config.max_rate,
+        };
+        let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers));
+        Shared {
+            config,
+            hub: RefCell::new(hub),
+            connections: Cell::new(ConnectionStats::default()),
+            last_cap_warning: Cell::new(None),
+        }
+    }
+
+    fn update_connections(&self, change: impl FnOnce(&mut ConnectionStats)) {
+        let mut stats = self.connections.get();
+        change(&mut stats);
+        self.connections.set(stats);
+    }
+}
+
+/// Serve on `listener` until `shutdown` resolves, then close every
+/// WebSocket with 1001 and return within `SHUTDOWN_GRACE`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    info!("listening on http://{local}");
+    let shared = Rc::new(Shared::new(config));
+    let executor = LocalExecutor::new();
+    // Closed (not sent on) to tell idle HTTP connections to go.
+    let (stop_sender, stop) = channel::bounded::<()>(1);
+    // Each connection task holds a clone; once all are dropped, `recv` ends.
+    let (alive, all_gone) = channel::bounded::<()>(1);
+    let max_connections = shared.config.max_peers + HTTP_CONNECTION_HEADROOM;
+
+    executor
+        .run(async {
+            let accepting = async {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, address)) => {
+                            if shared.connections.get().open >= max_connections {
+                                refuse(&shared, address);
+                                continue;
+                            }
+                            shared.update_connections(|stats| {
+                                stats.open += 1;
+                                stats.accepted += 1;
+                            });
+                            let (shared, stop, alive) =
+                                (shared.clone(), stop.clone(), alive.clone());
+                            executor
+                                .spawn(async move {
+                                    serve_connection(&shared, stream, address, stop).await;
+                                    shared.update_connections(|stats| stats.open -= 1);
+                                    drop(alive);
+                                })
+                                .detach();
+                        }
+                        Err(error) => {
+                            warn!("accept failed: {error}");
+                            Timer::after(ACCEPT_ERROR_PAUSE).await;
+                        }
+                    }
+                }
+            };
+            or(accepting, shutdown).await;
+            info!(
+                "shutting down: closing {} sockets",
+                shared.hub.borrow().websocket_count()
+            );
+            drop(listener);
+            stop_sender.close();
+            shared.hub.borrow_mut().shutdown();
+            drop(alive);
+            if with_timeout(SHUTDOWN_GRACE, all_gone.recv())
+                .await
+                .is_none()
+            {
+                warn!(
+                    "{} connections still open after {:?}; dropping them",
+                    shared.connections.get().open,
+                    SHUTDOWN_GRACE
+                );
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn refuse(shared: &Shared, address: SocketAddr) {
+    shared.update_connections(|stats| stats.refused += 1);
+    let now = Instant::now();
+    let quiet = shared
+        .last_cap_warning
+        .get()
+        .is_some_and(|last| now.duration_since(last) < WARN_INTERVAL);
+    if !quiet {
+        shared.last_cap_warning.set(Some(now));
+        warn!(
+            "connection limit reached ({} open): refusing {address} and any others for now",
+            shared.connections.get().open
+        );
+    }
+}
+
+/// Why no request head could be read.
+enum ReadFailure {
+    /// The client closed, the socket failed, or we are stopping.
+    Gone,
+    Head(HeadError),
+}
+
+/// One TCP connection: requests until it closes, or the WebSocket it
+/// upgrades to.
+async fn serve_connection(
+    shared: &Rc<Shared>,
+    mut stream: TcpStream,
+    address: SocketAddr,
+    stop: Receiver<()>,
+) {
+    // Signaling is small and latency-bound: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    let mut buffer = Vec::new();
+    loop {
+        let head = with_timeout(
+            HEAD_TIMEOUT,
+            or(read_head(&mut stream, &mut buffer), async {
+                let _ = stop.recv().await;
+                Err(ReadFailure::Gone)
+            }),
+        )
+        .await;
+        let (request, length) = match head {
+            Some(Ok(parsed)) => parsed,
+            Some(Err(ReadFailure::Head(error))) => {
+                let (status, text) = match error {
+                    HeadError::Malformed => (400, "malformed request head"),
+                    HeadError::TooLarge => (431, "request head too large"),
+                };
+                debug!("{address}: {text}");
+                write_response(&mut stream, &Response::text(status, text), false, false).await;
+                return;
+            }
+            Some(Err(ReadFailure::Gone)) => return,
+            None => {
+                debug!("{address}: no complete request head within {HEAD_TIMEOUT:?}");
+                return;
+            }
+        };
+        buffer.drain(..length);
+
+        if request.path == "/ws" {
+            match ws::check_upgrade(&request, &shared.config) {
+                Ok(switching) => {
+                    if with_timeout(WRITE_TIMEOUT, stream.write_all(&switching))
+                        .await
+                        .is_some()
+                    {
+                        ws::serve(shared, stream, buffer, ws::hello_from(&request)).await;
+                    }
+                }
+                Err(response) => {
+                    if response.status == 403 {
+                        info!(
+                            "{address}: WebSocket refused for origin {:?}",
+                            request.header("origin").unwrap_or("")
+                        );
+                    }
+                    write_response(&mut stream, &response, false, false).await;
+                }
+            }
+            return;
+        }
+
+        let keep_alive = request.keep_alive() && !request.has_body();
+        let response = respond(shared, &request);
+        if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+/// Read until `buffer` holds a complete head (or the limit is passed).
+async fn read_head(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Result<(Request, usize), ReadFailure> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(parsed) = http::parse_head(buffer).map_err(ReadFailure::Head)? {
+            return Ok(parsed);
+        }
+        let room = MAX_HEAD_BYTES + 1 - buffer.len().min(MAX_HEAD_BYTES);
+        let read = stream
+            .read(&mut chunk[..room.min(2048)])
+            .await
+            .map_err(|_| ReadFailure::Gone)?;
+        if read == 0 {
+            return Err(ReadFailure::Gone);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Write a whole response within `WRITE_TIMEOUT`. False if it failed.
+async fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    head_only: bool,
+    keep_alive: bool,
+) -> bool {
+    let written = with_timeout(WRITE_TIMEOUT, async {
+        stream.write_all(&response.head_bytes(keep_alive)).await?;
+        if !head_only {
+            stream.write_all(&response.body).await?;
+        }
+        stream.flush().await
+    })
+    .await;
+    matches!(written, Some(Ok(())))
+}
+
+/// Pick the answer for a plain HTTP request.
+fn respond(shared: &Shared, request: &Request) -> Response {
+    let readable = matches!(request.method.as_str(), "GET" | "HEAD");
+    let endpoint = match request.path.as_str() {
+        "/api/ice-servers" => Some(Endpoint::IceServers),
+        "/api/peers" => Some(Endpoint::Peers),
+        "/healthz" => Some(Endpoint::Health),
+        "/metrics" => Some(Endpoint::Metrics),
+        _ => None,
+    };
+    match endpoint {
+        Some(_) if !readable => {
+            Response::json_error(405, "this endpoint takes GET").with_header("Allow", "GET, HEAD")
+        }
+        Some(Endpoint::IceServers) => {
+            api::ice_servers(&protocol::ice_servers(&shared.config.stun_servers))
+        }
+        Some(Endpoint::Peers) => api::peers(&shared.hub.borrow().router),
+        Some(Endpoint::Health) => api::healthz(),
+        Some(Endpoint::Metrics) => {
+            let hub = shared.hub.borrow();
+            let mut stats = shared.connections.get();
+            stats.websockets = hub.websocket_count();
+            stats.dropped_slow = hub.dropped_slow;
+            api::metrics(&hub.router, stats)
+        }
+        None if request.path.starts_with("/api/") => {
+            Response::json_error(404, "no such API endpoint")
+        }
+        None if readable => static_files::serve(request, shared.config.www.as_deref()),
+        None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
+    }
+}
+
+enum Endpoint {
+    IceServers,
+    Peers,
+    Health,
+    Metrics,
+}

@@ -1,0 +1,312 @@
+//! The WebSocket side: checking an upgrade request, and the per-socket read
+//! and write loops.
+//!
+//! We own the upgrade (the front door in `server.rs` has already read the
+//! head): check the headers and the Origin, write `101` with
+//! `derive_accept_key`, then wrap the socket with `from_partially_read`, so
+//! bytes the client sent right after its head are not lost.
+//!
+//! Each socket runs as one task with two halves polled together: the reader
+//! hands frames to the hub; the writer drains the peer's outbox. Neither
+//! half ever waits on another peer.
+
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use log::debug;
+use smol::future::or;
+use smol::stream::StreamExt;
+
+use crate::config::Config;
+use crate::http::{parse_query, Request, Response};
+use crate::outbox::{Outbox, Outgoing};
+use crate::protocol::{close, ErrorCode, Hello, Rejection};
+use crate::server::Shared;
+use crate::with_timeout;
+
+/// Bytes read from a socket at a time. Signaling messages are small; this
+/// buffer exists for every idle peer, so it is 1 KiB, not tungstenite's
+/// 128 KiB default (about 4 KB of RSS per idle peer instead of 138 KB).
+pub const READ_BUFFER_BYTES: usize = 1024;
+/// How long a close handshake may take before the socket is just dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// tungstenite's limits, sized on purpose for thousands of peers on a Pi.
+pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every send is flushed at once, so nothing waits in the buffer.
+        .write_buffer_size(0)
+        // One message, a pong and a close frame at most are ever pending.
+        .max_write_buffer_size(2 * max_message_bytes + 1024)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// Check an upgrade request for `/ws`. `Ok` carries the `101` head to
+/// write; `Err` the response that refuses it.
+pub fn check_upgrade(request: &Request, config: &Config) -> Result<Vec<u8>, Response> {
+    if request.method != "GET" {
+        return Err(
+            Response::json_error(405, "the WebSocket endpoint takes GET")
+                .with_header("Allow", "GET"),
+        );
+    }
+    let is_upgrade = request.header_has_token("connection", "upgrade")
+        && request
+            .header("upgrade")
+            .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return Err(
+            Response::json_error(426, "this endpoint speaks WebSocket only")
+                .with_header("Upgrade", "websocket")
+                .with_header("Sec-WebSocket-Version", "13"),
+        );
+    }
+    if request.header("sec-websocket-version") != Some("13") {
+        return Err(
+            Response::json_error(426, "only WebSocket version 13 is supported")
+                .with_header("Sec-WebSocket-Version", "13"),
+        );
+    }
+    let key = request.header("sec-websocket-key").unwrap_or_default();
+    if !is_valid_key(key) {
+        return Err(Response::json_error(
+            400,
+            "missing or malformed Sec-WebSocket-Key",
+        ));
+    }
+    if !origin_allowed(
+        request.header("origin"),
+        request.header("host"),
+        &config.allowed_origins,
+    ) {
+        return Err(Response::json_error(
+            403,
+            "this page's origin may not open the intercom WebSocket",
+        ));
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    Ok(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes())
+}
+
+/// A key is 16 random bytes in base64: 24 characters ending in `==`.
+fn is_valid_key(key: &str) -> bool {
+    key.len() == 24
+        && key.ends_with("==")
+        && key[..22]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// Browsers always send `Origin` on a WebSocket; a missing one is a native
+/// client (a door-station script, curl), which the Origin check is not
+/// about. A page may connect when it was served by this daemon (its origin's
+/// host is the `Host` it asked for) or when its origin was allowed by flag.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    let origin = origin.trim().to_ascii_lowercase();
+    if allowed.iter().any(|entry| *entry == origin) {
+        return true;
+    }
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
+}
+
+/// The `Hello` from the upgrade request's query.
+pub fn hello_from(request: &Request) -> Result<Hello, Rejection> {
+    let pairs = parse_query(request.query.as_deref().unwrap_or("")).ok_or_else(|| {
+        Rejection::new(
+            ErrorCode::InvalidId,
+            "the query string has a broken %-escape",
+        )
+    })?;
+    Hello::from_query(&pairs)
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The peer closed or the connection broke: nothing more to send.
+    Gone,
+    /// We refused the connection's input (too large, not UTF-8): an error
+    /// and a close frame are queued for the writer.
+    Refused,
+}
+
+/// Run one upgraded socket until it closes. `leftover` is what the client
+/// sent after its request head.
+pub async fn serve(
+    shared: &Rc<Shared>,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    hello: Result<Hello, Rejection>,
+) {
+    let config = websocket_config(shared.config.max_message_bytes);
+    let socket =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    let (conn, outbox) = shared.hub.borrow_mut().open();
+    shared.hub.borrow_mut().join(conn, hello, Instant::now());
+    let (mut sender, mut receiver) = socket.split();
+
+    let mut writing = pin!(write_loop(&mut sender, &outbox));
+    let reading = read_loop(shared, conn, &mut receiver);
+    let read_end = or(async { Some(reading.await) }, async {
+        (&mut writing).await;
+        None
+    })
+    .await;
+    match read_end {
+        Some(ReadEnd::Gone) => shared.hub.borrow_mut().close(conn),
+        Some(ReadEnd::Refused) => {
+            // Let the error and the close frame go out.
+            with_timeout(CLOSE_TIMEOUT, writing).await;
+            shared.hub.borrow_mut().close(conn);
+        }
+        None => {
+            // We sent a close frame (replaced, shut down, not reading):
+            // wait for the peer's close reply so the close code reaches it
+            // rather than a reset.
+            shared.hub.borrow_mut().close(conn);
+            with_timeout(CLOSE_TIMEOUT, async {
+                while let Some(Ok(_)) = receiver.next().await {}
+            })
+            .await;
+        }
+    }
+}
+
+async fn read_loop(
+    shared: &Shared,
+    conn: crate::router::ConnId,
+    receiver: &mut WebSocketReceiver<TcpStream>,
+) -> ReadEnd {
+    while let Some(result) = receiver.next().await {
+        match result {
+            Ok(Message::Text(text)) => {
+                shared
+                    .hub
+                    .borrow_mut()
+                    .receive(conn, text.as_str(), Instant::now())
+            }
+            Ok(Message::Binary(_)) => shared.hub.borrow_mut().reject(
+                conn,
+                Rejection::new(
+                    ErrorCode::BadMessage,
+                    "binary frames are not part of the protocol: send JSON text",
+                ),
+            ),
+            // tungstenite answers pings and close frames by itself.
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {}
+            Err(WsError::Capacity(_)) => {
+                let limit = shared.config.max_message_bytes;
+                let rejection = Rejection::new(
+                    ErrorCode::TooLarge,
+                    format!("messages are limited to {limit} bytes"),
+                );
+                shared
+                    .hub
+                    .borrow_mut()
+                    .fail(conn, rejection, close::TOO_LARGE);
+                return ReadEnd::Refused;
+            }
+            Err(WsError::Utf8(_)) => {
+                let rejection =
+                    Rejection::new(ErrorCode::BadMessage, "a text frame was not valid UTF-8");
+                shared
+                    .hub
+                    .borrow_mut()
+                    .fail(conn, rejection, close::INVALID_DATA);
+                return ReadEnd::Refused;
+            }
+            Err(error) => {
+                debug!("websocket {} ended: {error}", conn.0);
+                return ReadEnd::Gone;
+            }
+        }
+    }
+    ReadEnd::Gone
+}
+
+/// Drain the outbox into the socket until a close frame has gone out or the
+/// socket fails. A peer dropped for not reading is given up on at once.
+async fn write_loop(sender: &mut WebSocketSender<TcpStream>, outbox: &Outbox) {
+    loop {
+        match outbox.recv().await {
+            Outgoing::Text(text) => {
+                let sent = race_abort(outbox, sender.send(Message::text(text.to_string()))).await;
+                match sent {
+                    Some(Ok(())) => {}
+                    // Aborted: the queue was cleared and a close is coming.
+                    None => continue,
+                    Some(Err(error)) => {
+                        debug!("websocket write failed: {error}");
+                        return;
+                    }
+                }
+            }
+            Outgoing::Close { code, reason } => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                with_timeout(CLOSE_TIMEOUT, sender.close(Some(frame))).await;
+                return;
+            }
+        }
+    }
+}
+
+/// `Some(output)`, or `None` if the outbox is aborted first.
+async fn race_abort<T>(outbox: &Outbox, future: impl Future<Output = T>) -> Option<T> {
+    or(async { Some(future.await) }, async {
+        outbox.aborted().await;
+        None
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://panel.example".to_string()];
+        let check = |origin, host| origin_allowed(origin, host, &allowed);
+        assert!(
+            check(None, Some("pi:8080")),
+            "native clients send no Origin"
+        );
+        assert!(check(Some("http://pi:8080"), Some("pi:8080")));
+        assert!(check(Some("http://PI:8080"), Some("pi:8080")));
+        assert!(check(Some("https://panel.example"), Some("pi:8080")));
+        assert!(!check(Some("http://evil.example"), Some("pi:8080")));
+        assert!(!check(Some("http://pi:8081"), Some("pi:8080")));
+        assert!(!check(Some("null"), Some("pi:8080")));
+        assert!(!check(Some("http://pi:8080"), None));
+    }
+
+    #[test]
+    fn keys() {
+        assert!(is_valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key("dGhlIHNhbXBsZSBub25jZQ"));
+        assert!(!is_valid_key("dGhlIHNhbXBsZSBub25j!Q=="));
+        assert!(!is_valid_key(""));
+    }
+}
