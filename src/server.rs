@@ -51,6 +51,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Pause after a failed `accept` (out of file descriptors), so the loop does
 /// not spin while connections finish and free some.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long, and how many bytes, `linger_close` waits for and discards.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 /// At most one warning per this interval about refused connections.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -212,6 +215,7 @@ async fn serve_connection(
                 };
                 debug!("{address}: {text}");
                 write_response(&mut stream, &Response::text(status, text), false, false).await;
+                linger_close(stream).await;
                 return;
             }
             Some(Err(ReadFailure::Gone)) => return,
@@ -240,6 +244,7 @@ async fn serve_connection(
                         );
                     }
                     write_response(&mut stream, &response, false, false).await;
+                    linger_close(stream).await;
                 }
             }
             return;
@@ -275,6 +280,25 @@ async fn read_head(
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
+}
+
+/// Close after an error response without losing it: closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the
+/// response before the client reads it. So stop writing, then read and
+/// discard what the client still sends, for a bounded time and amount.
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 2048];
+    let mut left = LINGER_BYTES;
+    with_timeout(LINGER_TIME, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    })
+    .await;
 }
 
 /// Write a whole response within `WRITE_TIMEOUT`. False if it failed.

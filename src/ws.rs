@@ -117,7 +117,7 @@ fn is_valid_key(key: &str) -> bool {
 pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
     let origin = origin.trim().to_ascii_lowercase();
-    if allowed.iter().any(|entry| *entry == origin) {
+    if allowed.contains(&origin) {
         return true;
     }
     let Some(authority) = origin
