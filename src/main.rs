@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
+    raise_file_limit();
+
     smol::block_on(async {
         let signals = match Signals::new([Signal::Term, Signal::Int]) {
             Ok(signals) => signals,
@@ -64,4 +66,21 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Each connection is a file descriptor, and the usual soft limit of 1024
+/// is below `--max-peers`' default. Raise the soft limit to the hard one
+/// (which the administrator, or systemd's `LimitNOFILE`, sets).
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    // No hard limit at all: the kernel still caps descriptors at nr_open.
+    let target = limit.maximum.unwrap_or(1 << 20);
+    if let Some(before) = limit.current.filter(|current| *current < target) {
+        limit.current = Some(target);
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => log::debug!("file descriptor limit raised from {before} to {target}"),
+            Err(err) => log::warn!("cannot raise the file descriptor limit above {before}: {err}"),
+        }
+    }
 }

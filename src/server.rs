@@ -34,7 +34,7 @@ use crate::http::{
     self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT,
 };
 use crate::hub::Hub;
-use crate::protocol;
+use crate::protocol::{self, Hello, Rejection};
 use crate::router::Limits;
 use crate::static_files;
 use crate::with_timeout;
@@ -51,6 +51,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Pause after a failed `accept` (out of file descriptors), so the loop does
 /// not spin while connections finish and free some.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Bytes asked of a socket per read while reading a request head.
+const READ_CHUNK: usize = 2048;
 /// How long, and how many bytes, `linger_close` waits for and discards.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
@@ -187,13 +189,41 @@ enum ReadFailure {
 }
 
 /// One TCP connection: requests until it closes, or the WebSocket it
-/// upgrades to.
+/// upgrades to. The HTTP phase is boxed and freed before the WebSocket phase
+/// starts, so an idle peer's task holds only what its socket needs (the
+/// task's size is the largest of its states, and HTTP's are the larger).
 async fn serve_connection(
     shared: &Rc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     address: SocketAddr,
     stop: Receiver<()>,
 ) {
+    let upgrade = Box::pin(serve_http(shared, stream, address, stop)).await;
+    if let Some(Upgrade {
+        stream,
+        leftover,
+        hello,
+    }) = upgrade
+    {
+        Box::pin(ws::serve(shared, stream, leftover, hello)).await;
+    }
+}
+
+/// What the HTTP phase hands on when a request upgrades to a WebSocket.
+struct Upgrade {
+    stream: TcpStream,
+    /// Bytes the client sent after its request head.
+    leftover: Vec<u8>,
+    hello: Result<Hello, Rejection>,
+}
+
+/// Answer requests until the connection closes (`None`) or upgrades.
+async fn serve_http(
+    shared: &Shared,
+    mut stream: TcpStream,
+    address: SocketAddr,
+    stop: Receiver<()>,
+) -> Option<Upgrade> {
     // Signaling is small and latency-bound: no Nagle delay.
     let _ = stream.set_nodelay(true);
     let mut buffer = Vec::new();
@@ -216,12 +246,12 @@ async fn serve_connection(
                 debug!("{address}: {text}");
                 write_response(&mut stream, &Response::text(status, text), false, false).await;
                 linger_close(stream).await;
-                return;
+                return None;
             }
-            Some(Err(ReadFailure::Gone)) => return,
+            Some(Err(ReadFailure::Gone)) => return None,
             None => {
                 debug!("{address}: no complete request head within {HEAD_TIMEOUT:?}");
-                return;
+                return None;
             }
         };
         buffer.drain(..length);
@@ -229,12 +259,15 @@ async fn serve_connection(
         if request.path == "/ws" {
             match ws::check_upgrade(&request, &shared.config) {
                 Ok(switching) => {
-                    if with_timeout(WRITE_TIMEOUT, stream.write_all(&switching))
-                        .await
-                        .is_some()
-                    {
-                        ws::serve(shared, stream, buffer, ws::hello_from(&request)).await;
-                    }
+                    with_timeout(WRITE_TIMEOUT, stream.write_all(&switching))
+                        .await?
+                        .ok()?;
+                    buffer.shrink_to_fit();
+                    return Some(Upgrade {
+                        stream,
+                        leftover: buffer,
+                        hello: ws::hello_from(&request),
+                    });
                 }
                 Err(response) => {
                     if response.status == 403 {
@@ -245,9 +278,9 @@ async fn serve_connection(
                     }
                     write_response(&mut stream, &response, false, false).await;
                     linger_close(stream).await;
+                    return None;
                 }
             }
-            return;
         }
 
         let keep_alive = request.keep_alive() && !request.has_body();
@@ -255,7 +288,7 @@ async fn serve_connection(
         if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await
             || !keep_alive
         {
-            return;
+            return None;
         }
     }
 }
@@ -288,7 +321,7 @@ async fn read_head(
 /// discard what the client still sends, for a bounded time and amount.
 async fn linger_close(mut stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let mut sink = [0u8; 2048];
+    let mut sink = vec![0u8; READ_CHUNK];
     let mut left = LINGER_BYTES;
     with_timeout(LINGER_TIME, async {
         while left > 0 {
