@@ -85,6 +85,8 @@ fn main() {
     }
 }
 
+// The caller kills and reaps the child; only a panic here leaves it.
+#[allow(clippy::zombie_processes)]
 fn start(binary: &str) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(binary)
         .args([
