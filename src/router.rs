@@ -216,29 +216,13 @@ impl Router {
             .get(&room)
             .map(|members| members.iter().cloned().collect())
             .unwrap_or_default();
-        let joined_text: Rc<str> = protocol::peer_joined(&id).into();
-        for member in &peers {
-            actions.push(Action::Send {
-                conn: self.peers[member].conn,
-                text: joined_text.clone(),
-                bounce: None,
-            });
-        }
-        self.rooms
-            .entry(room.clone())
-            .or_default()
-            .insert(id.clone());
-        self.ids.insert(conn, id.clone());
-        let bucket = TokenBucket::new(self.limits.max_rate, now);
-        self.peers.insert(
-            id.clone(),
-            Peer {
-                conn,
-                room: room.clone(),
-                token: hello.token,
-                bucket,
-            },
-        );
+        let peer = Peer {
+            conn,
+            room: room.clone(),
+            token: hello.token,
+            bucket: TokenBucket::new(self.limits.max_rate, now),
+        };
+        self.insert(id.clone(), peer, &mut actions);
         Ok(Joined {
             id,
             room,
@@ -324,23 +308,8 @@ impl Router {
                 let mut actions = Vec::new();
                 if self.peers[&from].room != room {
                     let mut peer = self.remove(&from, &mut actions);
-                    let joined_text: Rc<str> = protocol::peer_joined(&from).into();
-                    if let Some(members) = self.rooms.get(&room) {
-                        for member in members {
-                            actions.push(Action::Send {
-                                conn: self.peers[member].conn,
-                                text: joined_text.clone(),
-                                bounce: None,
-                            });
-                        }
-                    }
-                    self.rooms
-                        .entry(room.clone())
-                        .or_default()
-                        .insert(from.clone());
-                    self.ids.insert(conn, from.clone());
-                    peer.room = room.clone();
-                    self.peers.insert(from.clone(), peer);
+                    peer.room = room;
+                    self.insert(from.clone(), peer, &mut actions);
                 }
                 actions.push(self.peers_of(conn, &from));
                 actions
@@ -421,6 +390,32 @@ impl Router {
         }
     }
 
+    /// Put `peer` into every map and tell its room it joined.
+    fn insert(&mut self, id: String, peer: Peer, actions: &mut Vec<Action>) {
+        self.announce(&peer.room, protocol::peer_joined(&id), actions);
+        self.rooms
+            .entry(peer.room.clone())
+            .or_default()
+            .insert(id.clone());
+        self.ids.insert(peer.conn, id.clone());
+        self.peers.insert(id, peer);
+    }
+
+    /// Queue `text` for every member of `room`.
+    fn announce(&self, room: &str, text: String, actions: &mut Vec<Action>) {
+        let Some(members) = self.rooms.get(room) else {
+            return;
+        };
+        let text: Rc<str> = text.into();
+        for member in members {
+            actions.push(Action::Send {
+                conn: self.peers[member].conn,
+                text: text.clone(),
+                bounce: None,
+            });
+        }
+    }
+
     /// Take `id` out of every map and tell its room it left.
     fn remove(&mut self, id: &str, actions: &mut Vec<Action>) -> Peer {
         let peer = self
@@ -432,17 +427,9 @@ impl Router {
             members.remove(id);
             if members.is_empty() {
                 self.rooms.remove(&peer.room);
-            } else {
-                let left: Rc<str> = protocol::peer_left(id).into();
-                for member in members.iter() {
-                    actions.push(Action::Send {
-                        conn: self.peers[member].conn,
-                        text: left.clone(),
-                        bounce: None,
-                    });
-                }
             }
         }
+        self.announce(&peer.room, protocol::peer_left(id), actions);
         peer
     }
 
