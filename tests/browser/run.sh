@@ -1,0 +1,63 @@
+#!/bin/sh
+# Real-browser test of the intercom pages against a daemon binary.
+#   tests/browser/run.sh DAEMON_BINARY
+# Installs what it needs on a bare Debian 12 machine (Chromium via apt, playwright-core
+# via npm ci), then runs the test inside its own network namespace so that nothing
+# (WebRTC, STUN lookups, the daemon) can leave loopback. Needs root (apt, unshare -n).
+# Optional environment: INTERCOMD_WWW=DIR serves the pages from DIR (--www) instead of
+# the copy compiled into the binary.
+set -eu
+
+if [ $# -ne 1 ]; then
+  echo "usage: $0 DAEMON_BINARY" >&2
+  exit 2
+fi
+case "$1" in
+  /*) BIN=$1 ;;
+  *) BIN=$(pwd)/$1 ;;
+esac
+if [ ! -x "$BIN" ]; then
+  echo "run.sh: daemon binary $BIN is missing or not executable (build it first, e.g. cargo build)" >&2
+  exit 2
+fi
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update
+    apt_updated=1
+  fi
+  apt-get install -y "$@"
+}
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "run.sh: installing Debian's chromium" >&2
+  apt_install chromium
+fi
+if ! command -v unshare >/dev/null 2>&1; then apt_install util-linux; fi
+if ! command -v ip >/dev/null 2>&1; then apt_install iproute2; fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "run.sh: installing node and npm" >&2
+  apt_install nodejs npm
+fi
+NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$NODE_MAJOR" -lt 20 ]; then
+  echo "run.sh: node $(node --version) is too old: playwright-core needs node 20 or newer" >&2
+  exit 1
+fi
+
+if [ ! -d "$HERE/node_modules/playwright-core" ]; then
+  echo "run.sh: npm ci in $HERE" >&2
+  (cd "$HERE" && npm ci --no-audit --no-fund)
+fi
+
+if ! unshare -n true 2>/dev/null; then
+  echo "run.sh: cannot create a network namespace (unshare -n needs root / CAP_SYS_ADMIN)" >&2
+  exit 1
+fi
+
+cd "$HERE"
+export INTERCOMD_BIN="$BIN"
+exec unshare -n sh -c 'ip link set lo up && exec node --test --test-reporter=spec call.test.mjs'
