@@ -2,120 +2,13 @@
 // through intercomd, talk (fake microphone), chat over the data channel and hang up.
 //
 // Run through ./run.sh DAEMON_BINARY (it sets INTERCOMD_BIN and isolates the network).
-// Environment:
-//   INTERCOMD_BIN   path of the daemon binary (required)
-//   INTERCOMD_WWW   optional: serve the pages from this folder (--www) instead of the embedded copy
-//   CHROMIUM_BIN    optional: browser binary, default /usr/bin/chromium
-//   HEADFUL=1       optional: show the browser windows (needs a display)
+// The environment it reads is described in lib.mjs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-
-const BIN = process.env.INTERCOMD_BIN;
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
-
-/** Starts the daemon on a free loopback port; resolves once it logs its address. */
-function startDaemon(cwd) {
-  const args = ['--listen', '127.0.0.1:0'];
-  if (process.env.INTERCOMD_WWW) args.push('--www', process.env.INTERCOMD_WWW);
-  const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const port = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(
-      `intercomd did not log "listening on http://127.0.0.1:PORT" within 10 s; its output so far:\n${output}`)), 10_000);
-    const onData = (chunk) => {
-      output += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
-    };
-    child.stdout.setEncoding('utf8').on('data', onData);
-    child.stderr.setEncoding('utf8').on('data', onData);
-    child.on('error', (e) => { clearTimeout(timer); reject(new Error(`cannot start ${BIN}: ${e.message}`)); });
-    child.on('exit', (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`intercomd exited (code ${code}, signal ${sig}) before listening; output:\n${output}`));
-    });
-  });
-  return { child, port, output: () => output };
-}
-
-async function stopDaemon(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(t);
-}
-
-/** Page status line and state, for failure messages. */
-async function describe(page) {
-  try {
-    return await page.evaluate(() =>
-      `state=${document.body.dataset.state} conn=${document.body.dataset.conn} ` +
-      `ice=${document.body.dataset.ice || '-'} status="${document.getElementById('status-text')?.textContent}"`);
-  } catch (e) {
-    return `(page not readable: ${e.message})`;
-  }
-}
-
-/**
- * Runs wait(timeoutMs); on failure throws `${what} within N s` plus both pages' state and recent console output.
- */
-function makeExpect(pages, logs) {
-  return async function expect(what, timeoutMs, wait) {
-    try {
-      return await wait(timeoutMs);
-    } catch (e) {
-      const states = [];
-      for (const [name, page] of Object.entries(pages)) states.push(`  ${name}: ${await describe(page)}`);
-      const recent = logs.slice(-30).map((l) => `  ${l}`).join('\n');
-      throw new Error(`${what} within ${timeoutMs / 1000} s\n` +
-        `pages:\n${states.join('\n')}\ncause: ${String(e.message).split('\n')[0]}\nrecent browser console:\n${recent}`);
-    }
-  };
-}
-
-/** Inbound audio bytes of window.intercom.pc (sum over inbound-rtp kind audio). */
-async function inboundAudioBytes(page) {
-  return page.evaluate(async () => {
-    const pc = window.intercom && window.intercom.pc;
-    if (!pc) return -1;
-    const stats = await pc.getStats();
-    let bytes = 0;
-    stats.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'audio') bytes += r.bytesReceived || 0; });
-    return bytes;
-  });
-}
-
-/** Polls until inbound audio bytes exceed `above`; resolves with the count, throws on timeout. */
-async function waitAudioAbove(page, above, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let last = -1;
-  while (Date.now() < deadline) {
-    last = await inboundAudioBytes(page);
-    if (last > above) return last;
-    await page.waitForTimeout(100); // polling interval of getStats, not a wait for an event
-  }
-  throw new Error(`inbound audio bytesReceived stayed at ${last} (needed more than ${above})`);
-}
+import { BIN, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser } from './lib.mjs';
 
 test('two pages call each other: audio both ways, chat, hang up', { timeout: 120_000 }, async (t) => {
   assert.ok(BIN, 'set INTERCOMD_BIN to the daemon binary (or use tests/browser/run.sh DAEMON_BINARY)');
@@ -129,12 +22,7 @@ test('two pages call each other: audio both ways, chat, hang up', { timeout: 120
   const url = `http://127.0.0.1:${port}/`;
 
   // launch() gives Chromium a fresh temporary user-data dir of its own and removes it on close.
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: !process.env.HEADFUL,
-    args: CHROMIUM_ARGS,
-    timeout: 30_000,
-  });
+  const browser = await launchBrowser();
   t.after(() => browser.close());
   const launched = Date.now();
 

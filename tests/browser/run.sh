@@ -60,4 +60,4 @@ fi
 
 cd "$HERE"
 export INTERCOMD_BIN="$BIN"
-exec unshare -n sh -c 'ip link set lo up && exec node --test --test-reporter=spec call.test.mjs'
+exec unshare -n sh -c 'ip link set lo up && exec node --test --test-reporter=spec *.test.mjs'
