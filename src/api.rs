@@ -42,6 +42,66 @@ pub fn peers(router: &Router) -> Response {
     json(&PeersBody { peers })
 }
 
+/// Bytes of randomness in a fresh room name: 128 bits, so a room's name is
+/// its access control (nobody guesses a link shared in a family chat).
+const ROOM_NAME_BYTES: usize = 16;
+
+/// `201 {"room":"<fresh name>"}`. Nothing is stored: a room exists while
+/// someone is in it, so the name is all there is to hand out.
+pub fn new_room(router: &Router) -> Response {
+    loop {
+        let name = match random_name() {
+            Ok(name) => name,
+            Err(err) => {
+                log::error!("no randomness for a room name: {err}");
+                return Response::json_error(500, "the system's random source failed");
+            }
+        };
+        if router.room_members(&name).is_empty() {
+            let body = serde_json::json!({ "room": name }).to_string();
+            return Response::json(201, body)
+                .with_header("Cache-Control", "no-store")
+                .with_header("Location", format!("/api/rooms/{name}"));
+        }
+    }
+}
+
+/// 26 characters of lower-case base32 (RFC 4648 alphabet, no padding): fits
+/// the room alphabet and reads aloud without case mistakes.
+fn random_name() -> Result<String, getrandom::Error> {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; ROOM_NAME_BYTES];
+    getrandom::fill(&mut bytes)?;
+    let mut name = String::with_capacity(26);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            name.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        name.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    Ok(name)
+}
+
+#[derive(Serialize)]
+struct RoomBody<'a> {
+    room: &'a str,
+    peers: Vec<String>,
+}
+
+/// `{"room":"<room>","peers":[..]}`, empty when nobody is in it.
+pub fn room(router: &Router, room: &str) -> Response {
+    json(&RoomBody {
+        room,
+        peers: router.room_members(room),
+    })
+}
+
 pub fn healthz() -> Response {
     Response::text(200, "ok")
 }
@@ -138,4 +198,18 @@ pub fn metrics(router: &Router, connections: ConnectionStats) -> Response {
 fn json(body: &impl Serialize) -> Response {
     Response::json(200, serde_json::to_string(body).unwrap_or_default())
         .with_header("Cache-Control", "no-store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_long_valid_and_distinct() {
+        let first = random_name().unwrap();
+        let second = random_name().unwrap();
+        assert_eq!(first.len(), 26);
+        assert!(crate::protocol::is_valid_name(&first));
+        assert_ne!(first, second);
+    }
 }

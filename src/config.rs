@@ -54,6 +54,15 @@ pub struct Flags {
     #[argh(option, default = "4096")]
     pub max_peers: usize,
 
+    /// most rooms with someone in them at once; a peer that would open one
+    /// more gets `server-full` (default 4096)
+    #[argh(option, default = "4096")]
+    pub max_rooms: usize,
+
+    /// most peers in one room; the next one gets `room-full` (default 512)
+    #[argh(option, default = "512")]
+    pub max_room_peers: usize,
+
     /// largest WebSocket message accepted, in bytes; a larger one gets
     /// `too-large` and close code 1009 (default 65536)
     #[argh(option, default = "65536")]
@@ -102,6 +111,8 @@ pub struct Config {
     /// `--no-stun`.
     pub stun_servers: Vec<String>,
     pub max_peers: usize,
+    pub max_rooms: usize,
+    pub max_room_peers: usize,
     pub max_message_bytes: usize,
     /// Messages per second per peer; 0 means unlimited.
     pub max_rate: u32,
@@ -132,6 +143,12 @@ impl Config {
         }
         if flags.max_peers == 0 {
             return Err("error: --max-peers must be at least 1".into());
+        }
+        if flags.max_rooms == 0 {
+            return Err("error: --max-rooms must be at least 1".into());
+        }
+        if flags.max_room_peers == 0 {
+            return Err("error: --max-room-peers must be at least 1".into());
         }
         if flags.max_message_bytes < 1024 || flags.max_message_bytes > MAX_MESSAGE_BYTES_CEILING {
             return Err(format!(
@@ -165,6 +182,8 @@ impl Config {
             www: flags.www,
             stun_servers,
             max_peers: flags.max_peers,
+            max_rooms: flags.max_rooms,
+            max_room_peers: flags.max_room_peers,
             max_message_bytes: flags.max_message_bytes,
             max_rate: flags.max_rate,
             allowed_origins,
@@ -246,6 +265,9 @@ mod tests {
         check(&["--max-peers", "0"], Err("--max-peers"));
         check(&["--max-peers", "many"], Err("--max-peers"));
         check(&["--max-message-bytes", "10"], Err("--max-message-bytes"));
+        check(&["--max-rooms", "0"], Err("--max-rooms"));
+        check(&["--max-room-peers", "0"], Err("--max-room-peers"));
+        check(&["--max-rooms", "1", "--max-room-peers", "2"], Ok(()));
         check(&["--max-rate", "-1"], Err("--max-rate"));
         check(
             &["--stun", "stun:a.example:3478", "--stun", "stuns:b.example"],

@@ -210,6 +210,7 @@ fn close_reason(code: u16) -> &'static str {
         close::REPLACED => "replaced",
         close::ID_TAKEN => "id taken",
         close::SERVER_FULL => "server full",
+        close::ROOM_FULL => "room full",
         close::NOT_READING => "not reading",
         _ => "",
     }
@@ -245,6 +246,8 @@ mod tests {
             Limits {
                 max_peers: 10,
                 max_rate: 0,
+                max_rooms: 100,
+                max_room_peers: 100,
             },
             Vec::new(),
         );
@@ -283,6 +286,8 @@ mod tests {
             Limits {
                 max_peers: 10,
                 max_rate: 0,
+                max_rooms: 100,
+                max_room_peers: 100,
             },
             protocol::ice_servers(&["stun:s.example".into()]),
         );

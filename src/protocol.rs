@@ -31,12 +31,13 @@ pub enum ErrorCode {
     InvalidRoom,
     InvalidToken,
     ServerFull,
+    RoomFull,
     RateLimited,
     PeerUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::TooLarge,
@@ -46,6 +47,7 @@ impl ErrorCode {
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidToken,
         ErrorCode::ServerFull,
+        ErrorCode::RoomFull,
         ErrorCode::RateLimited,
         ErrorCode::PeerUnavailable,
     ];
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::InvalidRoom => "invalid-room",
             ErrorCode::InvalidToken => "invalid-token",
             ErrorCode::ServerFull => "server-full",
+            ErrorCode::RoomFull => "room-full",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::PeerUnavailable => "peer-unavailable",
         }
@@ -76,6 +79,7 @@ pub mod close {
     pub const REPLACED: u16 = 4001;
     pub const ID_TAKEN: u16 = 4002;
     pub const SERVER_FULL: u16 = 4005;
+    pub const ROOM_FULL: u16 = 4006;
     pub const NOT_READING: u16 = 4008;
 }
 

@@ -58,6 +58,11 @@ pub struct Limits {
     pub max_peers: usize,
     /// Messages per second per peer (burst of twice that); 0 = no limit.
     pub max_rate: u32,
+    /// Rooms with members at once; a peer that would open one more gets
+    /// `server-full` (close 4005 on connect).
+    pub max_rooms: usize,
+    /// Peers in one room; the next gets `room-full` (close 4006 on connect).
+    pub max_room_peers: usize,
 }
 
 /// A successful connect: what the new peer's welcome says, and what everyone
@@ -192,6 +197,10 @@ impl Router {
                     actions,
                 });
             }
+            if let Err(rejection) = self.admit(&hello.room, Some(&id)) {
+                let close_code = close_code_for(rejection.code);
+                return Err(self.refuse(rejection, close_code));
+            }
             let old = self.remove(&id, &mut actions);
             actions.push(Action::Close {
                 conn: old.conn,
@@ -209,13 +218,12 @@ impl Router {
                 ),
                 close::SERVER_FULL,
             ));
+        } else if let Err(rejection) = self.admit(&hello.room, None) {
+            let close_code = close_code_for(rejection.code);
+            return Err(self.refuse(rejection, close_code));
         }
         let room = hello.room;
-        let peers: Vec<String> = self
-            .rooms
-            .get(&room)
-            .map(|members| members.iter().cloned().collect())
-            .unwrap_or_default();
+        let peers = self.room_members(&room);
         let peer = Peer {
             conn,
             room: room.clone(),
@@ -307,6 +315,13 @@ impl Router {
             Inbound::Join { room } => {
                 let mut actions = Vec::new();
                 if self.peers[&from].room != room {
+                    if let Err(rejection) = self.admit(&room, Some(&from)) {
+                        let reference = Reference {
+                            kind: Some("join".into()),
+                            to: None,
+                        };
+                        return vec![self.error_to(conn, rejection.about(reference))];
+                    }
                     let mut peer = self.remove(&from, &mut actions);
                     peer.room = room;
                     self.insert(from.clone(), peer, &mut actions);
@@ -390,6 +405,49 @@ impl Router {
         }
     }
 
+    /// May a peer enter `room`? `mover` is the id of a peer leaving another
+    /// room for it (a join or a takeover), whose old room may close.
+    fn admit(&self, room: &str, mover: Option<&str>) -> Result<(), Rejection> {
+        match self.rooms.get(room) {
+            Some(members) if members.len() >= self.limits.max_room_peers => Err(Rejection::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "the room {room:?} holds its limit of {} peers",
+                    self.limits.max_room_peers
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                // Moving out of a room where the mover is alone closes that
+                // room, so the count does not grow.
+                let frees_one = mover.and_then(|id| self.peers.get(id)).is_some_and(|peer| {
+                    self.rooms
+                        .get(&peer.room)
+                        .is_some_and(|members| members.len() == 1)
+                });
+                if self.rooms.len() >= self.limits.max_rooms && !frees_one {
+                    Err(Rejection::new(
+                        ErrorCode::ServerFull,
+                        format!(
+                            "the server holds its limit of {} rooms",
+                            self.limits.max_rooms
+                        ),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Members of `room`, sorted; empty for a room nobody is in.
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        self.rooms
+            .get(room)
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Put `peer` into every map and tell its room it joined.
     fn insert(&mut self, id: String, peer: Peer, actions: &mut Vec<Action>) {
         self.announce(&peer.room, protocol::peer_joined(&id), actions);
@@ -443,6 +501,15 @@ impl Router {
                 return id;
             }
         }
+    }
+}
+
+/// The close code that goes with a refusal on connect.
+fn close_code_for(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::RoomFull => close::ROOM_FULL,
+        ErrorCode::ServerFull => close::SERVER_FULL,
+        _ => close::INVALID_HELLO,
     }
 }
 
@@ -500,6 +567,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_peers: 3,
         max_rate: 0,
+        max_rooms: 100,
+        max_room_peers: 100,
     };
 
     fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
@@ -694,6 +763,8 @@ mod tests {
         let mut router = Router::new(Limits {
             max_peers: 100,
             max_rate: 0,
+            max_rooms: 100,
+            max_room_peers: 100,
         });
         let mut seen = BTreeSet::new();
         for conn in 0..100 {
@@ -740,6 +811,8 @@ mod tests {
         let mut router = Router::new(Limits {
             max_peers: 10,
             max_rate: 5,
+            max_rooms: 100,
+            max_room_peers: 100,
         });
         let start = Instant::now();
         router
@@ -761,6 +834,71 @@ mod tests {
             "one token back after 1/5 s"
         );
         assert!(render(&send(&mut router, later))[0].contains("rate-limited"));
+    }
+
+    #[test]
+    fn room_limits() {
+        let limits = Limits {
+            max_peers: 10,
+            max_rate: 0,
+            max_rooms: 2,
+            max_room_peers: 2,
+        };
+        let mut router = Router::new(limits);
+        let now = Instant::now();
+        router
+            .connect(ConnId(1), hello("a", "one", None), now)
+            .unwrap();
+        router
+            .connect(ConnId(2), hello("b", "one", None), now)
+            .unwrap();
+        let full = router
+            .connect(ConnId(3), hello("c", "one", None), now)
+            .unwrap_err();
+        assert_eq!(
+            (full.rejection.code, full.close_code),
+            (ErrorCode::RoomFull, close::ROOM_FULL)
+        );
+        router
+            .connect(ConnId(3), hello("c", "two", None), now)
+            .unwrap();
+        let too_many = router
+            .connect(ConnId(4), hello("d", "three", None), now)
+            .unwrap_err();
+        assert_eq!(
+            (too_many.rejection.code, too_many.close_code),
+            (ErrorCode::ServerFull, close::SERVER_FULL)
+        );
+        // A join into a full room is refused and leaves the peer where it was.
+        check(
+            &mut router,
+            3,
+            r#"{"type":"join","room":"one"}"#,
+            &[
+                r#"3<-{"type":"error","code":"room-full","message":"the room \"one\" holds its limit of 2 peers","ref":{"type":"join"}}"#,
+            ],
+        );
+        // c is alone in "two": moving to a new room closes "two", so it fits.
+        check(
+            &mut router,
+            3,
+            r#"{"type":"join","room":"four"}"#,
+            &[r#"3<-{"type":"peers","room":"four","peers":[]}"#],
+        );
+        // b is not alone in "one": a new room would be a third.
+        let actions = router.receive(ConnId(2), r#"{"type":"join","room":"five"}"#, now);
+        assert!(
+            render(&actions)[0].contains("server-full"),
+            "{:?}",
+            render(&actions)
+        );
+        // Leaving frees the slot.
+        router.disconnect(ConnId(1));
+        router
+            .connect(ConnId(5), hello("e", "one", None), now)
+            .unwrap();
+        assert_eq!(router.room_members("one"), ["b", "e"]);
+        assert_eq!(router.room_count(), 2);
     }
 
     #[test]

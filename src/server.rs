@@ -76,6 +76,8 @@ impl Shared {
         let limits = Limits {
             max_peers: config.max_peers,
             max_rate: config.max_rate,
+            max_rooms: config.max_rooms,
+            max_room_peers: config.max_room_peers,
         };
         let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers));
         Shared {
@@ -354,22 +356,29 @@ async fn write_response(
 
 /// Pick the answer for a plain HTTP request.
 fn respond(shared: &Shared, request: &Request) -> Response {
-    let readable = matches!(request.method.as_str(), "GET" | "HEAD");
-    let endpoint = match request.path.as_str() {
-        "/api/ice-servers" => Some(Endpoint::IceServers),
-        "/api/peers" => Some(Endpoint::Peers),
-        "/healthz" => Some(Endpoint::Health),
-        "/metrics" => Some(Endpoint::Metrics),
-        _ => None,
+    let method = request.method.as_str();
+    let readable = matches!(method, "GET" | "HEAD");
+    let not_allowed = |allow: &'static str| {
+        Response::json_error(405, &format!("this endpoint takes {allow}"))
+            .with_header("Allow", allow)
     };
-    match endpoint {
-        Some(_) if !readable => {
-            Response::json_error(405, "this endpoint takes GET").with_header("Allow", "GET, HEAD")
-        }
+    match Endpoint::of(&request.path) {
+        Some(Endpoint::Rooms) if method == "POST" => api::new_room(&shared.hub.borrow().router),
+        Some(Endpoint::Rooms) => not_allowed("POST"),
+        Some(_) if !readable => not_allowed("GET, HEAD"),
         Some(Endpoint::IceServers) => {
             api::ice_servers(&protocol::ice_servers(&shared.config.stun_servers))
         }
         Some(Endpoint::Peers) => api::peers(&shared.hub.borrow().router),
+        Some(Endpoint::Room(room)) => match http::percent_decode(room, false) {
+            Some(room) if protocol::is_valid_name(&room) => {
+                api::room(&shared.hub.borrow().router, &room)
+            }
+            _ => Response::json_error(
+                400,
+                "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
+            ),
+        },
         Some(Endpoint::Health) => api::healthz(),
         Some(Endpoint::Metrics) => {
             let hub = shared.hub.borrow();
@@ -386,9 +395,25 @@ fn respond(shared: &Shared, request: &Request) -> Response {
     }
 }
 
-enum Endpoint {
+enum Endpoint<'a> {
     IceServers,
     Peers,
+    Rooms,
+    /// `/api/rooms/<room>`, the name still percent-encoded.
+    Room(&'a str),
     Health,
     Metrics,
+}
+
+impl Endpoint<'_> {
+    fn of(path: &str) -> Option<Endpoint<'_>> {
+        match path {
+            "/api/ice-servers" => Some(Endpoint::IceServers),
+            "/api/peers" => Some(Endpoint::Peers),
+            "/api/rooms" => Some(Endpoint::Rooms),
+            "/healthz" => Some(Endpoint::Health),
+            "/metrics" => Some(Endpoint::Metrics),
+            _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
+        }
+    }
 }
