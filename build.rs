@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let root =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("www");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("www");
     println!("cargo:rerun-if-changed=www");
     let mut files = Vec::new();
     collect(&root, &root, &mut files);
@@ -42,11 +41,7 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
         if path.is_dir() {
             collect(root, &path, files);
         } else if path.is_file() {
-            let relative = path
-                .strip_prefix(root)
-                .expect("below root")
-                .to_string_lossy()
-                .replace('\\', "/");
+            let relative = path.strip_prefix(root).expect("below root").to_string_lossy().replace('\\', "/");
             files.push((relative, path));
         }
     }

@@ -22,8 +22,7 @@ const PER_PEER_BUDGET: u64 = 8 * 1024;
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let binary = std::env::var("INTERCOMD_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
+    let binary = std::env::var("INTERCOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
     raise_file_limit();
     let size = std::fs::metadata(&binary).expect("the daemon binary").len();
 
@@ -65,10 +64,7 @@ fn main() {
         kib(IDLE_RSS_BUDGET),
         verdict(idle_after_page, IDLE_RSS_BUDGET)
     );
-    println!(
-        "  RSS with {PEERS} idle peers:       {:.0} KiB (connected in {connect_time:.2?})",
-        kib(with_peers)
-    );
+    println!("  RSS with {PEERS} idle peers:       {:.0} KiB (connected in {connect_time:.2?})", kib(with_peers));
     println!(
         "  RSS per idle peer:               {:.2} KiB   budget {:.0} KiB  {}",
         kib(per_peer),
@@ -89,14 +85,7 @@ fn main() {
 #[allow(clippy::zombie_processes)]
 fn start(binary: &str) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--max-rate",
-            "0",
-            "--log-level",
-            "warn",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--max-rate", "0", "--log-level", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -125,23 +114,13 @@ fn listening_addr(pid: u32) -> Option<std::net::SocketAddr> {
         .ok()?
         .flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_string)
-        })
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
         .collect();
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // State 0A is LISTEN.
-        if fields.get(3) == Some(&"0A")
-            && inodes
-                .iter()
-                .any(|inode| Some(&inode.as_str()) == fields.get(9))
-        {
+        if fields.get(3) == Some(&"0A") && inodes.iter().any(|inode| Some(&inode.as_str()) == fields.get(9)) {
             let port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
             return Some(([127, 0, 0, 1], port).into());
         }
@@ -150,28 +129,15 @@ fn listening_addr(pid: u32) -> Option<std::net::SocketAddr> {
 }
 
 fn rss(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 fn http_get(addr: std::net::SocketAddr, path: &str) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     assert!(response.starts_with(b"HTTP/1.1 200"), "{path}");
@@ -179,17 +145,12 @@ fn http_get(addr: std::net::SocketAddr, path: &str) {
 
 /// Connect `count` peers, each alone in its room (so no presence traffic),
 /// and wait for every welcome.
-async fn connect_peers(
-    addr: std::net::SocketAddr,
-    count: usize,
-) -> Vec<WebSocketStream<TcpStream>> {
+async fn connect_peers(addr: std::net::SocketAddr, count: usize) -> Vec<WebSocketStream<TcpStream>> {
     let mut peers = Vec::with_capacity(count);
     for i in 0..count {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let url = format!("ws://{addr}/ws?id=p{i}&room=r{i}");
-        let (mut ws, _) = async_tungstenite::client_async(url, stream)
-            .await
-            .expect("upgrade");
+        let (mut ws, _) = async_tungstenite::client_async(url, stream).await.expect("upgrade");
         match ws.next().await {
             Some(Ok(Message::Text(text))) if text.as_str().contains("welcome") => {}
             other => panic!("peer {i}: expected a welcome, got {other:?}"),
@@ -203,10 +164,7 @@ async fn exchange(mut peers: Vec<WebSocketStream<TcpStream>>) -> Vec<WebSocketSt
     let count = peers.len();
     let padding = "c".repeat(260);
     for (i, peer) in peers.iter_mut().enumerate() {
-        let message = format!(
-            r#"{{"type":"candidate","to":"p{}","candidate":"{padding}"}}"#,
-            (i + 1) % count
-        );
+        let message = format!(r#"{{"type":"candidate","to":"p{}","candidate":"{padding}"}}"#, (i + 1) % count);
         peer.send(Message::text(message)).await.expect("send");
     }
     for (i, peer) in peers.iter_mut().enumerate() {

@@ -34,11 +34,7 @@ struct PeersBody {
 
 /// `{"peers":[{"id":"door","room":"lobby"}]}`, sorted by id.
 pub fn peers(router: &Router) -> Response {
-    let peers = router
-        .peer_list()
-        .into_iter()
-        .map(|(id, room)| PeerEntry { id, room })
-        .collect();
+    let peers = router.peer_list().into_iter().map(|(id, room)| PeerEntry { id, room }).collect();
     json(&PeersBody { peers })
 }
 
@@ -96,10 +92,7 @@ struct RoomBody<'a> {
 
 /// `{"room":"<room>","peers":[..]}`, empty when nobody is in it.
 pub fn room(router: &Router, room: &str) -> Response {
-    json(&RoomBody {
-        room,
-        peers: router.room_members(room),
-    })
+    json(&RoomBody { room, peers: router.room_members(room) })
 }
 
 pub fn healthz() -> Response {
@@ -125,38 +118,14 @@ pub struct ConnectionStats {
 pub fn metrics(router: &Router, connections: ConnectionStats) -> Response {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP intercomd_{name} {help}\n# TYPE intercomd_{name} {kind}\nintercomd_{name} {value}");
+        let _ =
+            writeln!(out, "# HELP intercomd_{name} {help}\n# TYPE intercomd_{name} {kind}\nintercomd_{name} {value}");
     };
-    metric(
-        "peers",
-        "gauge",
-        "Peers connected now.",
-        router.peer_count().to_string(),
-    );
-    metric(
-        "rooms",
-        "gauge",
-        "Rooms with at least one peer.",
-        router.room_count().to_string(),
-    );
-    metric(
-        "connections",
-        "gauge",
-        "TCP connections open now (HTTP and WebSocket).",
-        connections.open.to_string(),
-    );
-    metric(
-        "websockets",
-        "gauge",
-        "WebSocket connections open now.",
-        connections.websockets.to_string(),
-    );
-    metric(
-        "connections_accepted_total",
-        "counter",
-        "TCP connections accepted.",
-        connections.accepted.to_string(),
-    );
+    metric("peers", "gauge", "Peers connected now.", router.peer_count().to_string());
+    metric("rooms", "gauge", "Rooms with at least one peer.", router.room_count().to_string());
+    metric("connections", "gauge", "TCP connections open now (HTTP and WebSocket).", connections.open.to_string());
+    metric("websockets", "gauge", "WebSocket connections open now.", connections.websockets.to_string());
+    metric("connections_accepted_total", "counter", "TCP connections accepted.", connections.accepted.to_string());
     metric(
         "connections_refused_total",
         "counter",
@@ -175,29 +144,17 @@ pub fn metrics(router: &Router, connections: ConnectionStats) -> Response {
         "Peers disconnected because their outgoing queue stayed full.",
         connections.dropped_slow.to_string(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP intercomd_messages_rejected_total Error messages sent, by code."
-    );
+    let _ = writeln!(out, "# HELP intercomd_messages_rejected_total Error messages sent, by code.");
     let _ = writeln!(out, "# TYPE intercomd_messages_rejected_total counter");
     for (code, count) in ErrorCode::ALL.iter().zip(router.stats.rejected) {
-        let _ = writeln!(
-            out,
-            "intercomd_messages_rejected_total{{reason=\"{}\"}} {count}",
-            code.as_str()
-        );
+        let _ = writeln!(out, "intercomd_messages_rejected_total{{reason=\"{}\"}} {count}", code.as_str());
     }
-    Response::new(
-        200,
-        "text/plain; version=0.0.4; charset=utf-8",
-        out.into_bytes(),
-    )
-    .with_header("Cache-Control", "no-store")
+    Response::new(200, "text/plain; version=0.0.4; charset=utf-8", out.into_bytes())
+        .with_header("Cache-Control", "no-store")
 }
 
 fn json(body: &impl Serialize) -> Response {
-    Response::json(200, serde_json::to_string(body).unwrap_or_default())
-        .with_header("Cache-Control", "no-store")
+    Response::json(200, serde_json::to_string(body).unwrap_or_default()).with_header("Cache-Control", "no-store")
 }
 
 #[cfg(test)]

@@ -17,10 +17,7 @@ use log::LevelFilter;
 /// otherwise. Browsers on one LAN reach each other through host candidates;
 /// STUN only matters when a peer sits behind another NAT (a phone on a guest
 /// network), and an unreachable STUN server costs a trickling page nothing.
-pub const DEFAULT_STUN_SERVERS: &[&str] = &[
-    "stun:stun.l.google.com:19302",
-    "stun:stun.cloudflare.com:3478",
-];
+pub const DEFAULT_STUN_SERVERS: &[&str] = &["stun:stun.l.google.com:19302", "stun:stun.cloudflare.com:3478"];
 
 /// Upper bound for `--max-message-bytes`: tungstenite buffers a whole
 /// message before handing it over, so this caps memory per reading peer.
@@ -151,16 +148,12 @@ impl Config {
             return Err("error: --max-room-peers must be at least 1".into());
         }
         if flags.max_message_bytes < 1024 || flags.max_message_bytes > MAX_MESSAGE_BYTES_CEILING {
-            return Err(format!(
-                "error: --max-message-bytes must be between 1024 and {MAX_MESSAGE_BYTES_CEILING}"
-            ));
+            return Err(format!("error: --max-message-bytes must be between 1024 and {MAX_MESSAGE_BYTES_CEILING}"));
         }
         let mut allowed_origins = Vec::new();
         for origin in &flags.allow_origin {
-            allowed_origins.push(
-                normalize_origin(origin)
-                    .map_err(|why| format!("error: --allow-origin {origin:?}: {why}"))?,
-            );
+            allowed_origins
+                .push(normalize_origin(origin).map_err(|why| format!("error: --allow-origin {origin:?}: {why}"))?);
         }
         if let Some(dir) = &flags.www {
             if !dir.is_dir() {
@@ -170,10 +163,7 @@ impl Config {
         let stun_servers = if flags.no_stun {
             Vec::new()
         } else if flags.stun.is_empty() {
-            DEFAULT_STUN_SERVERS
-                .iter()
-                .map(|url| url.to_string())
-                .collect()
+            DEFAULT_STUN_SERVERS.iter().map(|url| url.to_string()).collect()
         } else {
             flags.stun
         };
@@ -193,18 +183,12 @@ impl Config {
 }
 
 fn first_line(text: &str) -> String {
-    text.lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("error: bad command line")
-        .trim()
-        .to_string()
+    text.lines().find(|line| !line.trim().is_empty()).unwrap_or("error: bad command line").trim().to_string()
 }
 
 fn validate_stun_url(url: &str) -> Result<(), &'static str> {
-    let rest = url
-        .strip_prefix("stun:")
-        .or_else(|| url.strip_prefix("stuns:"))
-        .ok_or("must start with stun: or stuns:")?;
+    let rest =
+        url.strip_prefix("stun:").or_else(|| url.strip_prefix("stuns:")).ok_or("must start with stun: or stuns:")?;
     if rest.is_empty() || rest.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
         return Err("needs a host, like stun:stun.example.org:3478");
     }
@@ -215,9 +199,7 @@ fn validate_stun_url(url: &str) -> Result<(), &'static str> {
 /// compared as the browser sends them (no path, lower-case scheme and host).
 fn normalize_origin(origin: &str) -> Result<String, &'static str> {
     let trimmed = origin.trim_end_matches('/');
-    let (scheme, host) = trimmed
-        .split_once("://")
-        .ok_or("must look like https://host[:port]")?;
+    let (scheme, host) = trimmed.split_once("://").ok_or("must look like https://host[:port]")?;
     let scheme = scheme.to_ascii_lowercase();
     if !matches!(scheme.as_str(), "http" | "https") {
         return Err("scheme must be http or https");
@@ -237,10 +219,7 @@ mod tests {
             (Ok(_), Ok(())) => {}
             (Err((message, code)), Err(want)) => {
                 assert_eq!(code, 2, "{args:?}");
-                assert!(
-                    message.contains(want),
-                    "{args:?}: {message:?} should mention {want:?}"
-                );
+                assert!(message.contains(want), "{args:?}: {message:?} should mention {want:?}");
                 assert_eq!(message.lines().count(), 1, "one line: {message:?}");
             }
             (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
@@ -269,10 +248,7 @@ mod tests {
         check(&["--max-room-peers", "0"], Err("--max-room-peers"));
         check(&["--max-rooms", "1", "--max-room-peers", "2"], Ok(()));
         check(&["--max-rate", "-1"], Err("--max-rate"));
-        check(
-            &["--stun", "stun:a.example:3478", "--stun", "stuns:b.example"],
-            Ok(()),
-        );
+        check(&["--stun", "stun:a.example:3478", "--stun", "stuns:b.example"], Ok(()));
         check(&["--stun", "http://a.example"], Err("--stun"));
         check(&["--stun", "stun:a.example", "--no-stun"], Err("--no-stun"));
         check(&["--allow-origin", "https://Panel.Example/"], Ok(()));
@@ -290,9 +266,6 @@ mod tests {
 
     #[test]
     fn no_stun_empties_the_list() {
-        assert!(Config::from_args(&["--no-stun"])
-            .unwrap()
-            .stun_servers
-            .is_empty());
+        assert!(Config::from_args(&["--no-stun"]).unwrap().stun_servers.is_empty());
     }
 }

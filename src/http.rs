@@ -38,10 +38,7 @@ pub struct Request {
 impl Request {
     /// The first header of that (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// True when a comma-separated header contains `token` (case-insensitive).
@@ -63,9 +60,7 @@ impl Request {
     /// True when a body follows the head.
     pub fn has_body(&self) -> bool {
         self.header("transfer-encoding").is_some()
-            || self
-                .header("content-length")
-                .is_some_and(|length| length.trim() != "0")
+            || self.header("content-length").is_some_and(|length| length.trim() != "0")
     }
 }
 
@@ -90,17 +85,13 @@ pub fn parse_head(buffer: &[u8]) -> Result<Option<(Request, usize)>, HeadError> 
     };
     let length = match status {
         httparse::Status::Complete(length) => length,
-        httparse::Status::Partial if buffer.len() >= MAX_HEAD_BYTES => {
-            return Err(HeadError::TooLarge)
-        }
+        httparse::Status::Partial if buffer.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
         httparse::Status::Partial => return Ok(None),
     };
     if length > MAX_HEAD_BYTES {
         return Err(HeadError::TooLarge);
     }
-    let (Some(method), Some(target), Some(minor_version)) =
-        (parsed.method, parsed.path, parsed.version)
-    else {
+    let (Some(method), Some(target), Some(minor_version)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(HeadError::Malformed);
     };
     if !target.starts_with('/') {
@@ -115,13 +106,7 @@ pub fn parse_head(buffer: &[u8]) -> Result<Option<(Request, usize)>, HeadError> 
         Some((path, query)) => (path.to_string(), Some(query.to_string())),
         None => (target.to_string(), None),
     };
-    let request = Request {
-        method: method.to_string(),
-        path,
-        query,
-        minor_version,
-        headers: header_list,
-    };
+    let request = Request { method: method.to_string(), path, query, minor_version, headers: header_list };
     Ok(Some((request, length)))
 }
 
@@ -173,16 +158,8 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn new(
-        status: u16,
-        content_type: &'static str,
-        body: impl Into<Cow<'static, [u8]>>,
-    ) -> Response {
-        Response {
-            status,
-            headers: vec![("Content-Type", Cow::Borrowed(content_type))],
-            body: body.into(),
-        }
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Cow<'static, [u8]>>) -> Response {
+        Response { status, headers: vec![("Content-Type", Cow::Borrowed(content_type))], body: body.into() }
     }
 
     pub fn text(status: u16, body: impl Into<String>) -> Response {
@@ -200,11 +177,7 @@ impl Response {
         Response::json(status, serde_json::json!({ "error": message }).to_string())
     }
 
-    pub fn with_header(
-        mut self,
-        name: &'static str,
-        value: impl Into<Cow<'static, str>>,
-    ) -> Response {
+    pub fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Response {
         self.headers.push((name, value.into()));
         self
     }
@@ -212,11 +185,7 @@ impl Response {
     /// The status line and headers. `Content-Length` is always the body's
     /// length, even for HEAD (where the body is then not sent).
     pub fn head_bytes(&self, keep_alive: bool) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\n",
-            self.status,
-            reason_phrase(self.status)
-        );
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
         for (name, value) in &self.headers {
             head.push_str(name);
             head.push_str(": ");
@@ -224,11 +193,7 @@ impl Response {
             head.push_str("\r\n");
         }
         head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        head.push_str(if keep_alive {
-            "Connection: keep-alive\r\n"
-        } else {
-            "Connection: close\r\n"
-        });
+        head.push_str(if keep_alive { "Connection: keep-alive\r\n" } else { "Connection: close\r\n" });
         head.push_str("\r\n");
         head.into_bytes()
     }
@@ -279,35 +244,20 @@ mod tests {
 
     #[test]
     fn heads() {
-        check(
-            "GET / HTTP/1.1\r\nHost: pi\r\n\r\n",
-            "GET / None 1.1 1 headers, 28 bytes, keep-alive true",
-        );
+        check("GET / HTTP/1.1\r\nHost: pi\r\n\r\n", "GET / None 1.1 1 headers, 28 bytes, keep-alive true");
         check(
             "GET /ws?id=a&room=b HTTP/1.1\r\nHost: pi\r\nConnection: close\r\n\r\nrest",
             "GET /ws Some(\"id=a&room=b\") 1.1 2 headers, 61 bytes, keep-alive false",
         );
-        check(
-            "GET / HTTP/1.0\r\n\r\n",
-            "GET / None 1.0 0 headers, 18 bytes, keep-alive false",
-        );
+        check("GET / HTTP/1.0\r\n\r\n", "GET / None 1.0 0 headers, 18 bytes, keep-alive false");
         check("GET / HTTP/1.1\r\nHost: pi\r\n", "partial");
         check("", "partial");
         check("\x16\x03\x01\x02\x00garbage\r\n\r\n", "Malformed");
         check("GET http://evil/ HTTP/1.1\r\n\r\n", "Malformed");
         check("GET / HTTP/2.0\r\n\r\n", "Malformed");
         check("GET / HTTP/1.1\r\nBad Header\r\n\r\n", "Malformed");
-        check(
-            &format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES)),
-            "TooLarge",
-        );
-        check(
-            &format!(
-                "GET / HTTP/1.1\r\n{}\r\n",
-                "X: y\r\n".repeat(MAX_HEADERS + 1)
-            ),
-            "TooLarge",
-        );
+        check(&format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES)), "TooLarge");
+        check(&format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1)), "TooLarge");
         check(
             &format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS)),
             "GET / None 1.1 64 headers, 402 bytes, keep-alive true",
@@ -316,10 +266,7 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(
-            percent_decode("/a%20b/%2e%2E", false).as_deref(),
-            Some("/a b/..")
-        );
+        assert_eq!(percent_decode("/a%20b/%2e%2E", false).as_deref(), Some("/a b/.."));
         assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
         assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
         assert_eq!(percent_decode("%zz", false), None);
@@ -327,11 +274,7 @@ mod tests {
         assert_eq!(percent_decode("%ff", false), None, "not UTF-8");
         assert_eq!(
             parse_query("id=door&room=&token=a%26b").unwrap(),
-            [
-                ("id".into(), "door".into()),
-                ("room".into(), "".into()),
-                ("token".into(), "a&b".into())
-            ]
+            [("id".into(), "door".into()), ("room".into(), "".into()), ("token".into(), "a&b".into())]
         );
     }
 }

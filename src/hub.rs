@@ -64,26 +64,12 @@ impl Hub {
         let refused = match hello {
             Ok(hello) => match self.router.connect(conn, hello, now) {
                 Ok(joined) => {
-                    info!(
-                        "peer {} joined room {} ({} peers)",
-                        joined.id,
-                        joined.room,
-                        self.router.peer_count()
-                    );
-                    let welcome = protocol::welcome(
-                        &joined.id,
-                        &joined.room,
-                        &joined.peers,
-                        &self.ice_servers,
-                    );
+                    info!("peer {} joined room {} ({} peers)", joined.id, joined.room, self.router.peer_count());
+                    let welcome = protocol::welcome(&joined.id, &joined.room, &joined.peers, &self.ice_servers);
                     self.names.insert(conn, joined.id);
                     // The welcome goes first, before anything the actions
                     // below might queue for this connection.
-                    self.dispatch(vec![Action::Send {
-                        conn,
-                        text: welcome.into(),
-                        bounce: None,
-                    }]);
+                    self.dispatch(vec![Action::Send { conn, text: welcome.into(), bounce: None }]);
                     self.dispatch(joined.actions);
                     return;
                 }
@@ -91,11 +77,7 @@ impl Hub {
             },
             Err(rejection) => self.router.refuse(rejection, close::INVALID_HELLO),
         };
-        info!(
-            "connection refused: {} ({})",
-            refused.rejection.code.as_str(),
-            refused.rejection.message
-        );
+        info!("connection refused: {} ({})", refused.rejection.code.as_str(), refused.rejection.message);
         self.fail(conn, refused.rejection, refused.close_code);
     }
 
@@ -117,11 +99,7 @@ impl Hub {
         let mut actions = self.router.disconnect(conn);
         self.forget(conn, &format!("closed: {}", close_reason(close_code)));
         actions.insert(0, error);
-        actions.push(Action::Close {
-            conn,
-            code: close_code,
-            reason: close_reason(close_code),
-        });
+        actions.push(Action::Close { conn, code: close_code, reason: close_reason(close_code) });
         self.dispatch(actions);
     }
 
@@ -166,10 +144,7 @@ impl Hub {
                                 outbox.abort();
                             }
                             work.extend(self.router.undeliverable(conn, bounce));
-                            self.forget(
-                                conn,
-                                "dropped: its outgoing queue is full, it is not reading",
-                            );
+                            self.forget(conn, "dropped: its outgoing queue is full, it is not reading");
                         }
                         Err(SendError::Closed) => {
                             // The target is on its way out (replaced, closing):
@@ -193,11 +168,9 @@ impl Hub {
     }
 
     fn unavailable(&mut self, sender: ConnId, reference: Reference) -> Action {
-        let rejection = Rejection::new(
-            ErrorCode::PeerUnavailable,
-            "the peer disconnected before the message reached it",
-        )
-        .about(reference);
+        let rejection =
+            Rejection::new(ErrorCode::PeerUnavailable, "the peer disconnected before the message reached it")
+                .about(reference);
         self.router.error_to(sender, rejection)
     }
 }
@@ -222,11 +195,7 @@ mod tests {
     use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
 
     fn hello(id: &str) -> Result<Hello, Rejection> {
-        Ok(Hello {
-            id: Some(id.into()),
-            room: "lobby".into(),
-            token: None,
-        })
+        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: None })
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -242,15 +211,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_slow_peer_and_tells_the_sender() {
-        let mut hub = Hub::new(
-            Limits {
-                max_peers: 10,
-                max_rate: 0,
-                max_rooms: 100,
-                max_room_peers: 100,
-            },
-            Vec::new(),
-        );
+        let mut hub = Hub::new(Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100 }, Vec::new());
         let (alice, alice_box) = hub.open();
         let (bob, bob_box) = hub.open();
         hub.join(alice, hello("alice"), Instant::now());
@@ -267,13 +228,7 @@ mod tests {
         assert_eq!(told.len(), 2, "{told:?}");
         assert!(told[0].contains("peer-left"));
         assert!(told[1].contains("peer-unavailable"));
-        assert_eq!(
-            smol::block_on(bob_box.recv()),
-            Outgoing::Close {
-                code: close::NOT_READING,
-                reason: "not reading"
-            }
-        );
+        assert_eq!(smol::block_on(bob_box.recv()), Outgoing::Close { code: close::NOT_READING, reason: "not reading" });
         assert_eq!(hub.router.peer_count(), 1);
         hub.close(bob);
         hub.close(alice);
@@ -283,21 +238,14 @@ mod tests {
     #[test]
     fn welcome_comes_first() {
         let mut hub = Hub::new(
-            Limits {
-                max_peers: 10,
-                max_rate: 0,
-                max_rooms: 100,
-                max_room_peers: 100,
-            },
+            Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100 },
             protocol::ice_servers(&["stun:s.example".into()]),
         );
         let (conn, outbox) = hub.open();
         hub.join(conn, hello("door"), Instant::now());
         assert_eq!(
             drain(&outbox),
-            [
-                r#"{"type":"welcome","id":"door","room":"lobby","peers":[],"iceServers":[{"urls":["stun:s.example"]}]}"#
-            ]
+            [r#"{"type":"welcome","id":"door","room":"lobby","peers":[],"iceServers":[{"urls":["stun:s.example"]}]}"#]
         );
     }
 }

@@ -104,10 +104,7 @@ impl Outbox {
         inner.aborted = true;
         inner.queue.clear();
         inner.bytes = 0;
-        for waker in [inner.recv_waker.take(), inner.abort_waker.take()]
-            .into_iter()
-            .flatten()
-        {
+        for waker in [inner.recv_waker.take(), inner.abort_waker.take()].into_iter().flatten() {
             waker.wake();
         }
     }
@@ -196,13 +193,7 @@ mod tests {
         assert_eq!(outbox.try_send(text("b")), Err(SendError::Closed));
         smol::block_on(async {
             assert_eq!(outbox.recv().await, Outgoing::Text(text("a")));
-            assert_eq!(
-                outbox.recv().await,
-                Outgoing::Close {
-                    code: 4001,
-                    reason: "replaced"
-                }
-            );
+            assert_eq!(outbox.recv().await, Outgoing::Close { code: 4001, reason: "replaced" });
         });
     }
 
@@ -214,13 +205,7 @@ mod tests {
         outbox.close(4008, "not reading");
         smol::block_on(async {
             outbox.aborted().await;
-            assert_eq!(
-                outbox.recv().await,
-                Outgoing::Close {
-                    code: 4008,
-                    reason: "not reading"
-                }
-            );
+            assert_eq!(outbox.recv().await, Outgoing::Close { code: 4008, reason: "not reading" });
         });
     }
 }

@@ -102,11 +102,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Rejection {
-        Rejection {
-            code,
-            message: message.into(),
-            reference: None,
-        }
+        Rejection { code, message: message.into(), reference: None }
     }
 
     pub fn about(mut self, reference: Reference) -> Rejection {
@@ -120,9 +116,7 @@ impl Rejection {
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_ID_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
 /// What a client asks for in `GET /ws?id=..&room=..&token=..`.
@@ -141,15 +135,10 @@ impl Hello {
         let id = get("id").filter(|id| !id.is_empty());
         if let Some(id) = &id {
             if !is_valid_name(id) {
-                return Err(Rejection::new(
-                    ErrorCode::InvalidId,
-                    "an id is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
-                ));
+                return Err(Rejection::new(ErrorCode::InvalidId, "an id is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"));
             }
         }
-        let room = get("room")
-            .filter(|room| !room.is_empty())
-            .unwrap_or_else(|| DEFAULT_ROOM.to_string());
+        let room = get("room").filter(|room| !room.is_empty()).unwrap_or_else(|| DEFAULT_ROOM.to_string());
         if !is_valid_name(&room) {
             return Err(Rejection::new(
                 ErrorCode::InvalidRoom,
@@ -173,10 +162,7 @@ impl Hello {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     /// `"to":"<id>"`: passed to one peer with `from` stamped.
-    Directed {
-        to: String,
-        message: Map<String, Value>,
-    },
+    Directed { to: String, message: Map<String, Value> },
     /// `"to":"*"`: passed to every other peer of the sender's room.
     Broadcast { message: Map<String, Value> },
     /// `{"type":"join","room":..}`: move to another room.
@@ -188,31 +174,18 @@ pub enum Inbound {
 impl Inbound {
     pub fn reference(&self) -> Reference {
         match self {
-            Inbound::Directed { to, message } => Reference {
-                kind: message_type(message),
-                to: Some(to.clone()),
-            },
-            Inbound::Broadcast { message } => Reference {
-                kind: message_type(message),
-                to: Some(BROADCAST.to_string()),
-            },
-            Inbound::Join { .. } => Reference {
-                kind: Some("join".into()),
-                to: None,
-            },
-            Inbound::Peers => Reference {
-                kind: Some("peers".into()),
-                to: None,
-            },
+            Inbound::Directed { to, message } => Reference { kind: message_type(message), to: Some(to.clone()) },
+            Inbound::Broadcast { message } => {
+                Reference { kind: message_type(message), to: Some(BROADCAST.to_string()) }
+            }
+            Inbound::Join { .. } => Reference { kind: Some("join".into()), to: None },
+            Inbound::Peers => Reference { kind: Some("peers".into()), to: None },
         }
     }
 }
 
 fn message_type(message: &Map<String, Value>) -> Option<String> {
-    message
-        .get("type")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    message.get("type").and_then(Value::as_str).map(str::to_string)
 }
 
 /// Decode one text frame from a client.
@@ -220,31 +193,16 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
     let value: Value = serde_json::from_str(text)
         .map_err(|err| Rejection::new(ErrorCode::BadJson, format!("not valid JSON: {err}")))?;
     let Value::Object(mut message) = value else {
-        return Err(Rejection::new(
-            ErrorCode::BadMessage,
-            "a message is a JSON object",
-        ));
+        return Err(Rejection::new(ErrorCode::BadMessage, "a message is a JSON object"));
     };
-    let reference = Reference {
-        kind: message_type(&message),
-        to: message
-            .get("to")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    };
+    let reference =
+        Reference { kind: message_type(&message), to: message.get("to").and_then(Value::as_str).map(str::to_string) };
     let kind = match message.get("type") {
         Some(Value::String(kind)) => kind.clone(),
         Some(_) => {
-            return Err(
-                Rejection::new(ErrorCode::BadMessage, "\"type\" must be a string").about(reference),
-            );
+            return Err(Rejection::new(ErrorCode::BadMessage, "\"type\" must be a string").about(reference));
         }
-        None => {
-            return Err(Rejection::new(
-                ErrorCode::BadMessage,
-                "a message needs a string \"type\"",
-            ))
-        }
+        None => return Err(Rejection::new(ErrorCode::BadMessage, "a message needs a string \"type\"")),
     };
     match message.remove("to") {
         Some(Value::String(to)) if to == BROADCAST => Ok(Inbound::Broadcast { message }),
@@ -313,22 +271,11 @@ pub struct IceServer {
 
 /// One `{"urls":[url]}` per STUN server, ready for `new RTCPeerConnection`.
 pub fn ice_servers(stun_servers: &[String]) -> Vec<IceServer> {
-    stun_servers
-        .iter()
-        .map(|url| IceServer {
-            urls: vec![url.clone()],
-        })
-        .collect()
+    stun_servers.iter().map(|url| IceServer { urls: vec![url.clone()] }).collect()
 }
 
 pub fn welcome(id: &str, room: &str, peers: &[String], ice_servers: &[IceServer]) -> String {
-    encode(&WelcomeFrame {
-        kind: "welcome",
-        id,
-        room,
-        peers,
-        ice_servers,
-    })
+    encode(&WelcomeFrame { kind: "welcome", id, room, peers, ice_servers })
 }
 
 #[derive(Serialize)]
@@ -339,17 +286,11 @@ struct PresenceFrame<'a> {
 }
 
 pub fn peer_joined(id: &str) -> String {
-    encode(&PresenceFrame {
-        kind: "peer-joined",
-        id,
-    })
+    encode(&PresenceFrame { kind: "peer-joined", id })
 }
 
 pub fn peer_left(id: &str) -> String {
-    encode(&PresenceFrame {
-        kind: "peer-left",
-        id,
-    })
+    encode(&PresenceFrame { kind: "peer-left", id })
 }
 
 #[derive(Serialize)]
@@ -361,11 +302,7 @@ struct PeersFrame<'a> {
 }
 
 pub fn peers(room: &str, peers: &[String]) -> String {
-    encode(&PeersFrame {
-        kind: "peers",
-        room,
-        peers,
-    })
+    encode(&PeersFrame { kind: "peers", room, peers })
 }
 
 fn encode(frame: &impl Serialize) -> String {
@@ -394,14 +331,8 @@ mod tests {
             r#"{"type":"offer","to":"bob","sdp":"x"}"#,
             Ok(r#"Directed { to: "bob", message: {"sdp": String("x"), "type": String("offer")} }"#),
         );
-        check(
-            r#"{"type":"chat","to":"*"}"#,
-            Ok(r#"Broadcast { message: {"type": String("chat")} }"#),
-        );
-        check(
-            r#"{"type":"join","room":"kitchen"}"#,
-            Ok(r#"Join { room: "kitchen" }"#),
-        );
+        check(r#"{"type":"chat","to":"*"}"#, Ok(r#"Broadcast { message: {"type": String("chat")} }"#));
+        check(r#"{"type":"join","room":"kitchen"}"#, Ok(r#"Join { room: "kitchen" }"#));
         check(r#"{"type":"peers"}"#, Ok("Peers"));
         check("{", Err(ErrorCode::BadJson));
         check("", Err(ErrorCode::BadJson));
@@ -412,16 +343,12 @@ mod tests {
         check(r#"{"type":"offer","to":7}"#, Err(ErrorCode::BadMessage));
         check(r#"{"type":"offer"}"#, Err(ErrorCode::BadMessage));
         check(r#"{"type":"join"}"#, Err(ErrorCode::InvalidRoom));
-        check(
-            r#"{"type":"join","room":"../etc"}"#,
-            Err(ErrorCode::InvalidRoom),
-        );
+        check(r#"{"type":"join","room":"../etc"}"#, Err(ErrorCode::InvalidRoom));
     }
 
     #[test]
     fn stamping_replaces_a_spoofed_from() {
-        let Ok(Inbound::Directed { message, .. }) =
-            parse_inbound(r#"{"type":"chat","to":"bob","from":"mallory"}"#)
+        let Ok(Inbound::Directed { message, .. }) = parse_inbound(r#"{"type":"chat","to":"bob","from":"mallory"}"#)
         else {
             panic!("should parse");
         };
@@ -441,38 +368,22 @@ mod tests {
 
     #[test]
     fn hello_from_query() {
-        let pairs = |list: &[(&str, &str)]| {
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
+        let pairs =
+            |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         let hello = Hello::from_query(&pairs(&[("id", "door"), ("token", "s3cret")])).unwrap();
-        assert_eq!(
-            hello,
-            Hello {
-                id: Some("door".into()),
-                room: "lobby".into(),
-                token: Some("s3cret".into())
-            }
-        );
+        assert_eq!(hello, Hello { id: Some("door".into()), room: "lobby".into(), token: Some("s3cret".into()) });
         assert_eq!(Hello::from_query(&[]).unwrap().id, None);
         let code = |list: &[(&str, &str)]| Hello::from_query(&pairs(list)).unwrap_err().code;
         assert_eq!(code(&[("id", "no spaces")]), ErrorCode::InvalidId);
         assert_eq!(code(&[("room", "a/b")]), ErrorCode::InvalidRoom);
-        assert_eq!(
-            code(&[("token", &"t".repeat(129))]),
-            ErrorCode::InvalidToken
-        );
+        assert_eq!(code(&[("token", &"t".repeat(129))]), ErrorCode::InvalidToken);
         assert!(Hello::from_query(&pairs(&[("token", &"t".repeat(128))])).is_ok());
     }
 
     #[test]
     fn error_frames() {
-        let rejection =
-            Rejection::new(ErrorCode::UnknownPeer, "no peer \"zed\"").about(Reference {
-                kind: Some("offer".into()),
-                to: Some("zed".into()),
-            });
+        let rejection = Rejection::new(ErrorCode::UnknownPeer, "no peer \"zed\"")
+            .about(Reference { kind: Some("offer".into()), to: Some("zed".into()) });
         assert_eq!(
             error(&rejection),
             r#"{"type":"error","code":"unknown-peer","message":"no peer \"zed\"","ref":{"type":"offer","to":"zed"}}"#

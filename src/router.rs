@@ -30,17 +30,9 @@ pub struct ConnId(pub u64);
 pub enum Action {
     /// Queue `text` for `conn`. If the queue is full, the hub calls
     /// [`Router::undeliverable`] with the bounce.
-    Send {
-        conn: ConnId,
-        text: Rc<str>,
-        bounce: Option<Bounce>,
-    },
+    Send { conn: ConnId, text: Rc<str>, bounce: Option<Bounce> },
     /// Send a close frame with this code after what is already queued.
-    Close {
-        conn: ConnId,
-        code: u16,
-        reason: &'static str,
-    },
+    Close { conn: ConnId, code: u16, reason: &'static str },
 }
 
 /// Whom to tell, and about which message, when a directed message cannot be
@@ -123,13 +115,7 @@ struct Peer {
 
 impl Router {
     pub fn new(limits: Limits) -> Router {
-        Router {
-            limits,
-            peers: HashMap::new(),
-            ids: HashMap::new(),
-            rooms: HashMap::new(),
-            stats: Stats::default(),
-        }
+        Router { limits, peers: HashMap::new(), ids: HashMap::new(), rooms: HashMap::new(), stats: Stats::default() }
     }
 
     pub fn peer_count(&self) -> usize {
@@ -142,11 +128,7 @@ impl Router {
 
     /// Every peer as (id, room), sorted by id.
     pub fn peer_list(&self) -> Vec<(String, String)> {
-        let mut list: Vec<_> = self
-            .peers
-            .iter()
-            .map(|(id, peer)| (id.clone(), peer.room.clone()))
-            .collect();
+        let mut list: Vec<_> = self.peers.iter().map(|(id, peer)| (id.clone(), peer.room.clone())).collect();
         list.sort();
         list
     }
@@ -159,13 +141,11 @@ impl Router {
             None => self.fresh_id(),
         };
         if let Some(existing) = self.peers.get(&id) {
-            let same_owner = matches!((&existing.token, &hello.token), (Some(old), Some(new)) if constant_time_eq(old, new));
+            let same_owner =
+                matches!((&existing.token, &hello.token), (Some(old), Some(new)) if constant_time_eq(old, new));
             if !same_owner {
                 return Err(self.refuse(
-                    Rejection::new(
-                        ErrorCode::IdTaken,
-                        format!("the id {id:?} is in use; pick another"),
-                    ),
+                    Rejection::new(ErrorCode::IdTaken, format!("the id {id:?} is in use; pick another")),
                     close::ID_TAKEN,
                 ));
             }
@@ -180,41 +160,21 @@ impl Router {
                 self.ids.remove(&old);
                 self.ids.insert(conn, id.clone());
                 let room = hello.room;
-                let peers = self.rooms[&room]
-                    .iter()
-                    .filter(|member| **member != id)
-                    .cloned()
-                    .collect();
-                actions.push(Action::Close {
-                    conn: old,
-                    code: close::REPLACED,
-                    reason: "replaced",
-                });
-                return Ok(Joined {
-                    id,
-                    room,
-                    peers,
-                    actions,
-                });
+                let peers = self.rooms[&room].iter().filter(|member| **member != id).cloned().collect();
+                actions.push(Action::Close { conn: old, code: close::REPLACED, reason: "replaced" });
+                return Ok(Joined { id, room, peers, actions });
             }
             if let Err(rejection) = self.admit(&hello.room, Some(&id)) {
                 let close_code = close_code_for(rejection.code);
                 return Err(self.refuse(rejection, close_code));
             }
             let old = self.remove(&id, &mut actions);
-            actions.push(Action::Close {
-                conn: old.conn,
-                code: close::REPLACED,
-                reason: "replaced",
-            });
+            actions.push(Action::Close { conn: old.conn, code: close::REPLACED, reason: "replaced" });
         } else if self.peers.len() >= self.limits.max_peers {
             return Err(self.refuse(
                 Rejection::new(
                     ErrorCode::ServerFull,
-                    format!(
-                        "the server holds its limit of {} peers",
-                        self.limits.max_peers
-                    ),
+                    format!("the server holds its limit of {} peers", self.limits.max_peers),
                 ),
                 close::SERVER_FULL,
             ));
@@ -224,19 +184,10 @@ impl Router {
         }
         let room = hello.room;
         let peers = self.room_members(&room);
-        let peer = Peer {
-            conn,
-            room: room.clone(),
-            token: hello.token,
-            bucket: TokenBucket::new(self.limits.max_rate, now),
-        };
+        let peer =
+            Peer { conn, room: room.clone(), token: hello.token, bucket: TokenBucket::new(self.limits.max_rate, now) };
         self.insert(id.clone(), peer, &mut actions);
-        Ok(Joined {
-            id,
-            room,
-            peers,
-            actions,
-        })
+        Ok(Joined { id, room, peers, actions })
     }
 
     /// A text frame arrived from `conn`.
@@ -248,14 +199,9 @@ impl Router {
         if !peer.bucket.take(now) {
             let rejection = Rejection::new(
                 ErrorCode::RateLimited,
-                format!(
-                    "more than {} messages per second; this one was dropped",
-                    self.limits.max_rate
-                ),
+                format!("more than {} messages per second; this one was dropped", self.limits.max_rate),
             );
-            let reference = protocol::parse_inbound(text)
-                .ok()
-                .map(|inbound| inbound.reference());
+            let reference = protocol::parse_inbound(text).ok().map(|inbound| inbound.reference());
             let rejection = match reference {
                 Some(reference) => rejection.about(reference),
                 None => rejection,
@@ -269,10 +215,7 @@ impl Router {
         match inbound {
             Inbound::Directed { to, message } => {
                 let reference = Reference {
-                    kind: message
-                        .get("type")
-                        .and_then(|t| t.as_str())
-                        .map(str::to_string),
+                    kind: message.get("type").and_then(|t| t.as_str()).map(str::to_string),
                     to: Some(to.clone()),
                 };
                 match self.peers.get(&to) {
@@ -281,18 +224,12 @@ impl Router {
                         vec![Action::Send {
                             conn: target.conn,
                             text: protocol::stamp(message, &from).into(),
-                            bounce: Some(Bounce {
-                                sender: conn,
-                                reference,
-                            }),
+                            bounce: Some(Bounce { sender: conn, reference }),
                         }]
                     }
                     None => {
-                        let rejection = Rejection::new(
-                            ErrorCode::UnknownPeer,
-                            format!("no peer {to:?} is connected"),
-                        )
-                        .about(reference);
+                        let rejection = Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected"))
+                            .about(reference);
                         vec![self.error_to(conn, rejection)]
                     }
                 }
@@ -303,11 +240,7 @@ impl Router {
                 let actions: Vec<Action> = self.rooms[room]
                     .iter()
                     .filter(|member| **member != from)
-                    .map(|member| Action::Send {
-                        conn: self.peers[member].conn,
-                        text: text.clone(),
-                        bounce: None,
-                    })
+                    .map(|member| Action::Send { conn: self.peers[member].conn, text: text.clone(), bounce: None })
                     .collect();
                 self.stats.routed += actions.len() as u64;
                 actions
@@ -316,10 +249,7 @@ impl Router {
                 let mut actions = Vec::new();
                 if self.peers[&from].room != room {
                     if let Err(rejection) = self.admit(&room, Some(&from)) {
-                        let reference = Reference {
-                            kind: Some("join".into()),
-                            to: None,
-                        };
+                        let reference = Reference { kind: Some("join".into()), to: None };
                         return vec![self.error_to(conn, rejection.about(reference))];
                     }
                     let mut peer = self.remove(&from, &mut actions);
@@ -350,17 +280,11 @@ impl Router {
         let target_id = self.ids.get(&target).cloned();
         if let Some(id) = &target_id {
             self.remove(id, &mut actions);
-            actions.push(Action::Close {
-                conn: target,
-                code: close::NOT_READING,
-                reason: "not reading",
-            });
+            actions.push(Action::Close { conn: target, code: close::NOT_READING, reason: "not reading" });
         }
         if let Some(bounce) = bounce {
             if self.ids.contains_key(&bounce.sender) {
-                let name = target_id
-                    .or(bounce.reference.to.clone())
-                    .unwrap_or_default();
+                let name = target_id.or(bounce.reference.to.clone()).unwrap_or_default();
                 let rejection = Rejection::new(
                     ErrorCode::PeerUnavailable,
                     format!("{name:?} is not reading its messages and was disconnected"),
@@ -375,34 +299,19 @@ impl Router {
     /// Count and encode an error for `conn`.
     pub fn error_to(&mut self, conn: ConnId, rejection: Rejection) -> Action {
         self.stats.count(rejection.code);
-        Action::Send {
-            conn,
-            text: protocol::error(&rejection).into(),
-            bounce: None,
-        }
+        Action::Send { conn, text: protocol::error(&rejection).into(), bounce: None }
     }
 
     /// Count a refusal that happens before a peer exists (bad hello).
     pub fn refuse(&mut self, rejection: Rejection, close_code: u16) -> Refused {
         self.stats.count(rejection.code);
-        Refused {
-            rejection,
-            close_code,
-        }
+        Refused { rejection, close_code }
     }
 
     fn peers_of(&self, conn: ConnId, id: &str) -> Action {
         let room = &self.peers[id].room;
-        let others: Vec<String> = self.rooms[room]
-            .iter()
-            .filter(|member| *member != id)
-            .cloned()
-            .collect();
-        Action::Send {
-            conn,
-            text: protocol::peers(room, &others).into(),
-            bounce: None,
-        }
+        let others: Vec<String> = self.rooms[room].iter().filter(|member| *member != id).cloned().collect();
+        Action::Send { conn, text: protocol::peers(room, &others).into(), bounce: None }
     }
 
     /// May a peer enter `room`? `mover` is the id of a peer leaving another
@@ -411,27 +320,19 @@ impl Router {
         match self.rooms.get(room) {
             Some(members) if members.len() >= self.limits.max_room_peers => Err(Rejection::new(
                 ErrorCode::RoomFull,
-                format!(
-                    "the room {room:?} holds its limit of {} peers",
-                    self.limits.max_room_peers
-                ),
+                format!("the room {room:?} holds its limit of {} peers", self.limits.max_room_peers),
             )),
             Some(_) => Ok(()),
             None => {
                 // Moving out of a room where the mover is alone closes that
                 // room, so the count does not grow.
-                let frees_one = mover.and_then(|id| self.peers.get(id)).is_some_and(|peer| {
-                    self.rooms
-                        .get(&peer.room)
-                        .is_some_and(|members| members.len() == 1)
-                });
+                let frees_one = mover
+                    .and_then(|id| self.peers.get(id))
+                    .is_some_and(|peer| self.rooms.get(&peer.room).is_some_and(|members| members.len() == 1));
                 if self.rooms.len() >= self.limits.max_rooms && !frees_one {
                     Err(Rejection::new(
                         ErrorCode::ServerFull,
-                        format!(
-                            "the server holds its limit of {} rooms",
-                            self.limits.max_rooms
-                        ),
+                        format!("the server holds its limit of {} rooms", self.limits.max_rooms),
                     ))
                 } else {
                     Ok(())
@@ -442,19 +343,13 @@ impl Router {
 
     /// Members of `room`, sorted; empty for a room nobody is in.
     pub fn room_members(&self, room: &str) -> Vec<String> {
-        self.rooms
-            .get(room)
-            .map(|members| members.iter().cloned().collect())
-            .unwrap_or_default()
+        self.rooms.get(room).map(|members| members.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Put `peer` into every map and tell its room it joined.
     fn insert(&mut self, id: String, peer: Peer, actions: &mut Vec<Action>) {
         self.announce(&peer.room, protocol::peer_joined(&id), actions);
-        self.rooms
-            .entry(peer.room.clone())
-            .or_default()
-            .insert(id.clone());
+        self.rooms.entry(peer.room.clone()).or_default().insert(id.clone());
         self.ids.insert(peer.conn, id.clone());
         self.peers.insert(id, peer);
     }
@@ -466,20 +361,13 @@ impl Router {
         };
         let text: Rc<str> = text.into();
         for member in members {
-            actions.push(Action::Send {
-                conn: self.peers[member].conn,
-                text: text.clone(),
-                bounce: None,
-            });
+            actions.push(Action::Send { conn: self.peers[member].conn, text: text.clone(), bounce: None });
         }
     }
 
     /// Take `id` out of every map and tell its room it left.
     fn remove(&mut self, id: &str, actions: &mut Vec<Action>) -> Peer {
-        let peer = self
-            .peers
-            .remove(id)
-            .expect("caller checked the peer exists");
+        let peer = self.peers.remove(id).expect("caller checked the peer exists");
         self.ids.remove(&peer.conn);
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.remove(id);
@@ -494,9 +382,7 @@ impl Router {
     fn fresh_id(&self) -> String {
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
         loop {
-            let id: String = (0..10)
-                .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-                .collect();
+            let id: String = (0..10).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect();
             if !self.peers.contains_key(&id) {
                 return id;
             }
@@ -535,11 +421,7 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: u32, now: Instant) -> TokenBucket {
-        TokenBucket {
-            rate,
-            tokens: 2.0 * f64::from(rate),
-            last: now,
-        }
+        TokenBucket { rate, tokens: 2.0 * f64::from(rate), last: now }
     }
 
     fn take(&mut self, now: Instant) -> bool {
@@ -564,19 +446,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const LIMITS: Limits = Limits {
-        max_peers: 3,
-        max_rate: 0,
-        max_rooms: 100,
-        max_room_peers: 100,
-    };
+    const LIMITS: Limits = Limits { max_peers: 3, max_rate: 0, max_rooms: 100, max_room_peers: 100 };
 
     fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
-        Hello {
-            id: Some(id.into()),
-            room: room.into(),
-            token: token.map(Into::into),
-        }
+        Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into) }
     }
 
     /// Render actions as short strings: `1<-{"type":..}` or `1 close 4001`.
@@ -585,12 +458,7 @@ mod tests {
             .iter()
             .map(|action| match action {
                 Action::Send { conn, text, bounce } => {
-                    format!(
-                        "{}<-{}{}",
-                        conn.0,
-                        text,
-                        if bounce.is_some() { " (bounce)" } else { "" }
-                    )
+                    format!("{}<-{}{}", conn.0, text, if bounce.is_some() { " (bounce)" } else { "" })
                 }
                 Action::Close { conn, code, .. } => format!("{} close {}", conn.0, code),
             })
@@ -600,9 +468,7 @@ mod tests {
     fn router_with(peers: &[(u64, &str, &str)]) -> Router {
         let mut router = Router::new(LIMITS);
         for (conn, id, room) in peers {
-            router
-                .connect(ConnId(*conn), hello(id, room, Some("t")), Instant::now())
-                .unwrap();
+            router.connect(ConnId(*conn), hello(id, room, Some("t")), Instant::now()).unwrap();
         }
         router
     }
@@ -615,23 +481,12 @@ mod tests {
     #[test]
     fn connect_announces_to_the_room_only() {
         let mut router = router_with(&[(1, "bob", "lobby"), (2, "carol", "kitchen")]);
-        let joined = router
-            .connect(ConnId(3), hello("alice", "lobby", None), Instant::now())
-            .unwrap();
+        let joined = router.connect(ConnId(3), hello("alice", "lobby", None), Instant::now()).unwrap();
         assert_eq!(joined.peers, ["bob"]);
-        assert_eq!(
-            render(&joined.actions),
-            [r#"1<-{"type":"peer-joined","id":"alice"}"#]
-        );
-        assert_eq!(
-            render(&router.disconnect(ConnId(3))),
-            [r#"1<-{"type":"peer-left","id":"alice"}"#]
-        );
+        assert_eq!(render(&joined.actions), [r#"1<-{"type":"peer-joined","id":"alice"}"#]);
+        assert_eq!(render(&router.disconnect(ConnId(3))), [r#"1<-{"type":"peer-left","id":"alice"}"#]);
         assert_eq!(router.room_count(), 2);
-        assert!(
-            router.disconnect(ConnId(3)).is_empty(),
-            "a second disconnect is a no-op"
-        );
+        assert!(router.disconnect(ConnId(3)).is_empty(), "a second disconnect is a no-op");
     }
 
     #[test]
@@ -657,12 +512,7 @@ mod tests {
     #[test]
     fn broadcast_reaches_the_room_minus_the_sender() {
         let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "kitchen")]);
-        check(
-            &mut router,
-            1,
-            r#"{"type":"chat","to":"*"}"#,
-            &[r#"2<-{"from":"a","type":"chat"}"#],
-        );
+        check(&mut router, 1, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"a","type":"chat"}"#]);
     }
 
     #[test]
@@ -678,12 +528,7 @@ mod tests {
                 r#"1<-{"type":"peers","room":"kitchen","peers":["c"]}"#,
             ],
         );
-        check(
-            &mut router,
-            2,
-            r#"{"type":"peers"}"#,
-            &[r#"2<-{"type":"peers","room":"lobby","peers":[]}"#],
-        );
+        check(&mut router, 2, r#"{"type":"peers"}"#, &[r#"2<-{"type":"peers","room":"lobby","peers":[]}"#]);
         check(
             &mut router,
             2,
@@ -696,43 +541,16 @@ mod tests {
     #[test]
     fn takeover_needs_the_same_token() {
         let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
-        let taken = router
-            .connect(
-                ConnId(3),
-                hello("door", "lobby", Some("wrong")),
-                Instant::now(),
-            )
-            .unwrap_err();
-        assert_eq!(
-            (taken.rejection.code, taken.close_code),
-            (ErrorCode::IdTaken, close::ID_TAKEN)
-        );
-        let taken = router
-            .connect(ConnId(3), hello("door", "lobby", None), Instant::now())
-            .unwrap_err();
+        let taken = router.connect(ConnId(3), hello("door", "lobby", Some("wrong")), Instant::now()).unwrap_err();
+        assert_eq!((taken.rejection.code, taken.close_code), (ErrorCode::IdTaken, close::ID_TAKEN));
+        let taken = router.connect(ConnId(3), hello("door", "lobby", None), Instant::now()).unwrap_err();
         assert_eq!(taken.rejection.code, ErrorCode::IdTaken);
-        let joined = router
-            .connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now())
-            .unwrap();
+        let joined = router.connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now()).unwrap();
         assert_eq!(joined.peers, ["bob"]);
-        assert_eq!(
-            render(&joined.actions),
-            ["1 close 4001"],
-            "a takeover in the same room is silent"
-        );
-        assert!(
-            router.disconnect(ConnId(1)).is_empty(),
-            "the replaced socket no longer owns the id"
-        );
-        check(
-            &mut router,
-            2,
-            r#"{"type":"ring","to":"door"}"#,
-            &[r#"4<-{"from":"bob","type":"ring"} (bounce)"#],
-        );
-        let moved = router
-            .connect(ConnId(5), hello("door", "porch", Some("t")), Instant::now())
-            .unwrap();
+        assert_eq!(render(&joined.actions), ["1 close 4001"], "a takeover in the same room is silent");
+        assert!(router.disconnect(ConnId(1)).is_empty(), "the replaced socket no longer owns the id");
+        check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[r#"4<-{"from":"bob","type":"ring"} (bounce)"#]);
+        let moved = router.connect(ConnId(5), hello("door", "porch", Some("t")), Instant::now()).unwrap();
         assert_eq!(
             render(&moved.actions),
             [r#"2<-{"type":"peer-left","id":"door"}"#, "4 close 4001"],
@@ -743,41 +561,21 @@ mod tests {
     #[test]
     fn server_full_at_the_limit() {
         let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "lobby")]);
-        let full = router
-            .connect(ConnId(4), hello("d", "lobby", None), Instant::now())
-            .unwrap_err();
-        assert_eq!(
-            (full.rejection.code, full.close_code),
-            (ErrorCode::ServerFull, close::SERVER_FULL)
-        );
+        let full = router.connect(ConnId(4), hello("d", "lobby", None), Instant::now()).unwrap_err();
+        assert_eq!((full.rejection.code, full.close_code), (ErrorCode::ServerFull, close::SERVER_FULL));
         assert!(
-            router
-                .connect(ConnId(5), hello("c", "lobby", Some("t")), Instant::now())
-                .is_ok(),
+            router.connect(ConnId(5), hello("c", "lobby", Some("t")), Instant::now()).is_ok(),
             "a takeover needs no free slot"
         );
     }
 
     #[test]
     fn random_ids_are_valid_and_unique() {
-        let mut router = Router::new(Limits {
-            max_peers: 100,
-            max_rate: 0,
-            max_rooms: 100,
-            max_room_peers: 100,
-        });
+        let mut router = Router::new(Limits { max_peers: 100, max_rate: 0, max_rooms: 100, max_room_peers: 100 });
         let mut seen = BTreeSet::new();
         for conn in 0..100 {
             let joined = router
-                .connect(
-                    ConnId(conn),
-                    Hello {
-                        id: None,
-                        room: "lobby".into(),
-                        token: None,
-                    },
-                    Instant::now(),
-                )
+                .connect(ConnId(conn), Hello { id: None, room: "lobby".into(), token: None }, Instant::now())
                 .unwrap();
             assert!(protocol::is_valid_name(&joined.id));
             assert!(seen.insert(joined.id));
@@ -786,15 +584,9 @@ mod tests {
 
     #[test]
     fn undeliverable_drops_the_target_and_tells_the_sender() {
-        let mut router = router_with(&[
-            (1, "alice", "lobby"),
-            (2, "bob", "lobby"),
-            (3, "carol", "lobby"),
-        ]);
+        let mut router = router_with(&[(1, "alice", "lobby"), (2, "bob", "lobby"), (3, "carol", "lobby")]);
         let actions = router.receive(ConnId(1), r#"{"type":"offer","to":"bob"}"#, Instant::now());
-        let Action::Send { bounce, .. } = &actions[0] else {
-            panic!()
-        };
+        let Action::Send { bounce, .. } = &actions[0] else { panic!() };
         assert_eq!(
             render(&router.undeliverable(ConnId(2), bounce.clone())),
             [
@@ -808,67 +600,32 @@ mod tests {
 
     #[test]
     fn rate_limit_allows_a_burst_of_twice_the_rate() {
-        let mut router = Router::new(Limits {
-            max_peers: 10,
-            max_rate: 5,
-            max_rooms: 100,
-            max_room_peers: 100,
-        });
+        let mut router = Router::new(Limits { max_peers: 10, max_rate: 5, max_rooms: 100, max_room_peers: 100 });
         let start = Instant::now();
-        router
-            .connect(ConnId(1), hello("a", "lobby", None), start)
-            .unwrap();
-        router
-            .connect(ConnId(2), hello("b", "lobby", None), start)
-            .unwrap();
-        let send = |router: &mut Router, at: Instant| {
-            router.receive(ConnId(1), r#"{"type":"x","to":"b"}"#, at)
-        };
+        router.connect(ConnId(1), hello("a", "lobby", None), start).unwrap();
+        router.connect(ConnId(2), hello("b", "lobby", None), start).unwrap();
+        let send = |router: &mut Router, at: Instant| router.receive(ConnId(1), r#"{"type":"x","to":"b"}"#, at);
         for _ in 0..10 {
             assert!(render(&send(&mut router, start))[0].starts_with("2<-"));
         }
         assert!(render(&send(&mut router, start))[0].contains("rate-limited"));
         let later = start + Duration::from_millis(200);
-        assert!(
-            render(&send(&mut router, later))[0].starts_with("2<-"),
-            "one token back after 1/5 s"
-        );
+        assert!(render(&send(&mut router, later))[0].starts_with("2<-"), "one token back after 1/5 s");
         assert!(render(&send(&mut router, later))[0].contains("rate-limited"));
     }
 
     #[test]
     fn room_limits() {
-        let limits = Limits {
-            max_peers: 10,
-            max_rate: 0,
-            max_rooms: 2,
-            max_room_peers: 2,
-        };
+        let limits = Limits { max_peers: 10, max_rate: 0, max_rooms: 2, max_room_peers: 2 };
         let mut router = Router::new(limits);
         let now = Instant::now();
-        router
-            .connect(ConnId(1), hello("a", "one", None), now)
-            .unwrap();
-        router
-            .connect(ConnId(2), hello("b", "one", None), now)
-            .unwrap();
-        let full = router
-            .connect(ConnId(3), hello("c", "one", None), now)
-            .unwrap_err();
-        assert_eq!(
-            (full.rejection.code, full.close_code),
-            (ErrorCode::RoomFull, close::ROOM_FULL)
-        );
-        router
-            .connect(ConnId(3), hello("c", "two", None), now)
-            .unwrap();
-        let too_many = router
-            .connect(ConnId(4), hello("d", "three", None), now)
-            .unwrap_err();
-        assert_eq!(
-            (too_many.rejection.code, too_many.close_code),
-            (ErrorCode::ServerFull, close::SERVER_FULL)
-        );
+        router.connect(ConnId(1), hello("a", "one", None), now).unwrap();
+        router.connect(ConnId(2), hello("b", "one", None), now).unwrap();
+        let full = router.connect(ConnId(3), hello("c", "one", None), now).unwrap_err();
+        assert_eq!((full.rejection.code, full.close_code), (ErrorCode::RoomFull, close::ROOM_FULL));
+        router.connect(ConnId(3), hello("c", "two", None), now).unwrap();
+        let too_many = router.connect(ConnId(4), hello("d", "three", None), now).unwrap_err();
+        assert_eq!((too_many.rejection.code, too_many.close_code), (ErrorCode::ServerFull, close::SERVER_FULL));
         // A join into a full room is refused and leaves the peer where it was.
         check(
             &mut router,
@@ -879,24 +636,13 @@ mod tests {
             ],
         );
         // c is alone in "two": moving to a new room closes "two", so it fits.
-        check(
-            &mut router,
-            3,
-            r#"{"type":"join","room":"four"}"#,
-            &[r#"3<-{"type":"peers","room":"four","peers":[]}"#],
-        );
+        check(&mut router, 3, r#"{"type":"join","room":"four"}"#, &[r#"3<-{"type":"peers","room":"four","peers":[]}"#]);
         // b is not alone in "one": a new room would be a third.
         let actions = router.receive(ConnId(2), r#"{"type":"join","room":"five"}"#, now);
-        assert!(
-            render(&actions)[0].contains("server-full"),
-            "{:?}",
-            render(&actions)
-        );
+        assert!(render(&actions)[0].contains("server-full"), "{:?}", render(&actions));
         // Leaving frees the slot.
         router.disconnect(ConnId(1));
-        router
-            .connect(ConnId(5), hello("e", "one", None), now)
-            .unwrap();
+        router.connect(ConnId(5), hello("e", "one", None), now).unwrap();
         assert_eq!(router.room_members("one"), ["b", "e"]);
         assert_eq!(router.room_count(), 2);
     }

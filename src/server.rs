@@ -30,9 +30,7 @@ use smol::{LocalExecutor, Timer};
 
 use crate::api::{self, ConnectionStats};
 use crate::config::Config;
-use crate::http::{
-    self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT,
-};
+use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
 use crate::protocol::{self, Hello, Rejection};
 use crate::router::Limits;
@@ -97,11 +95,7 @@ impl Shared {
 
 /// Serve on `listener` until `shutdown` resolves, then close every
 /// WebSocket with 1001 and return within `SHUTDOWN_GRACE`.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let local = listener.local_addr()?;
     info!("listening on http://{local}");
     let shared = Rc::new(Shared::new(config));
@@ -126,8 +120,7 @@ pub async fn run(
                                 stats.open += 1;
                                 stats.accepted += 1;
                             });
-                            let (shared, stop, alive) =
-                                (shared.clone(), stop.clone(), alive.clone());
+                            let (shared, stop, alive) = (shared.clone(), stop.clone(), alive.clone());
                             executor
                                 .spawn(async move {
                                     serve_connection(&shared, stream, address, stop).await;
@@ -144,18 +137,12 @@ pub async fn run(
                 }
             };
             or(accepting, shutdown).await;
-            info!(
-                "shutting down: closing {} sockets",
-                shared.hub.borrow().websocket_count()
-            );
+            info!("shutting down: closing {} sockets", shared.hub.borrow().websocket_count());
             drop(listener);
             stop_sender.close();
             shared.hub.borrow_mut().shutdown();
             drop(alive);
-            if with_timeout(SHUTDOWN_GRACE, all_gone.recv())
-                .await
-                .is_none()
-            {
+            if with_timeout(SHUTDOWN_GRACE, all_gone.recv()).await.is_none() {
                 warn!(
                     "{} connections still open after {:?}; dropping them",
                     shared.connections.get().open,
@@ -170,10 +157,7 @@ pub async fn run(
 fn refuse(shared: &Shared, address: SocketAddr) {
     shared.update_connections(|stats| stats.refused += 1);
     let now = Instant::now();
-    let quiet = shared
-        .last_cap_warning
-        .get()
-        .is_some_and(|last| now.duration_since(last) < WARN_INTERVAL);
+    let quiet = shared.last_cap_warning.get().is_some_and(|last| now.duration_since(last) < WARN_INTERVAL);
     if !quiet {
         shared.last_cap_warning.set(Some(now));
         warn!(
@@ -194,19 +178,9 @@ enum ReadFailure {
 /// upgrades to. The HTTP phase is boxed and freed before the WebSocket phase
 /// starts, so an idle peer's task holds only what its socket needs (the
 /// task's size is the largest of its states, and HTTP's are the larger).
-async fn serve_connection(
-    shared: &Rc<Shared>,
-    stream: TcpStream,
-    address: SocketAddr,
-    stop: Receiver<()>,
-) {
+async fn serve_connection(shared: &Rc<Shared>, stream: TcpStream, address: SocketAddr, stop: Receiver<()>) {
     let upgrade = Box::pin(serve_http(shared, stream, address, stop)).await;
-    if let Some(Upgrade {
-        stream,
-        leftover,
-        hello,
-    }) = upgrade
-    {
+    if let Some(Upgrade { stream, leftover, hello }) = upgrade {
         Box::pin(ws::serve(shared, stream, leftover, hello)).await;
     }
 }
@@ -261,22 +235,13 @@ async fn serve_http(
         if request.path == "/ws" {
             match ws::check_upgrade(&request, &shared.config) {
                 Ok(switching) => {
-                    with_timeout(WRITE_TIMEOUT, stream.write_all(&switching))
-                        .await?
-                        .ok()?;
+                    with_timeout(WRITE_TIMEOUT, stream.write_all(&switching)).await?.ok()?;
                     buffer.shrink_to_fit();
-                    return Some(Upgrade {
-                        stream,
-                        leftover: buffer,
-                        hello: ws::hello_from(&request),
-                    });
+                    return Some(Upgrade { stream, leftover: buffer, hello: ws::hello_from(&request) });
                 }
                 Err(response) => {
                     if response.status == 403 {
-                        info!(
-                            "{address}: WebSocket refused for origin {:?}",
-                            request.header("origin").unwrap_or("")
-                        );
+                        info!("{address}: WebSocket refused for origin {:?}", request.header("origin").unwrap_or(""));
                     }
                     write_response(&mut stream, &response, false, false).await;
                     linger_close(stream).await;
@@ -287,29 +252,21 @@ async fn serve_http(
 
         let keep_alive = request.keep_alive() && !request.has_body();
         let response = respond(shared, &request);
-        if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await
-            || !keep_alive
-        {
+        if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await || !keep_alive {
             return None;
         }
     }
 }
 
 /// Read until `buffer` holds a complete head (or the limit is passed).
-async fn read_head(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-) -> Result<(Request, usize), ReadFailure> {
+async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(Request, usize), ReadFailure> {
     let mut chunk = [0u8; 2048];
     loop {
         if let Some(parsed) = http::parse_head(buffer).map_err(ReadFailure::Head)? {
             return Ok(parsed);
         }
         let room = MAX_HEAD_BYTES + 1 - buffer.len().min(MAX_HEAD_BYTES);
-        let read = stream
-            .read(&mut chunk[..room.min(2048)])
-            .await
-            .map_err(|_| ReadFailure::Gone)?;
+        let read = stream.read(&mut chunk[..room.min(2048)]).await.map_err(|_| ReadFailure::Gone)?;
         if read == 0 {
             return Err(ReadFailure::Gone);
         }
@@ -337,12 +294,7 @@ async fn linger_close(mut stream: TcpStream) {
 }
 
 /// Write a whole response within `WRITE_TIMEOUT`. False if it failed.
-async fn write_response(
-    stream: &mut TcpStream,
-    response: &Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> bool {
+async fn write_response(stream: &mut TcpStream, response: &Response, head_only: bool, keep_alive: bool) -> bool {
     let written = with_timeout(WRITE_TIMEOUT, async {
         stream.write_all(&response.head_bytes(keep_alive)).await?;
         if !head_only {
@@ -359,25 +311,17 @@ fn respond(shared: &Shared, request: &Request) -> Response {
     let method = request.method.as_str();
     let readable = matches!(method, "GET" | "HEAD");
     let not_allowed = |allow: &'static str| {
-        Response::json_error(405, &format!("this endpoint takes {allow}"))
-            .with_header("Allow", allow)
+        Response::json_error(405, &format!("this endpoint takes {allow}")).with_header("Allow", allow)
     };
     match Endpoint::of(&request.path) {
         Some(Endpoint::Rooms) if method == "POST" => api::new_room(&shared.hub.borrow().router),
         Some(Endpoint::Rooms) => not_allowed("POST"),
         Some(_) if !readable => not_allowed("GET, HEAD"),
-        Some(Endpoint::IceServers) => {
-            api::ice_servers(&protocol::ice_servers(&shared.config.stun_servers))
-        }
+        Some(Endpoint::IceServers) => api::ice_servers(&protocol::ice_servers(&shared.config.stun_servers)),
         Some(Endpoint::Peers) => api::peers(&shared.hub.borrow().router),
         Some(Endpoint::Room(room)) => match http::percent_decode(room, false) {
-            Some(room) if protocol::is_valid_name(&room) => {
-                api::room(&shared.hub.borrow().router, &room)
-            }
-            _ => Response::json_error(
-                400,
-                "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
-            ),
+            Some(room) if protocol::is_valid_name(&room) => api::room(&shared.hub.borrow().router, &room),
+            _ => Response::json_error(400, "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"),
         },
         Some(Endpoint::Health) => api::healthz(),
         Some(Endpoint::Metrics) => {
@@ -387,9 +331,7 @@ fn respond(shared: &Shared, request: &Request) -> Response {
             stats.dropped_slow = hub.dropped_slow;
             api::metrics(&hub.router, stats)
         }
-        None if request.path.starts_with("/api/") => {
-            Response::json_error(404, "no such API endpoint")
-        }
+        None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, shared.config.www.as_deref()),
         None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
     }

@@ -41,16 +41,7 @@ struct Asset {
 pub fn serve(request: &Request, www: Option<&Path>) -> Response {
     let segments = match safe_segments(&request.path) {
         Ok(segments) => segments,
-        Err(status) => {
-            return Response::text(
-                status,
-                if status == 400 {
-                    "bad path"
-                } else {
-                    "not found"
-                },
-            )
-        }
+        Err(status) => return Response::text(status, if status == 400 { "bad path" } else { "not found" }),
     };
     let asset = match www {
         None => embedded(&segments),
@@ -86,11 +77,7 @@ fn safe_segments(raw_path: &str) -> Result<Vec<String>, u16> {
     if decoded.chars().any(|c| c == '\\' || c.is_control()) {
         return Err(400);
     }
-    let mut segments: Vec<String> = decoded
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let mut segments: Vec<String> = decoded.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
     if segments.iter().any(|segment| segment.starts_with('.')) {
         return Err(404);
     }
@@ -103,11 +90,7 @@ fn safe_segments(raw_path: &str) -> Result<Vec<String>, u16> {
 fn embedded(segments: &[String]) -> Option<Asset> {
     let name = segments.join("/");
     let file = EMBEDDED.iter().find(|file| file.name == name)?;
-    Some(Asset {
-        body: Cow::Borrowed(file.body),
-        etag: Cow::Borrowed(file.etag),
-        content_type: content_type(&name),
-    })
+    Some(Asset { body: Cow::Borrowed(file.body), etag: Cow::Borrowed(file.etag), content_type: content_type(&name) })
 }
 
 fn from_disk(root: &Path, segments: &[String]) -> Option<Asset> {
@@ -129,26 +112,15 @@ fn from_disk(root: &Path, segments: &[String]) -> Option<Asset> {
         return None;
     }
     let body = std::fs::read(&canonical).ok()?;
-    let modified = metadata
-        .modified()
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .unwrap_or_default();
+    let modified = metadata.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
     let etag = format!("\"{:x}-{:x}\"", body.len(), modified.as_nanos());
     let name = canonical.to_string_lossy().into_owned();
-    Some(Asset {
-        body: Cow::Owned(body),
-        etag: Cow::Owned(etag),
-        content_type: content_type(&name),
-    })
+    Some(Asset { body: Cow::Owned(body), etag: Cow::Owned(etag), content_type: content_type(&name) })
 }
 
 /// Content-Type by file extension; unknown types are served as bytes.
 pub fn content_type(name: &str) -> &'static str {
-    let extension = name
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .unwrap_or_default();
+    let extension = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
     match extension.as_str() {
         "html" | "htm" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
@@ -199,10 +171,7 @@ mod tests {
 
     #[test]
     fn embedded_pages_exist() {
-        assert!(
-            EMBEDDED.iter().any(|file| file.name == "index.html"),
-            "www/index.html is compiled in"
-        );
+        assert!(EMBEDDED.iter().any(|file| file.name == "index.html"), "www/index.html is compiled in");
         for file in EMBEDDED {
             assert!(file.etag.starts_with('"') && file.etag.ends_with('"'));
         }

@@ -55,44 +55,25 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
 /// write; `Err` the response that refuses it.
 pub fn check_upgrade(request: &Request, config: &Config) -> Result<Vec<u8>, Response> {
     if request.method != "GET" {
-        return Err(
-            Response::json_error(405, "the WebSocket endpoint takes GET")
-                .with_header("Allow", "GET"),
-        );
+        return Err(Response::json_error(405, "the WebSocket endpoint takes GET").with_header("Allow", "GET"));
     }
     let is_upgrade = request.header_has_token("connection", "upgrade")
-        && request
-            .header("upgrade")
-            .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+        && request.header("upgrade").is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return Err(
-            Response::json_error(426, "this endpoint speaks WebSocket only")
-                .with_header("Upgrade", "websocket")
-                .with_header("Sec-WebSocket-Version", "13"),
-        );
+        return Err(Response::json_error(426, "this endpoint speaks WebSocket only")
+            .with_header("Upgrade", "websocket")
+            .with_header("Sec-WebSocket-Version", "13"));
     }
     if request.header("sec-websocket-version") != Some("13") {
-        return Err(
-            Response::json_error(426, "only WebSocket version 13 is supported")
-                .with_header("Sec-WebSocket-Version", "13"),
-        );
+        return Err(Response::json_error(426, "only WebSocket version 13 is supported")
+            .with_header("Sec-WebSocket-Version", "13"));
     }
     let key = request.header("sec-websocket-key").unwrap_or_default();
     if !is_valid_key(key) {
-        return Err(Response::json_error(
-            400,
-            "missing or malformed Sec-WebSocket-Key",
-        ));
+        return Err(Response::json_error(400, "missing or malformed Sec-WebSocket-Key"));
     }
-    if !origin_allowed(
-        request.header("origin"),
-        request.header("host"),
-        &config.allowed_origins,
-    ) {
-        return Err(Response::json_error(
-            403,
-            "this page's origin may not open the intercom WebSocket",
-        ));
+    if !origin_allowed(request.header("origin"), request.header("host"), &config.allowed_origins) {
+        return Err(Response::json_error(403, "this page's origin may not open the intercom WebSocket"));
     }
     let accept = derive_accept_key(key.as_bytes());
     Ok(format!(
@@ -105,9 +86,7 @@ pub fn check_upgrade(request: &Request, config: &Config) -> Result<Vec<u8>, Resp
 fn is_valid_key(key: &str) -> bool {
     key.len() == 24
         && key.ends_with("==")
-        && key[..22]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        && key[..22].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// Browsers always send `Origin` on a WebSocket; a missing one is a native
@@ -120,10 +99,7 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     if allowed.contains(&origin) {
         return true;
     }
-    let Some(authority) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
+    let Some(authority) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
         return false;
     };
     host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
@@ -131,12 +107,8 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
 
 /// The `Hello` from the upgrade request's query.
 pub fn hello_from(request: &Request) -> Result<Hello, Rejection> {
-    let pairs = parse_query(request.query.as_deref().unwrap_or("")).ok_or_else(|| {
-        Rejection::new(
-            ErrorCode::InvalidId,
-            "the query string has a broken %-escape",
-        )
-    })?;
+    let pairs = parse_query(request.query.as_deref().unwrap_or(""))
+        .ok_or_else(|| Rejection::new(ErrorCode::InvalidId, "the query string has a broken %-escape"))?;
     Hello::from_query(&pairs)
 }
 
@@ -151,15 +123,9 @@ enum ReadEnd {
 
 /// Run one upgraded socket until it closes. `leftover` is what the client
 /// sent after its request head.
-pub async fn serve(
-    shared: &Rc<Shared>,
-    stream: TcpStream,
-    leftover: Vec<u8>,
-    hello: Result<Hello, Rejection>,
-) {
+pub async fn serve(shared: &Rc<Shared>, stream: TcpStream, leftover: Vec<u8>, hello: Result<Hello, Rejection>) {
     let config = websocket_config(shared.config.max_message_bytes);
-    let socket =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    let socket = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     let (conn, outbox) = shared.hub.borrow_mut().open();
     shared.hub.borrow_mut().join(conn, hello, Instant::now());
     let (mut sender, mut receiver) = socket.split();
@@ -183,10 +149,7 @@ pub async fn serve(
             // wait for the peer's close reply so the close code reaches it
             // rather than a reset.
             shared.hub.borrow_mut().close(conn);
-            with_timeout(CLOSE_TIMEOUT, async {
-                while let Some(Ok(_)) = receiver.next().await {}
-            })
-            .await;
+            with_timeout(CLOSE_TIMEOUT, async { while let Some(Ok(_)) = receiver.next().await {} }).await;
         }
     }
 }
@@ -198,40 +161,22 @@ async fn read_loop(
 ) -> ReadEnd {
     while let Some(result) = receiver.next().await {
         match result {
-            Ok(Message::Text(text)) => {
-                shared
-                    .hub
-                    .borrow_mut()
-                    .receive(conn, text.as_str(), Instant::now())
-            }
+            Ok(Message::Text(text)) => shared.hub.borrow_mut().receive(conn, text.as_str(), Instant::now()),
             Ok(Message::Binary(_)) => shared.hub.borrow_mut().reject(
                 conn,
-                Rejection::new(
-                    ErrorCode::BadMessage,
-                    "binary frames are not part of the protocol: send JSON text",
-                ),
+                Rejection::new(ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"),
             ),
             // tungstenite answers pings and close frames by itself.
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {}
             Err(WsError::Capacity(_)) => {
                 let limit = shared.config.max_message_bytes;
-                let rejection = Rejection::new(
-                    ErrorCode::TooLarge,
-                    format!("messages are limited to {limit} bytes"),
-                );
-                shared
-                    .hub
-                    .borrow_mut()
-                    .fail(conn, rejection, close::TOO_LARGE);
+                let rejection = Rejection::new(ErrorCode::TooLarge, format!("messages are limited to {limit} bytes"));
+                shared.hub.borrow_mut().fail(conn, rejection, close::TOO_LARGE);
                 return ReadEnd::Refused;
             }
             Err(WsError::Utf8(_)) => {
-                let rejection =
-                    Rejection::new(ErrorCode::BadMessage, "a text frame was not valid UTF-8");
-                shared
-                    .hub
-                    .borrow_mut()
-                    .fail(conn, rejection, close::INVALID_DATA);
+                let rejection = Rejection::new(ErrorCode::BadMessage, "a text frame was not valid UTF-8");
+                shared.hub.borrow_mut().fail(conn, rejection, close::INVALID_DATA);
                 return ReadEnd::Refused;
             }
             Err(error) => {
@@ -261,10 +206,7 @@ async fn write_loop(sender: &mut WebSocketSender<TcpStream>, outbox: &Outbox) {
                 }
             }
             Outgoing::Close { code, reason } => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
+                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 with_timeout(CLOSE_TIMEOUT, sender.close(Some(frame))).await;
                 return;
             }
@@ -289,10 +231,7 @@ mod tests {
     fn origins() {
         let allowed = vec!["https://panel.example".to_string()];
         let check = |origin, host| origin_allowed(origin, host, &allowed);
-        assert!(
-            check(None, Some("pi:8080")),
-            "native clients send no Origin"
-        );
+        assert!(check(None, Some("pi:8080")), "native clients send no Origin");
         assert!(check(Some("http://pi:8080"), Some("pi:8080")));
         assert!(check(Some("http://PI:8080"), Some("pi:8080")));
         assert!(check(Some("https://panel.example"), Some("pi:8080")));

@@ -28,15 +28,8 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         let output = Command::new(binary()).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.trim().lines().count(),
-            1,
-            "{args:?}: one line, got {stderr:?}"
-        );
-        assert!(
-            stderr.contains(flag),
-            "{args:?}: {stderr:?} should name {flag}"
-        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line, got {stderr:?}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr:?} should name {flag}");
     }
 }
 

@@ -6,9 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::{
-    header, http_get, http_method, http_raw, json_body, parse_response, Client, Daemon, WAIT,
-};
+use common::{header, http_get, http_method, http_raw, json_body, parse_response, Client, Daemon, WAIT};
 use serde_json::json;
 
 #[test]
@@ -16,14 +14,8 @@ fn pages_are_embedded_with_type_and_etag() {
     let daemon = Daemon::start(&[]);
     let (status, headers, body) = http_get(daemon.addr, "/", "");
     assert_eq!(status, 200);
-    assert_eq!(
-        header(&headers, "content-type"),
-        Some("text/html; charset=utf-8")
-    );
-    assert!(
-        String::from_utf8_lossy(&body).contains("<html"),
-        "the intercom page"
-    );
+    assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"));
+    assert!(String::from_utf8_lossy(&body).contains("<html"), "the intercom page");
     let etag = header(&headers, "etag").expect("an ETag").to_string();
 
     let (status, headers, body) = http_get(daemon.addr, "/", &format!("If-None-Match: {etag}\r\n"));
@@ -33,15 +25,9 @@ fn pages_are_embedded_with_type_and_etag() {
     assert_eq!(status, 200);
 
     let (status, headers, _) = http_get(daemon.addr, "/app.js", "");
-    assert_eq!(
-        (status, header(&headers, "content-type")),
-        (200, Some("text/javascript; charset=utf-8"))
-    );
+    assert_eq!((status, header(&headers, "content-type")), (200, Some("text/javascript; charset=utf-8")));
     let (status, headers, _) = http_get(daemon.addr, "/style.css", "");
-    assert_eq!(
-        (status, header(&headers, "content-type")),
-        (200, Some("text/css; charset=utf-8"))
-    );
+    assert_eq!((status, header(&headers, "content-type")), (200, Some("text/css; charset=utf-8")));
 }
 
 #[test]
@@ -49,13 +35,7 @@ fn head_sends_headers_only() {
     let daemon = Daemon::start(&[]);
     let (status, headers, body) = http_method(daemon.addr, "HEAD", "/", "");
     assert_eq!(status, 200);
-    assert!(
-        header(&headers, "content-length")
-            .unwrap()
-            .parse::<usize>()
-            .unwrap()
-            > 0
-    );
+    assert!(header(&headers, "content-length").unwrap().parse::<usize>().unwrap() > 0);
     assert!(body.is_empty());
 }
 
@@ -66,7 +46,9 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     stream.set_read_timeout(Some(WAIT)).unwrap();
     // Two requests in one write (pipelined), the second asks to close.
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
         .unwrap();
     let mut all = String::new();
     stream.read_to_string(&mut all).unwrap();
@@ -78,26 +60,17 @@ fn keep_alive_serves_several_requests_on_one_connection() {
 fn ice_servers_default_custom_and_none() {
     let daemon = Daemon::start(&[]);
     let (status, headers, body) = http_get(daemon.addr, "/api/ice-servers", "");
-    assert_eq!(
-        (status, header(&headers, "content-type")),
-        (200, Some("application/json"))
-    );
+    assert_eq!((status, header(&headers, "content-type")), (200, Some("application/json")));
     let servers = json_body(&body);
     let list = servers["iceServers"].as_array().unwrap();
     assert!(!list.is_empty());
     for server in list {
-        assert!(
-            server["urls"][0].as_str().unwrap().starts_with("stun:"),
-            "{server}"
-        );
+        assert!(server["urls"][0].as_str().unwrap().starts_with("stun:"), "{server}");
     }
 
     let daemon = Daemon::start(&["--stun", "stun:a.example:3478", "--stun", "stun:b.example"]);
     let (_, _, body) = http_get(daemon.addr, "/api/ice-servers", "");
-    assert_eq!(
-        json_body(&body),
-        json!({"iceServers":[{"urls":["stun:a.example:3478"]},{"urls":["stun:b.example"]}]})
-    );
+    assert_eq!(json_body(&body), json!({"iceServers":[{"urls":["stun:a.example:3478"]},{"urls":["stun:b.example"]}]}));
 
     let daemon = Daemon::start(&["--no-stun"]);
     let (_, _, body) = http_get(daemon.addr, "/api/ice-servers", "");
@@ -114,10 +87,7 @@ fn peers_endpoint_matches_the_live_state() {
         let mut kitchen = Client::connect(&daemon, "id=kitchen&room=house").await;
         kitchen.recv().await;
         let (_, _, body) = http_get(daemon.addr, "/api/peers", "");
-        assert_eq!(
-            json_body(&body),
-            json!({"peers":[{"id":"door","room":"lobby"},{"id":"kitchen","room":"house"}]})
-        );
+        assert_eq!(json_body(&body), json!({"peers":[{"id":"door","room":"lobby"},{"id":"kitchen","room":"house"}]}));
         drop(door);
         // The departure is an event the kitchen cannot see (another room),
         // so wait for the API to reflect it.
@@ -127,10 +97,7 @@ fn peers_endpoint_matches_the_live_state() {
             if json_body(&body) == json!({"peers":[{"id":"kitchen","room":"house"}]}) {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "door never left /api/peers"
-            );
+            assert!(std::time::Instant::now() < deadline, "door never left /api/peers");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     });
@@ -152,9 +119,7 @@ fn healthz_and_metrics() {
         a.expect_error("bad-json").await;
         let (status, headers, body) = http_get(daemon.addr, "/metrics", "");
         assert_eq!(status, 200);
-        assert!(header(&headers, "content-type")
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4"));
+        assert!(header(&headers, "content-type").unwrap().starts_with("text/plain; version=0.0.4"));
         let text = String::from_utf8(body).unwrap();
         for line in [
             "intercomd_peers 2",
@@ -164,16 +129,10 @@ fn healthz_and_metrics() {
             "intercomd_messages_rejected_total{reason=\"bad-json\"} 1",
             "intercomd_messages_rejected_total{reason=\"unknown-peer\"} 0",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         // Three TCP connections open now: two sockets and this request.
-        assert!(
-            text.lines().any(|l| l == "intercomd_connections 3"),
-            "{text}"
-        );
+        assert!(text.lines().any(|l| l == "intercomd_connections 3"), "{text}");
     });
 }
 
@@ -183,21 +142,12 @@ fn not_found_and_method_not_allowed() {
     let (status, _, _) = http_get(daemon.addr, "/nothing-here.html", "");
     assert_eq!(status, 404);
     let (status, headers, body) = http_get(daemon.addr, "/api/nothing", "");
-    assert_eq!(
-        (status, header(&headers, "content-type")),
-        (404, Some("application/json"))
-    );
+    assert_eq!((status, header(&headers, "content-type")), (404, Some("application/json")));
     assert!(json_body(&body)["error"].is_string());
     let (status, headers, _) = http_method(daemon.addr, "POST", "/", "Content-Length: 0\r\n");
-    assert_eq!(
-        (status, header(&headers, "allow")),
-        (405, Some("GET, HEAD"))
-    );
+    assert_eq!((status, header(&headers, "allow")), (405, Some("GET, HEAD")));
     let (status, headers, _) = http_method(daemon.addr, "DELETE", "/api/peers", "");
-    assert_eq!(
-        (status, header(&headers, "allow")),
-        (405, Some("GET, HEAD"))
-    );
+    assert_eq!((status, header(&headers, "allow")), (405, Some("GET, HEAD")));
     let (status, _, _) = http_method(daemon.addr, "POST", "/ws", "");
     assert_eq!(status, 405);
 }
@@ -205,41 +155,23 @@ fn not_found_and_method_not_allowed() {
 #[test]
 fn malformed_and_oversized_heads() {
     let daemon = Daemon::start(&[]);
-    let (status, headers, _) = http_raw(
-        daemon.addr,
-        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n",
-    );
-    assert_eq!(
-        (status, header(&headers, "connection")),
-        (400, Some("close"))
-    );
+    let (status, headers, _) = http_raw(daemon.addr, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n");
+    assert_eq!((status, header(&headers, "connection")), (400, Some("close")));
     let (status, _, _) = http_raw(daemon.addr, b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n");
     assert_eq!(status, 400);
-    let (status, _, _) = http_raw(
-        daemon.addr,
-        b"GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let (status, _, _) = http_raw(daemon.addr, b"GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 400);
 
     // A head of exactly the limit is read; one byte more is 431.
     let limit = 16 * 1024;
     let prefix = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: ";
     let pad = limit - prefix.len() - 4;
-    let (status, _, _) = http_raw(
-        daemon.addr,
-        format!("{prefix}{}\r\n\r\n", "a".repeat(pad)).as_bytes(),
-    );
+    let (status, _, _) = http_raw(daemon.addr, format!("{prefix}{}\r\n\r\n", "a".repeat(pad)).as_bytes());
     assert_eq!(status, 200, "a head of exactly {limit} bytes");
-    let (status, _, _) = http_raw(
-        daemon.addr,
-        format!("{prefix}{}\r\n\r\n", "a".repeat(pad + 1)).as_bytes(),
-    );
+    let (status, _, _) = http_raw(daemon.addr, format!("{prefix}{}\r\n\r\n", "a".repeat(pad + 1)).as_bytes());
     assert_eq!(status, 431);
     let many = "X: y\r\n".repeat(65);
-    let (status, _, _) = http_raw(
-        daemon.addr,
-        format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(),
-    );
+    let (status, _, _) = http_raw(daemon.addr, format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes());
     assert_eq!(status, 431);
 }
 
@@ -257,15 +189,9 @@ fn no_path_escape_in_any_encoding() {
     let daemon = Daemon::start(&["--www", www.to_str().unwrap()]);
 
     let (status, _, body) = http_get(daemon.addr, "/", "");
-    assert_eq!(
-        (status, body.as_slice()),
-        (200, b"<html>disk page</html>".as_slice())
-    );
+    assert_eq!((status, body.as_slice()), (200, b"<html>disk page</html>".as_slice()));
     let (status, headers, _) = http_get(daemon.addr, "/sub/note.txt", "");
-    assert_eq!(
-        (status, header(&headers, "content-type")),
-        (200, Some("text/plain; charset=utf-8"))
-    );
+    assert_eq!((status, header(&headers, "content-type")), (200, Some("text/plain; charset=utf-8")));
     let (status, _, _) = http_get(daemon.addr, "/sub/", "");
     assert_eq!(status, 404, "a directory without index.html is not listed");
 
@@ -282,15 +208,10 @@ fn no_path_escape_in_any_encoding() {
         "/.hidden",
         "//etc/passwd",
     ] {
-        let (status, _, body) = http_raw(
-            daemon.addr,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        );
+        let (status, _, body) =
+            http_raw(daemon.addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
         assert!(matches!(status, 400 | 404), "{path}: {status}");
-        assert!(
-            !String::from_utf8_lossy(&body).contains("SECRET"),
-            "{path} leaked the secret"
-        );
+        assert!(!String::from_utf8_lossy(&body).contains("SECRET"), "{path} leaked the secret");
     }
     let _ = std::fs::remove_dir_all(&base);
 
@@ -309,8 +230,7 @@ fn disk_pages_change_their_etag_when_edited() {
     let (_, headers, _) = http_get(daemon.addr, "/", "");
     let first = header(&headers, "etag").unwrap().to_string();
     std::fs::write(www.join("index.html"), "two!").unwrap();
-    let (status, headers, body) =
-        http_get(daemon.addr, "/", &format!("If-None-Match: {first}\r\n"));
+    let (status, headers, body) = http_get(daemon.addr, "/", &format!("If-None-Match: {first}\r\n"));
     assert_eq!((status, body.as_slice()), (200, b"two!".as_slice()));
     assert_ne!(header(&headers, "etag").unwrap(), first);
     let _ = std::fs::remove_dir_all(&www);
@@ -321,10 +241,7 @@ fn upgrade_checks() {
     smol::block_on(async {
         let daemon = Daemon::start(&["--allow-origin", "https://panel.example"]);
         let (status, headers, _) = http_get(daemon.addr, "/ws", "");
-        assert_eq!(
-            (status, header(&headers, "upgrade")),
-            (426, Some("websocket"))
-        );
+        assert_eq!((status, header(&headers, "upgrade")), (426, Some("websocket")));
         let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
         let (status, _, _) = http_get(daemon.addr, "/ws", upgrade);
         assert_eq!(status, 400, "no key");
@@ -332,26 +249,10 @@ fn upgrade_checks() {
         assert_eq!(status, 426, "old version");
 
         let own = format!("http://{}", daemon.addr);
-        assert!(
-            Client::try_connect(&daemon, "id=a", Some(&own))
-                .await
-                .is_ok(),
-            "the daemon's own pages"
-        );
-        assert!(
-            Client::try_connect(&daemon, "id=b", Some("https://panel.example"))
-                .await
-                .is_ok(),
-            "an allowed origin"
-        );
-        assert!(
-            Client::try_connect(&daemon, "id=c", None).await.is_ok(),
-            "a native client"
-        );
-        let refused = Client::try_connect(&daemon, "id=d", Some("http://evil.example"))
-            .await
-            .err()
-            .expect("refused");
+        assert!(Client::try_connect(&daemon, "id=a", Some(&own)).await.is_ok(), "the daemon's own pages");
+        assert!(Client::try_connect(&daemon, "id=b", Some("https://panel.example")).await.is_ok(), "an allowed origin");
+        assert!(Client::try_connect(&daemon, "id=c", None).await.is_ok(), "a native client");
+        let refused = Client::try_connect(&daemon, "id=d", Some("http://evil.example")).await.err().expect("refused");
         assert!(refused.contains("403"), "{refused}");
     });
 }
@@ -366,12 +267,7 @@ fn the_101_is_ours_and_bytes_after_the_head_are_kept() {
     let mask = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | payload.len() as u8];
     frame.extend_from_slice(&mask);
-    frame.extend(
-        payload
-            .iter()
-            .enumerate()
-            .map(|(i, byte)| byte ^ mask[i % 4]),
-    );
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
     let mut request = b"GET /ws?id=early HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
     request.extend_from_slice(&frame);
     stream.write_all(&request).unwrap();
@@ -380,23 +276,13 @@ fn the_101_is_ours_and_bytes_after_the_head_are_kept() {
     let mut chunk = [0u8; 4096];
     // Read until the head, the welcome and the peers answer have arrived.
     while !String::from_utf8_lossy(&received).contains("\"type\":\"peers\"") {
-        let read = stream
-            .read(&mut chunk)
-            .expect("the daemon answered within the timeout");
-        assert!(
-            read > 0,
-            "closed early: {:?}",
-            String::from_utf8_lossy(&received)
-        );
+        let read = stream.read(&mut chunk).expect("the daemon answered within the timeout");
+        assert!(read > 0, "closed early: {:?}", String::from_utf8_lossy(&received));
         received.extend_from_slice(&chunk[..read]);
     }
     let (status, headers, _) = parse_response(&received);
     assert_eq!(status, 101);
     // The accept key of RFC 6455's own example.
-    assert_eq!(
-        header(&headers, "sec-websocket-accept"),
-        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    );
-    assert!(String::from_utf8_lossy(&received)
-        .contains(r#"{"type":"peers","room":"lobby","peers":[]}"#));
+    assert_eq!(header(&headers, "sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert!(String::from_utf8_lossy(&received).contains(r#"{"type":"peers","room":"lobby","peers":[]}"#));
 }

@@ -29,10 +29,7 @@ fn wait_for_room_api(daemon: &Daemon, room: &str, expected: Value) {
         if got == expected {
             return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/api/rooms/{room} stayed {got}, expected {expected}"
-        );
+        assert!(std::time::Instant::now() < deadline, "/api/rooms/{room} stayed {got}, expected {expected}");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
@@ -70,9 +67,7 @@ fn broadcast_reaches_exactly_the_room_minus_its_sender() {
         sender.recv_type("peer-joined").await;
         x.recv_type("peer-joined").await;
 
-        sender
-            .send(json!({"type":"room-share-start","to":"*","from":"spoof"}))
-            .await;
+        sender.send(json!({"type":"room-share-start","to":"*","from":"spoof"})).await;
         let expected = json!({"type":"room-share-start","from":"s"});
         assert_eq!(x.recv().await, expected);
         assert_eq!(y.recv().await, expected);
@@ -94,10 +89,7 @@ fn join_moves_presence_both_ways() {
         let (mut p, _) = join_room(&daemon, "p", "porch").await;
         mover.recv_type("peer-joined").await;
         mover.send(json!({"type":"join","room":"porch"})).await;
-        assert_eq!(
-            mover.recv().await,
-            json!({"type":"peers","room":"porch","peers":["p"]})
-        );
+        assert_eq!(mover.recv().await, json!({"type":"peers","room":"porch","peers":["p"]}));
         assert_eq!(k.recv().await, json!({"type":"peer-left","id":"m"}));
         assert_eq!(p.recv().await, json!({"type":"peer-joined","id":"m"}));
         // Broadcasts follow the move.
@@ -106,10 +98,7 @@ fn join_moves_presence_both_ways() {
         assert_nothing_more(&mut p, &mut k, "k").await;
         // Joining the room one is in changes nothing but answers the list.
         mover.send(json!({"type":"join","room":"porch"})).await;
-        assert_eq!(
-            mover.recv().await,
-            json!({"type":"peers","room":"porch","peers":["p"]})
-        );
+        assert_eq!(mover.recv().await, json!({"type":"peers","room":"porch","peers":["p"]}));
         assert_nothing_more(&mut mover, &mut p, "p").await;
     });
 }
@@ -118,19 +107,11 @@ fn join_moves_presence_both_ways() {
 fn the_room_api_matches_the_live_state() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let (status, headers, body) =
-            http_method(daemon.addr, "POST", "/api/rooms", "Content-Length: 0\r\n");
-        assert_eq!(
-            (status, header(&headers, "content-type")),
-            (201, Some("application/json"))
-        );
+        let (status, headers, body) = http_method(daemon.addr, "POST", "/api/rooms", "Content-Length: 0\r\n");
+        assert_eq!((status, header(&headers, "content-type")), (201, Some("application/json")));
         let room = json_body(&body)["room"].as_str().unwrap().to_string();
         assert_eq!(room.len(), 26, "128 random bits: {room}");
-        assert!(
-            room.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
-            "{room}"
-        );
+        assert!(room.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{room}");
         let (_, _, other) = http_method(daemon.addr, "POST", "/api/rooms", "Content-Length: 0\r\n");
         assert_ne!(json_body(&other)["room"], room.as_str(), "fresh every time");
 
@@ -138,17 +119,11 @@ fn the_room_api_matches_the_live_state() {
         let (mut a, _) = join_room(&daemon, "a", &room).await;
         let (b, _) = join_room(&daemon, "b", &room).await;
         a.recv_type("peer-joined").await;
-        assert_eq!(
-            room_api(&daemon, &room),
-            json!({"room":room,"peers":["a","b"]})
-        );
+        assert_eq!(room_api(&daemon, &room), json!({"room":room,"peers":["a","b"]}));
         a.send(json!({"type":"join","room":"elsewhere"})).await;
         a.recv_type("peers").await;
         assert_eq!(room_api(&daemon, &room), json!({"room":room,"peers":["b"]}));
-        assert_eq!(
-            room_api(&daemon, "elsewhere"),
-            json!({"room":"elsewhere","peers":["a"]})
-        );
+        assert_eq!(room_api(&daemon, "elsewhere"), json!({"room":"elsewhere","peers":["a"]}));
         drop(b);
         wait_for_room_api(&daemon, &room, json!({"room":room,"peers":[]}));
 
@@ -157,12 +132,7 @@ fn the_room_api_matches_the_live_state() {
         assert!(json_body(&body)["error"].is_string());
         let (status, headers, _) = http_get(daemon.addr, "/api/rooms", "");
         assert_eq!((status, header(&headers, "allow")), (405, Some("POST")));
-        let (status, _, _) = http_method(
-            daemon.addr,
-            "POST",
-            &format!("/api/rooms/{room}"),
-            "Content-Length: 0\r\n",
-        );
+        let (status, _, _) = http_method(daemon.addr, "POST", &format!("/api/rooms/{room}"), "Content-Length: 0\r\n");
         assert_eq!(status, 405);
     });
 }
@@ -184,10 +154,7 @@ fn room_full_at_max_room_peers() {
         let error = d.expect_error("room-full").await;
         assert_eq!(error["ref"], json!({"type":"join"}));
         d.send(json!({"type":"peers"})).await;
-        assert_eq!(
-            d.recv().await,
-            json!({"type":"peers","room":"side","peers":[]})
-        );
+        assert_eq!(d.recv().await, json!({"type":"peers","room":"side","peers":[]}));
     });
 }
 
@@ -203,11 +170,7 @@ fn server_full_at_max_rooms() {
         let (code, before) = c.expect_close().await;
         assert_eq!(code, 4005);
         assert_eq!(before[0]["code"], "server-full");
-        assert!(
-            before[0]["message"].as_str().unwrap().contains("rooms"),
-            "{}",
-            before[0]
-        );
+        assert!(before[0]["message"].as_str().unwrap().contains("rooms"), "{}", before[0]);
         // An existing room still takes newcomers.
         let (_c, _) = join_room(&daemon, "c", "one").await;
         // b is not alone in "two", so a move to a new room would be a third.

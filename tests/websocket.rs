@@ -55,27 +55,16 @@ fn directed_messages_get_a_server_stamped_from() {
         let (mut bob, _) = Client::join(&daemon, "bob", None).await;
         let (mut alice, _) = Client::join(&daemon, "alice", None).await;
         bob.recv_type("peer-joined").await;
-        alice
-            .send(json!({"type":"offer","to":"bob","sdp":"v=0\r\n","from":"mallory"}))
-            .await;
-        assert_eq!(
-            bob.recv().await,
-            json!({"type":"offer","sdp":"v=0\r\n","from":"alice"})
-        );
+        alice.send(json!({"type":"offer","to":"bob","sdp":"v=0\r\n","from":"mallory"})).await;
+        assert_eq!(bob.recv().await, json!({"type":"offer","sdp":"v=0\r\n","from":"alice"}));
         // Types the server does not know pass through untouched.
-        alice
-            .send(json!({"type":"call-request","to":"bob","media":"video","nested":{"a":[1,2]}}))
-            .await;
+        alice.send(json!({"type":"call-request","to":"bob","media":"video","nested":{"a":[1,2]}})).await;
         assert_eq!(
             bob.recv().await,
             json!({"type":"call-request","media":"video","nested":{"a":[1,2]},"from":"alice"})
         );
-        bob.send(json!({"type":"answer","to":"alice","sdp":"x"}))
-            .await;
-        assert_eq!(
-            alice.recv().await,
-            json!({"type":"answer","sdp":"x","from":"bob"})
-        );
+        bob.send(json!({"type":"answer","to":"alice","sdp":"x"})).await;
+        assert_eq!(alice.recv().await, json!({"type":"answer","sdp":"x","from":"bob"}));
     });
 }
 
@@ -89,16 +78,9 @@ fn directed_messages_cross_rooms_and_broadcasts_do_not() {
         assert_eq!(c.recv().await["room"], "kitchen");
         a.recv_type("peer-joined").await;
         a.send(json!({"type":"chat","to":"*","text":"hi"})).await;
-        assert_eq!(
-            b.recv().await,
-            json!({"type":"chat","text":"hi","from":"a"})
-        );
+        assert_eq!(b.recv().await, json!({"type":"chat","text":"hi","from":"a"}));
         a.send(json!({"type":"ring","to":"c"})).await;
-        assert_eq!(
-            c.recv().await,
-            json!({"type":"ring","from":"a"}),
-            "a directed message reaches any room"
-        );
+        assert_eq!(c.recv().await, json!({"type":"ring","from":"a"}), "a directed message reaches any room");
         assert_nothing_more(&mut b, &mut a, "a").await;
     });
 }
@@ -111,21 +93,12 @@ fn join_and_peers_messages() {
         let (mut b, _) = Client::join(&daemon, "b", None).await;
         a.recv_type("peer-joined").await;
         b.send(json!({"type":"peers"})).await;
-        assert_eq!(
-            b.recv().await,
-            json!({"type":"peers","room":"lobby","peers":["a"]})
-        );
+        assert_eq!(b.recv().await, json!({"type":"peers","room":"lobby","peers":["a"]}));
         b.send(json!({"type":"join","room":"porch"})).await;
-        assert_eq!(
-            b.recv().await,
-            json!({"type":"peers","room":"porch","peers":[]})
-        );
+        assert_eq!(b.recv().await, json!({"type":"peers","room":"porch","peers":[]}));
         assert_eq!(a.recv().await, json!({"type":"peer-left","id":"b"}));
         a.send(json!({"type":"join","room":"porch"})).await;
-        assert_eq!(
-            a.recv().await,
-            json!({"type":"peers","room":"porch","peers":["b"]})
-        );
+        assert_eq!(a.recv().await, json!({"type":"peers","room":"porch","peers":["b"]}));
         assert_eq!(b.recv().await, json!({"type":"peer-joined","id":"a"}));
     });
 }
@@ -137,10 +110,7 @@ fn a_server_picked_id_when_none_is_given() {
         let mut anonymous = Client::connect(&daemon, "").await;
         let welcome = anonymous.recv().await;
         let id = welcome["id"].as_str().unwrap();
-        assert!(
-            (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()),
-            "{id}"
-        );
+        assert!((1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
         assert_eq!(welcome["room"], "lobby");
     });
 }
@@ -164,15 +134,8 @@ fn errors_for_bad_messages_keep_the_socket_open() {
         a.send(json!({"type":"offer","to":["b"]})).await;
         a.expect_error("bad-message").await;
         a.send(json!({"type":"hello"})).await;
-        assert_eq!(
-            a.expect_error("bad-message").await["ref"],
-            json!({"type":"hello"})
-        );
-        a.ws.send(async_tungstenite::tungstenite::Message::binary(vec![
-            1u8, 2, 3,
-        ]))
-        .await
-        .unwrap();
+        assert_eq!(a.expect_error("bad-message").await["ref"], json!({"type":"hello"}));
+        a.ws.send(async_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.unwrap();
         a.expect_error("bad-message").await;
         a.send(json!({"type":"offer","to":"zed"})).await;
         let error = a.expect_error("unknown-peer").await;
@@ -195,13 +158,9 @@ fn too_large_is_an_error_then_close_1009() {
         let (mut b, _) = Client::join(&daemon, "b", None).await;
         a.recv_type("peer-joined").await;
         // Exactly at the limit passes.
-        let at_limit = format!(
-            r#"{{"type":"x","to":"b","pad":"{}"}}"#,
-            "p".repeat(2048 - 30)
-        );
+        let at_limit = format!(r#"{{"type":"x","to":"b","pad":"{}"}}"#, "p".repeat(2048 - 30));
         assert_eq!(at_limit.len(), 2048);
-        b.send_text(&at_limit.replace("\"to\":\"b\"", "\"to\":\"a\""))
-            .await;
+        b.send_text(&at_limit.replace("\"to\":\"b\"", "\"to\":\"a\"")).await;
         assert_eq!(a.recv().await["from"], "b");
         let over = format!(r#"{{"type":"x","to":"a","pad":"{}"}}"#, "p".repeat(2048));
         b.send_text(&over).await;
@@ -323,11 +282,6 @@ fn info_log_has_no_line_per_message() {
         let (_c, _) = Client::join(&daemon, "c", None).await;
         daemon.wait_for_log("peer c joined");
         let log = daemon.log();
-        assert_eq!(
-            log.len(),
-            lines_before + 1,
-            "only the join of c was logged: {:?}",
-            &log[lines_before..]
-        );
+        assert_eq!(log.len(), lines_before + 1, "only the join of c was logged: {:?}", &log[lines_before..]);
     });
 }

@@ -35,8 +35,7 @@ pub struct Daemon {
 impl Daemon {
     /// Start the daemon with these flags (plus `--listen 127.0.0.1:0`).
     pub fn start(flags: &[&str]) -> Daemon {
-        let binary = std::env::var("INTERCOMD_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
+        let binary = std::env::var("INTERCOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
         let mut child = Command::new(&binary)
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
@@ -47,10 +46,9 @@ impl Daemon {
             .unwrap_or_else(|err| panic!("cannot start {binary}: {err}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (found, port) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
+        for pipe in
+            [Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stdout.take().unwrap())]
+        {
             let (log, found) = (log.clone(), found.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -62,15 +60,10 @@ impl Daemon {
             });
         }
         let addr = match port.recv_timeout(WAIT) {
-            Ok(addr) => addr
-                .parse()
-                .expect("a socket address in the listening line"),
+            Ok(addr) => addr.parse().expect("a socket address in the listening line"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "the daemon did not log 'listening on' within {WAIT:?}; its log: {:?}",
-                    log.lock().unwrap()
-                );
+                panic!("the daemon did not log 'listening on' within {WAIT:?}; its log: {:?}", log.lock().unwrap());
             }
         };
         Daemon { addr, child, log }
@@ -100,10 +93,7 @@ impl Daemon {
 
     /// Send SIGTERM.
     pub fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM failed");
     }
 
@@ -114,10 +104,7 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the daemon did not exit within {limit:?} of SIGTERM"
-            );
+            assert!(std::time::Instant::now() < deadline, "the daemon did not exit within {limit:?} of SIGTERM");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -138,20 +125,13 @@ pub fn http_raw(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<(String, String)>, Ve
     stream.write_all(raw).expect("send request");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap_or_else(|err| {
-        panic!(
-            "reading the response failed: {err}; got {:?}",
-            String::from_utf8_lossy(&response)
-        )
+        panic!("reading the response failed: {err}; got {:?}", String::from_utf8_lossy(&response))
     });
     parse_response(&response)
 }
 
 /// `GET path` with `Connection: close` and extra header lines.
-pub fn http_get(
-    addr: SocketAddr,
-    path: &str,
-    extra_headers: &str,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+pub fn http_get(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
     http_method(addr, "GET", path, extra_headers)
 }
 
@@ -161,9 +141,7 @@ pub fn http_method(
     path: &str,
     extra_headers: &str,
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra_headers}\r\n"
-    );
+    let raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra_headers}\r\n");
     http_raw(addr, raw.as_bytes())
 }
 
@@ -171,22 +149,10 @@ pub fn parse_response(response: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) 
     let end = response
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
-                "no complete response head in {:?}",
-                String::from_utf8_lossy(response)
-            )
-        });
+        .unwrap_or_else(|| panic!("no complete response head in {:?}", String::from_utf8_lossy(response)));
     let head = String::from_utf8_lossy(&response[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
@@ -195,19 +161,12 @@ pub fn parse_response(response: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) 
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
+    headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
 }
 
 pub fn json_body(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|err| {
-        panic!(
-            "body is not JSON ({err}): {:?}",
-            String::from_utf8_lossy(body)
-        )
-    })
+    serde_json::from_slice(body)
+        .unwrap_or_else(|err| panic!("body is not JSON ({err}): {:?}", String::from_utf8_lossy(body)))
 }
 
 /// A WebSocket client of the native protocol.
@@ -223,25 +182,13 @@ impl Client {
             .unwrap_or_else(|err| panic!("upgrade of /ws?{query} failed: {err}"))
     }
 
-    pub async fn try_connect(
-        daemon: &Daemon,
-        query: &str,
-        origin: Option<&str>,
-    ) -> Result<Client, String> {
-        let mut request = format!("ws://{}/ws?{}", daemon.addr, query)
-            .into_client_request()
-            .unwrap();
+    pub async fn try_connect(daemon: &Daemon, query: &str, origin: Option<&str>) -> Result<Client, String> {
+        let mut request = format!("ws://{}/ws?{}", daemon.addr, query).into_client_request().unwrap();
         if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().unwrap());
+            request.headers_mut().insert("Origin", origin.parse().unwrap());
         }
-        let stream = TcpStream::connect(daemon.addr)
-            .await
-            .map_err(|err| err.to_string())?;
-        let (ws, _) = async_tungstenite::client_async(request, stream)
-            .await
-            .map_err(|err| err.to_string())?;
+        let stream = TcpStream::connect(daemon.addr).await.map_err(|err| err.to_string())?;
+        let (ws, _) = async_tungstenite::client_async(request, stream).await.map_err(|err| err.to_string())?;
         Ok(Client { ws })
     }
 
@@ -253,10 +200,7 @@ impl Client {
         };
         let mut client = Client::connect(daemon, &query).await;
         let welcome = client.recv().await;
-        assert_eq!(
-            welcome["type"], "welcome",
-            "{id} should be welcomed first, got {welcome}"
-        );
+        assert_eq!(welcome["type"], "welcome", "{id} should be welcomed first, got {welcome}");
         (client, welcome)
     }
 
@@ -265,17 +209,15 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text.to_string()))
-            .await
-            .expect("send a text frame");
+        self.ws.send(Message::text(text.to_string())).await.expect("send a text frame");
     }
 
     /// The next text message as JSON; panics after `WAIT` or on a close.
     pub async fn recv(&mut self) -> Value {
         match self.next_message().await {
-            Message::Text(text) => serde_json::from_str(text.as_str())
-                .unwrap_or_else(|err| panic!("server sent non-JSON {text:?}: {err}")),
+            Message::Text(text) => {
+                serde_json::from_str(text.as_str()).unwrap_or_else(|err| panic!("server sent non-JSON {text:?}: {err}"))
+            }
             other => panic!("expected a text message, got {other:?}"),
         }
     }
@@ -299,9 +241,7 @@ impl Client {
         let error = self.recv_type("error").await;
         assert_eq!(error["code"], code, "wrong error: {error}");
         assert!(
-            error["message"]
-                .as_str()
-                .is_some_and(|text| !text.is_empty()),
+            error["message"].as_str().is_some_and(|text| !text.is_empty()),
             "an error has a human message: {error}"
         );
         error
@@ -315,15 +255,11 @@ impl Client {
             match self.next_message().await {
                 Message::Close(frame) => {
                     // Drive the close handshake: our reply goes out on the next read.
-                    let _ = smol::future::or(
-                        async { while let Some(Ok(_)) = self.ws.next().await {} },
-                        async {
-                            smol::Timer::after(WAIT).await;
-                        },
-                    )
+                    let _ = smol::future::or(async { while let Some(Ok(_)) = self.ws.next().await {} }, async {
+                        smol::Timer::after(WAIT).await;
+                    })
                     .await;
-                    let code =
-                        frame.map_or(u16::from(CloseCode::Status), |frame| u16::from(frame.code));
+                    let code = frame.map_or(u16::from(CloseCode::Status), |frame| u16::from(frame.code));
                     return (code, before);
                 }
                 Message::Text(text) => before.push(serde_json::from_str(text.as_str()).unwrap()),
@@ -352,12 +288,7 @@ impl Client {
 /// handles one socket's frames in order, so whatever `actor` caused before
 /// would have been queued for `bystander` ahead of the marker.)
 pub async fn assert_nothing_more(actor: &mut Client, bystander: &mut Client, bystander_id: &str) {
-    actor
-        .send(serde_json::json!({"type": "marker", "to": bystander_id}))
-        .await;
+    actor.send(serde_json::json!({"type": "marker", "to": bystander_id})).await;
     let next = bystander.recv().await;
-    assert_eq!(
-        next["type"], "marker",
-        "{bystander_id} got something unexpected: {next}"
-    );
+    assert_eq!(next["type"], "marker", "{bystander_id} got something unexpected: {next}");
 }
