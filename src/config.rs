@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use argh::FromArgs;
 use log::LevelFilter;
@@ -70,6 +71,21 @@ pub struct Flags {
     #[argh(option, default = "200")]
     pub max_rate: u32,
 
+    /// seconds a WebSocket may stay silent before the server pings it
+    /// (default 20)
+    #[argh(option, default = "Duration::from_secs(20)", from_str_fn(parse_seconds))]
+    pub ping_interval: Duration,
+
+    /// seconds a pinged WebSocket has to answer before it is closed with
+    /// 4009 (default 10)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_seconds))]
+    pub ping_timeout: Duration,
+
+    /// seconds a peer that dropped off keeps its id and has its messages
+    /// held for its return; 0 turns this off (default 10)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_seconds))]
+    pub reconnect_grace: Duration,
+
     /// a browser origin allowed to open the WebSocket, like
     /// https://panel.example (repeatable); pages served by this daemon are
     /// always allowed
@@ -83,6 +99,15 @@ pub struct Flags {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0u16; 8], 8080))
+}
+
+/// Whole or fractional seconds: `10`, `0.5`.
+fn parse_seconds(value: &str) -> Result<Duration, String> {
+    let seconds: f64 = value.parse().map_err(|_| "expected a number of seconds, like 10 or 0.5".to_string())?;
+    if !(0.0..=86_400.0).contains(&seconds) {
+        return Err("expected between 0 and 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn parse_level(value: &str) -> Result<LevelFilter, String> {
@@ -113,6 +138,12 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Messages per second per peer; 0 means unlimited.
     pub max_rate: u32,
+    /// Silence after which a socket is pinged.
+    pub ping_interval: Duration,
+    /// Time a pinged socket has to show it is alive.
+    pub ping_timeout: Duration,
+    /// Time a peer that dropped off keeps its id and messages.
+    pub reconnect_grace: Duration,
     /// Extra origins (scheme://host[:port], lower case) allowed to open the
     /// WebSocket besides the daemon's own.
     pub allowed_origins: Vec<String>,
@@ -140,6 +171,9 @@ impl Config {
         }
         if flags.max_peers == 0 {
             return Err("error: --max-peers must be at least 1".into());
+        }
+        if flags.ping_interval < Duration::from_millis(100) || flags.ping_timeout < Duration::from_millis(100) {
+            return Err("error: --ping-interval and --ping-timeout must be at least 0.1 seconds".into());
         }
         if flags.max_rooms == 0 {
             return Err("error: --max-rooms must be at least 1".into());
@@ -176,6 +210,9 @@ impl Config {
             max_room_peers: flags.max_room_peers,
             max_message_bytes: flags.max_message_bytes,
             max_rate: flags.max_rate,
+            ping_interval: flags.ping_interval,
+            ping_timeout: flags.ping_timeout,
+            reconnect_grace: flags.reconnect_grace,
             allowed_origins,
             log_level: flags.log_level,
         })
@@ -254,6 +291,10 @@ mod tests {
         check(&["--allow-origin", "https://Panel.Example/"], Ok(()));
         check(&["--allow-origin", "panel.example"], Err("--allow-origin"));
         check(&["--log-level", "loud"], Err("--log-level"));
+        check(&["--ping-interval", "0.5", "--ping-timeout", "1", "--reconnect-grace", "0"], Ok(()));
+        check(&["--ping-interval", "soon"], Err("--ping-interval"));
+        check(&["--ping-timeout", "0"], Err("--ping-timeout"));
+        check(&["--reconnect-grace", "-1"], Err("--reconnect-grace"));
         check(&["--www", "/definitely/not/here"], Err("--www"));
         check(&["--frobnicate"], Err("--frobnicate"));
     }

@@ -12,13 +12,13 @@
 //!   socket task calls exactly once on its way out.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
 use crate::outbox::{Outbox, SendError};
-use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Reference, Rejection};
-use crate::router::{Action, Bounce, ConnId, Limits, Router};
+use crate::protocol::{self, close, Hello, IceServer, Rejection};
+use crate::router::{Action, ConnId, Delivery, Limits, Router};
 
 pub struct Hub {
     pub router: Router,
@@ -31,6 +31,8 @@ pub struct Hub {
     ice_servers: Vec<IceServer>,
     /// Peers dropped because their queue stayed full, for `/metrics`.
     pub dropped_slow: u64,
+    /// For log lines.
+    reconnect_grace: Duration,
 }
 
 impl Hub {
@@ -42,6 +44,7 @@ impl Hub {
             next_conn: 0,
             ice_servers,
             dropped_slow: 0,
+            reconnect_grace: limits.reconnect_grace,
         }
     }
 
@@ -70,6 +73,7 @@ impl Hub {
                     // The welcome goes first, before anything the actions
                     // below might queue for this connection.
                     self.dispatch(vec![Action::Send { conn, text: welcome.into(), bounce: None }]);
+                    // Then what was held while it was away, in order.
                     self.dispatch(joined.actions);
                     return;
                 }
@@ -96,19 +100,51 @@ impl Hub {
     /// Send a fatal error to `conn`, then close it with `close_code`.
     pub fn fail(&mut self, conn: ConnId, rejection: Rejection, close_code: u16) {
         let error = self.router.error_to(conn, rejection);
-        let mut actions = self.router.disconnect(conn);
+        // What is queued still goes out, ahead of the error and the close.
+        let mut actions = self.router.disconnect(conn, Vec::new());
         self.forget(conn, &format!("closed: {}", close_reason(close_code)));
         actions.insert(0, error);
         actions.push(Action::Close { conn, code: close_code, reason: close_reason(close_code) });
         self.dispatch(actions);
     }
 
-    /// The socket task of `conn` is ending: forget it and tell its room.
+    /// The socket task of `conn` is ending after a close: forget it, tell
+    /// its room, and bounce what it never got.
     pub fn close(&mut self, conn: ConnId) {
-        let actions = self.router.disconnect(conn);
+        let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
+        let actions = self.router.disconnect(conn, unsent);
         self.forget(conn, "left");
-        self.outboxes.remove(&conn);
         self.dispatch(actions);
+    }
+
+    /// The socket of `conn` broke without a close. Returns the peer id if
+    /// it is now away: the caller waits out the reconnect grace, then calls
+    /// `expire`.
+    pub fn close_abruptly(&mut self, conn: ConnId) -> Option<String> {
+        let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
+        let (actions, away) = self.router.drop_abruptly(conn, unsent);
+        match &away {
+            Some(id) => {
+                self.names.remove(&conn);
+                info!("peer {id} dropped off; holding its id and messages for {:?}", self.reconnect_grace);
+            }
+            None => self.forget(conn, "dropped off"),
+        }
+        self.dispatch(actions);
+        away
+    }
+
+    /// The reconnect grace of `id` (away since `conn` broke) is over.
+    pub fn expire(&mut self, id: &str, conn: ConnId) {
+        // Nothing happens if it came back meanwhile.
+        if let Some(actions) = self.router.expire(id, conn) {
+            info!(
+                "peer {id} did not come back within {:?}; it left ({} peers)",
+                self.reconnect_grace,
+                self.router.peer_count()
+            );
+            self.dispatch(actions);
+        }
     }
 
     /// The daemon is stopping: every socket gets 1001 after what is queued.
@@ -132,28 +168,31 @@ impl Hub {
         while let Some(action) = work.pop_front() {
             match action {
                 Action::Send { conn, text, bounce } => {
+                    let delivery = Delivery { text, bounce };
                     let result = match self.outboxes.get(&conn) {
-                        Some(outbox) => outbox.try_send(text),
-                        None => Err(SendError::Closed),
+                        Some(outbox) => outbox.try_send(delivery),
+                        None => Err(SendError::Closed(delivery)),
                     };
                     match result {
                         Ok(()) => {}
-                        Err(SendError::Full) => {
+                        Err(SendError::Full(failed)) => {
                             self.dropped_slow += 1;
-                            if let Some(outbox) = self.outboxes.get(&conn) {
-                                outbox.abort();
-                            }
-                            work.extend(self.router.undeliverable(conn, bounce));
+                            let unsent = self.outboxes.get(&conn).map(Outbox::abort).unwrap_or_default();
+                            work.extend(self.router.undeliverable(conn, failed, unsent));
                             self.forget(conn, "dropped: its outgoing queue is full, it is not reading");
                         }
-                        Err(SendError::Closed) => {
+                        Err(SendError::Closed(failed)) => {
                             // The target is on its way out (replaced, closing):
                             // the router no longer routes to it, so this can
                             // only be a message raced with its departure.
-                            if let Some(Bounce { sender, reference }) = bounce {
-                                debug!("message for closing connection {} bounced", conn.0);
-                                work.push_back(self.unavailable(sender, reference));
-                            }
+                            debug!("message for closing connection {} bounced", conn.0);
+                            let mut bounced = Vec::new();
+                            self.router.bounce_all(
+                                vec![failed],
+                                "the peer disconnected before the message reached it",
+                                &mut bounced,
+                            );
+                            work.extend(bounced);
                         }
                     }
                 }
@@ -165,13 +204,6 @@ impl Hub {
                 }
             }
         }
-    }
-
-    fn unavailable(&mut self, sender: ConnId, reference: Reference) -> Action {
-        let rejection =
-            Rejection::new(ErrorCode::PeerUnavailable, "the peer disconnected before the message reached it")
-                .about(reference);
-        self.router.error_to(sender, rejection)
     }
 }
 
@@ -185,6 +217,7 @@ fn close_reason(code: u16) -> &'static str {
         close::SERVER_FULL => "server full",
         close::ROOM_FULL => "room full",
         close::NOT_READING => "not reading",
+        close::NOT_ANSWERING => "not answering pings",
         _ => "",
     }
 }
@@ -192,6 +225,8 @@ fn close_reason(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GRACE: Duration = Duration::from_secs(10);
     use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
 
     fn hello(id: &str) -> Result<Hello, Rejection> {
@@ -204,6 +239,7 @@ mod tests {
             match smol::block_on(outbox.recv()) {
                 Outgoing::Text(text) => out.push(text.to_string()),
                 Outgoing::Close { code, .. } => out.push(format!("close {code}")),
+                Outgoing::Ping => out.push("ping".into()),
             }
         }
         out
@@ -211,7 +247,10 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_slow_peer_and_tells_the_sender() {
-        let mut hub = Hub::new(Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100 }, Vec::new());
+        let mut hub = Hub::new(
+            Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
+            Vec::new(),
+        );
         let (alice, alice_box) = hub.open();
         let (bob, bob_box) = hub.open();
         hub.join(alice, hello("alice"), Instant::now());
@@ -238,7 +277,7 @@ mod tests {
     #[test]
     fn welcome_comes_first() {
         let mut hub = Hub::new(
-            Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100 },
+            Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
             protocol::ice_servers(&["stun:s.example".into()]),
         );
         let (conn, outbox) = hub.open();

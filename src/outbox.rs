@@ -18,6 +18,8 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use crate::router::Delivery;
+
 /// Messages waiting for one slow peer before it counts as not reading.
 /// Signaling is bursty (a call setup is a dozen candidates), so 256 leaves
 /// room for a phone that is busy for a moment without holding much memory.
@@ -30,16 +32,21 @@ pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 #[derive(Debug, PartialEq)]
 pub enum Outgoing {
     Text(Rc<str>),
-    Close { code: u16, reason: &'static str },
+    /// A liveness probe; the peer's pong (or anything else) proves it alive.
+    Ping,
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
-/// Why `try_send` refused a message.
-#[derive(Debug, PartialEq, Eq)]
+/// Why `try_send` refused a message (which it hands back).
+#[derive(Debug, PartialEq)]
 pub enum SendError {
     /// The bound is reached: the peer is not keeping up.
-    Full,
+    Full(Delivery),
     /// The connection is closing; nothing more will be written.
-    Closed,
+    Closed(Delivery),
 }
 
 #[derive(Clone, Default)]
@@ -49,11 +56,13 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct Inner {
-    queue: VecDeque<Rc<str>>,
+    queue: VecDeque<Delivery>,
     /// Sum of the lengths in `queue`.
     bytes: usize,
     /// Set once; sent after the queue drains.
     close: Option<(u16, &'static str)>,
+    /// A ping to send before the next message.
+    ping: bool,
     /// Set when the peer is dropped for not reading: the writer gives up on
     /// a write that may never finish.
     aborted: bool,
@@ -68,18 +77,18 @@ impl Outbox {
         Outbox::default()
     }
 
-    pub fn try_send(&self, text: Rc<str>) -> Result<(), SendError> {
+    pub fn try_send(&self, delivery: Delivery) -> Result<(), SendError> {
         let mut inner = self.inner.borrow_mut();
         if inner.close.is_some() || inner.aborted {
-            return Err(SendError::Closed);
+            return Err(SendError::Closed(delivery));
         }
         let full = inner.queue.len() >= MAX_QUEUED_MESSAGES
-            || (!inner.queue.is_empty() && inner.bytes + text.len() > MAX_QUEUED_BYTES);
+            || (!inner.queue.is_empty() && inner.bytes + delivery.text.len() > MAX_QUEUED_BYTES);
         if full {
-            return Err(SendError::Full);
+            return Err(SendError::Full(delivery));
         }
-        inner.bytes += text.len();
-        inner.queue.push_back(text);
+        inner.bytes += delivery.text.len();
+        inner.queue.push_back(delivery);
         if let Some(waker) = inner.recv_waker.take() {
             waker.wake();
         }
@@ -97,16 +106,32 @@ impl Outbox {
         }
     }
 
-    /// Drop everything queued and stop the writer even if it is stuck in a
-    /// write to a peer that does not read. A `close` may follow.
-    pub fn abort(&self) {
+    /// Queue a ping ahead of the next message (at most one is pending).
+    pub fn ping(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.ping = true;
+        if let Some(waker) = inner.recv_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Stop the writer even if it is stuck in a write to a peer that does
+    /// not read, and hand back what was still queued. A `close` may follow.
+    pub fn abort(&self) -> Vec<Delivery> {
         let mut inner = self.inner.borrow_mut();
         inner.aborted = true;
-        inner.queue.clear();
-        inner.bytes = 0;
         for waker in [inner.recv_waker.take(), inner.abort_waker.take()].into_iter().flatten() {
             waker.wake();
         }
+        drop(inner);
+        self.take_all()
+    }
+
+    /// Everything still queued, in order; the queue is left empty.
+    pub fn take_all(&self) -> Vec<Delivery> {
+        let mut inner = self.inner.borrow_mut();
+        inner.bytes = 0;
+        std::mem::take(&mut inner.queue).into()
     }
 
     pub fn len(&self) -> usize {
@@ -121,7 +146,11 @@ impl Outbox {
     pub async fn recv(&self) -> Outgoing {
         poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
-            if let Some(text) = inner.queue.pop_front() {
+            if inner.ping && !inner.aborted {
+                inner.ping = false;
+                return Poll::Ready(Outgoing::Ping);
+            }
+            if let Some(Delivery { text, .. }) = inner.queue.pop_front() {
                 inner.bytes -= text.len();
                 if inner.queue.is_empty() && inner.queue.capacity() > 16 {
                     // A burst is over: give its memory back, since most
@@ -161,8 +190,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> Rc<str> {
-        s.into()
+    fn text(s: &str) -> Delivery {
+        Delivery { text: s.into(), bounce: None }
     }
 
     #[test]
@@ -171,7 +200,7 @@ mod tests {
         for _ in 0..MAX_QUEUED_MESSAGES {
             outbox.try_send(text("x")).unwrap();
         }
-        assert_eq!(outbox.try_send(text("x")), Err(SendError::Full));
+        assert_eq!(outbox.try_send(text("x")), Err(SendError::Full(text("x"))));
         smol::block_on(outbox.recv());
         assert_eq!(outbox.try_send(text("x")), Ok(()), "one slot freed");
     }
@@ -179,9 +208,8 @@ mod tests {
     #[test]
     fn bounded_by_bytes_but_one_message_always_fits() {
         let outbox = Outbox::new();
-        let big: Rc<str> = "x".repeat(MAX_QUEUED_BYTES + 1).into();
-        outbox.try_send(big.clone()).unwrap();
-        assert_eq!(outbox.try_send(text("y")), Err(SendError::Full));
+        outbox.try_send(text(&"x".repeat(MAX_QUEUED_BYTES + 1))).unwrap();
+        assert_eq!(outbox.try_send(text("y")), Err(SendError::Full(text("y"))));
     }
 
     #[test]
@@ -190,10 +218,21 @@ mod tests {
         outbox.try_send(text("a")).unwrap();
         outbox.close(4001, "replaced");
         outbox.close(1001, "later closes lose");
-        assert_eq!(outbox.try_send(text("b")), Err(SendError::Closed));
+        assert_eq!(outbox.try_send(text("b")), Err(SendError::Closed(text("b"))));
         smol::block_on(async {
-            assert_eq!(outbox.recv().await, Outgoing::Text(text("a")));
+            assert_eq!(outbox.recv().await, Outgoing::Text("a".into()));
             assert_eq!(outbox.recv().await, Outgoing::Close { code: 4001, reason: "replaced" });
+        });
+    }
+
+    #[test]
+    fn a_ping_goes_before_queued_messages() {
+        let outbox = Outbox::new();
+        outbox.try_send(text("a")).unwrap();
+        outbox.ping();
+        smol::block_on(async {
+            assert_eq!(outbox.recv().await, Outgoing::Ping);
+            assert_eq!(outbox.recv().await, Outgoing::Text("a".into()));
         });
     }
 
@@ -201,7 +240,8 @@ mod tests {
     fn abort_discards_the_queue() {
         let outbox = Outbox::new();
         outbox.try_send(text("a")).unwrap();
-        outbox.abort();
+        outbox.ping();
+        assert_eq!(outbox.abort(), [text("a")], "what was queued comes back");
         outbox.close(4008, "not reading");
         smol::block_on(async {
             outbox.aborted().await;

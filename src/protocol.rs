@@ -81,6 +81,7 @@ pub mod close {
     pub const SERVER_FULL: u16 = 4005;
     pub const ROOM_FULL: u16 = 4006;
     pub const NOT_READING: u16 = 4008;
+    pub const NOT_ANSWERING: u16 = 4009;
 }
 
 /// The `ref` of an error: which message it answers.

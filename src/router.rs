@@ -11,12 +11,17 @@
 //!   room, a room exists only while it has members, and each live connection
 //!   maps to at most one peer.
 //! - Every directed message either becomes a `Send` carrying a `Bounce` (so
-//!   the hub can tell the sender if the target's queue is full) or an error
-//!   to its sender. Nothing is dropped silently.
+//!   the hub can tell the sender if the target's queue is full), is held for
+//!   a peer that is away (and delivered on its return or bounced when its
+//!   grace ends), or becomes an error to its sender. Nothing is dropped
+//!   silently.
+//! - A peer that dropped off abruptly and holds a token stays in its room,
+//!   *away*, for the reconnect grace: its id is kept, presence is unchanged,
+//!   and messages for it are held in order, up to `MAX_HELD_MESSAGES`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{self, close, ErrorCode, Hello, Inbound, Reference, Rejection};
 
@@ -34,6 +39,19 @@ pub enum Action {
     /// Send a close frame with this code after what is already queued.
     Close { conn: ConnId, code: u16, reason: &'static str },
 }
+
+/// A message waiting for a peer: in its outbox, or held while it is away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub text: Rc<str>,
+    pub bounce: Option<Bounce>,
+}
+
+/// Messages held for one away peer; past this, senders get
+/// `peer-unavailable` at once instead of waiting for the grace to end.
+pub const MAX_HELD_MESSAGES: usize = 64;
+/// Bytes held for one away peer (one message of any size always fits).
+pub const MAX_HELD_BYTES: usize = 256 * 1024;
 
 /// Whom to tell, and about which message, when a directed message cannot be
 /// queued for its target.
@@ -55,6 +73,9 @@ pub struct Limits {
     pub max_rooms: usize,
     /// Peers in one room; the next gets `room-full` (close 4006 on connect).
     pub max_room_peers: usize,
+    /// How long a peer that dropped off abruptly keeps its id and gets its
+    /// messages held; zero turns holding off. The hub does the waiting.
+    pub reconnect_grace: Duration,
 }
 
 /// A successful connect: what the new peer's welcome says, and what everyone
@@ -106,11 +127,17 @@ pub struct Router {
 }
 
 struct Peer {
+    /// Its socket; while away, the socket it lost.
     conn: ConnId,
+    /// Dropped off abruptly, within the reconnect grace.
+    away: bool,
     room: String,
     /// Proof of identity for taking the id over after a reconnect.
     token: Option<String>,
     bucket: TokenBucket,
+    /// Messages that arrived while away, in order.
+    held: VecDeque<Delivery>,
+    held_bytes: usize,
 }
 
 impl Router {
@@ -140,6 +167,7 @@ impl Router {
             Some(id) => id,
             None => self.fresh_id(),
         };
+        let mut returning = None;
         if let Some(existing) = self.peers.get(&id) {
             let same_owner =
                 matches!((&existing.token, &hello.token), (Some(old), Some(new)) if constant_time_eq(old, new));
@@ -149,27 +177,35 @@ impl Router {
                     close::ID_TAKEN,
                 ));
             }
-            // The same browser came back (a new tab, or a reconnect before
-            // the old socket noticed it was dead): the newer socket wins.
+            if existing.room != hello.room {
+                if let Err(rejection) = self.admit(&hello.room, Some(&id)) {
+                    let close_code = close_code_for(rejection.code);
+                    return Err(self.refuse(rejection, close_code));
+                }
+            }
+            // The same browser came back (a reconnect after a drop, a new
+            // tab, or a reconnect before the old socket noticed it was
+            // dead): the newer socket wins.
+            if !existing.away {
+                actions.push(Action::Close { conn: existing.conn, code: close::REPLACED, reason: "replaced" });
+            }
             if existing.room == hello.room {
                 // Same room: nobody else needs to hear about it, so a call
                 // whose media survived a Wi-Fi blip is not torn down.
                 let peer = self.peers.get_mut(&id).expect("just looked up");
                 let old = std::mem::replace(&mut peer.conn, conn);
+                peer.away = false;
                 peer.token = hello.token;
+                let held = std::mem::take(&mut peer.held);
+                peer.held_bytes = 0;
                 self.ids.remove(&old);
                 self.ids.insert(conn, id.clone());
                 let room = hello.room;
                 let peers = self.rooms[&room].iter().filter(|member| **member != id).cloned().collect();
-                actions.push(Action::Close { conn: old, code: close::REPLACED, reason: "replaced" });
+                actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
                 return Ok(Joined { id, room, peers, actions });
             }
-            if let Err(rejection) = self.admit(&hello.room, Some(&id)) {
-                let close_code = close_code_for(rejection.code);
-                return Err(self.refuse(rejection, close_code));
-            }
-            let old = self.remove(&id, &mut actions);
-            actions.push(Action::Close { conn: old.conn, code: close::REPLACED, reason: "replaced" });
+            returning = Some(self.remove(&id, &mut actions));
         } else if self.peers.len() >= self.limits.max_peers {
             return Err(self.refuse(
                 Rejection::new(
@@ -184,9 +220,24 @@ impl Router {
         }
         let room = hello.room;
         let peers = self.room_members(&room);
-        let peer =
-            Peer { conn, room: room.clone(), token: hello.token, bucket: TokenBucket::new(self.limits.max_rate, now) };
+        let bucket = TokenBucket::new(self.limits.max_rate, now);
+        let mut peer = returning.unwrap_or_else(|| Peer {
+            conn,
+            away: false,
+            room: String::new(),
+            token: None,
+            bucket,
+            held: VecDeque::new(),
+            held_bytes: 0,
+        });
+        peer.conn = conn;
+        peer.away = false;
+        peer.room = room.clone();
+        peer.token = hello.token;
+        peer.held_bytes = 0;
+        let held = std::mem::take(&mut peer.held);
         self.insert(id.clone(), peer, &mut actions);
+        actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
         Ok(Joined { id, room, peers, actions })
     }
 
@@ -218,31 +269,26 @@ impl Router {
                     kind: message.get("type").and_then(|t| t.as_str()).map(str::to_string),
                     to: Some(to.clone()),
                 };
-                match self.peers.get(&to) {
-                    Some(target) => {
-                        self.stats.routed += 1;
-                        vec![Action::Send {
-                            conn: target.conn,
-                            text: protocol::stamp(message, &from).into(),
-                            bounce: Some(Bounce { sender: conn, reference }),
-                        }]
-                    }
-                    None => {
-                        let rejection = Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected"))
-                            .about(reference);
-                        vec![self.error_to(conn, rejection)]
-                    }
+                if !self.peers.contains_key(&to) {
+                    let rejection =
+                        Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected")).about(reference);
+                    return vec![self.error_to(conn, rejection)];
                 }
+                self.stats.routed += 1;
+                let mut actions = Vec::new();
+                let text = protocol::stamp(message, &from).into();
+                self.deliver(&to, text, Some(Bounce { sender: conn, reference }), &mut actions);
+                actions
             }
             Inbound::Broadcast { message } => {
                 let text: Rc<str> = protocol::stamp(message, &from).into();
                 let room = &self.peers[&from].room;
-                let actions: Vec<Action> = self.rooms[room]
-                    .iter()
-                    .filter(|member| **member != from)
-                    .map(|member| Action::Send { conn: self.peers[member].conn, text: text.clone(), bounce: None })
-                    .collect();
-                self.stats.routed += actions.len() as u64;
+                let others: Vec<String> = self.rooms[room].iter().filter(|member| **member != from).cloned().collect();
+                let mut actions = Vec::new();
+                for member in &others {
+                    self.deliver(member, text.clone(), None, &mut actions);
+                }
+                self.stats.routed += others.len() as u64;
                 actions
             }
             Inbound::Join { room } => {
@@ -263,37 +309,101 @@ impl Router {
         }
     }
 
-    /// `conn` is gone (closed, failed, or dropped by the hub).
-    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Action> {
+    /// `conn` closed on purpose (a close frame, or we closed it): the peer
+    /// leaves now. `unsent` is what its outbox still held; their senders
+    /// are told.
+    pub fn disconnect(&mut self, conn: ConnId, unsent: Vec<Delivery>) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(id) = self.ids.get(&conn).cloned() {
             self.remove(&id, &mut actions);
+            self.bounce_all(unsent, &format!("{id:?} left before the message reached it"), &mut actions);
         }
         actions
     }
 
+    /// `conn` broke without a close (Wi-Fi gone, ping timeout). A peer with
+    /// a token is kept *away* for the reconnect grace: presence does not
+    /// change and `unsent` plus anything sent meanwhile is held. Returns the
+    /// id when the caller must call [`Router::expire`] after the grace.
+    pub fn drop_abruptly(&mut self, conn: ConnId, unsent: Vec<Delivery>) -> (Vec<Action>, Option<String>) {
+        let Some(id) = self.ids.get(&conn).cloned() else {
+            return (Vec::new(), None);
+        };
+        let peer = self.peers.get_mut(&id).expect("ids and peers agree");
+        if peer.token.is_none() || self.limits.reconnect_grace.is_zero() {
+            // Without a token nobody can prove to be this peer again.
+            return (self.disconnect(conn, unsent), None);
+        }
+        peer.away = true;
+        for delivery in unsent.into_iter().rev() {
+            peer.held_bytes += delivery.text.len();
+            peer.held.push_front(delivery);
+        }
+        self.ids.remove(&conn);
+        (Vec::new(), Some(id))
+    }
+
+    /// The reconnect grace of `id`, which dropped off from `conn`, is over.
+    /// If it has not come back, it leaves and the senders of what was held
+    /// for it get `peer-unavailable`.
+    /// `None` if it came back meanwhile.
+    pub fn expire(&mut self, id: &str, conn: ConnId) -> Option<Vec<Action>> {
+        if !self.peers.get(id).is_some_and(|peer| peer.away && peer.conn == conn) {
+            return None;
+        }
+        let mut actions = Vec::new();
+        let peer = self.remove(id, &mut actions);
+        let why = format!("{id:?} dropped off and did not come back within {:?}", self.limits.reconnect_grace);
+        self.bounce_all(peer.held.into(), &why, &mut actions);
+        Some(actions)
+    }
+
     /// The hub could not queue a message for `target` because its queue is
     /// full: the target is not reading. Drop it (close 4008, everyone in its
-    /// room hears `peer-left`) and tell the sender, if any.
-    pub fn undeliverable(&mut self, target: ConnId, bounce: Option<Bounce>) -> Vec<Action> {
+    /// room hears `peer-left`) and tell the sender of that message and of
+    /// every message its queue still held.
+    pub fn undeliverable(&mut self, target: ConnId, failed: Delivery, unsent: Vec<Delivery>) -> Vec<Action> {
         let mut actions = Vec::new();
-        let target_id = self.ids.get(&target).cloned();
-        if let Some(id) = &target_id {
+        let name = self.ids.get(&target).cloned();
+        if let Some(id) = &name {
             self.remove(id, &mut actions);
             actions.push(Action::Close { conn: target, code: close::NOT_READING, reason: "not reading" });
         }
-        if let Some(bounce) = bounce {
-            if self.ids.contains_key(&bounce.sender) {
-                let name = target_id.or(bounce.reference.to.clone()).unwrap_or_default();
-                let rejection = Rejection::new(
-                    ErrorCode::PeerUnavailable,
-                    format!("{name:?} is not reading its messages and was disconnected"),
-                )
-                .about(bounce.reference);
+        let name = name.or_else(|| failed.bounce.as_ref().and_then(|bounce| bounce.reference.to.clone()));
+        let why = format!("{:?} is not reading its messages and was disconnected", name.unwrap_or_default());
+        self.bounce_all(std::iter::once(failed).chain(unsent).collect(), &why, &mut actions);
+        actions
+    }
+
+    /// Tell each sender (that is still here) of these deliveries that they
+    /// did not arrive: once per sender, about its first message, so a long
+    /// queue turned back cannot flood (and so drop) its senders in turn.
+    pub fn bounce_all(&mut self, deliveries: Vec<Delivery>, why: &str, actions: &mut Vec<Action>) {
+        let mut told = BTreeSet::new();
+        for bounce in deliveries.into_iter().filter_map(|delivery| delivery.bounce) {
+            if self.ids.contains_key(&bounce.sender) && told.insert(bounce.sender) {
+                let rejection = Rejection::new(ErrorCode::PeerUnavailable, why).about(bounce.reference);
                 actions.push(self.error_to(bounce.sender, rejection));
             }
         }
-        actions
+    }
+
+    /// Send to `id` now, or hold it while `id` is away.
+    fn deliver(&mut self, id: &str, text: Rc<str>, bounce: Option<Bounce>, actions: &mut Vec<Action>) {
+        let Some(peer) = self.peers.get_mut(id) else { return };
+        if !peer.away {
+            actions.push(Action::Send { conn: peer.conn, text, bounce });
+            return;
+        }
+        let fits = peer.held.is_empty()
+            || (peer.held.len() < MAX_HELD_MESSAGES && peer.held_bytes + text.len() <= MAX_HELD_BYTES);
+        if fits {
+            peer.held_bytes += text.len();
+            peer.held.push_back(Delivery { text, bounce });
+        } else {
+            let why = format!("{id:?} is reconnecting and has {} messages waiting already", peer.held.len());
+            self.bounce_all(vec![Delivery { text, bounce }], &why, actions);
+        }
     }
 
     /// Count and encode an error for `conn`.
@@ -360,8 +470,8 @@ impl Router {
             return;
         };
         let text: Rc<str> = text.into();
-        for member in members {
-            actions.push(Action::Send { conn: self.peers[member].conn, text: text.clone(), bounce: None });
+        for peer in members.iter().map(|member| &self.peers[member]).filter(|peer| !peer.away) {
+            actions.push(Action::Send { conn: peer.conn, text: text.clone(), bounce: None });
         }
     }
 
@@ -387,6 +497,12 @@ impl Router {
                 return id;
             }
         }
+    }
+}
+
+impl Delivery {
+    fn to(self, conn: ConnId) -> Action {
+        Action::Send { conn, text: self.text, bounce: self.bounce }
     }
 }
 
@@ -444,9 +560,11 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    const LIMITS: Limits = Limits { max_peers: 3, max_rate: 0, max_rooms: 100, max_room_peers: 100 };
+    const GRACE: Duration = Duration::from_secs(10);
+
+    const LIMITS: Limits =
+        Limits { max_peers: 3, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE };
 
     fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
         Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into) }
@@ -484,9 +602,9 @@ mod tests {
         let joined = router.connect(ConnId(3), hello("alice", "lobby", None), Instant::now()).unwrap();
         assert_eq!(joined.peers, ["bob"]);
         assert_eq!(render(&joined.actions), [r#"1<-{"type":"peer-joined","id":"alice"}"#]);
-        assert_eq!(render(&router.disconnect(ConnId(3))), [r#"1<-{"type":"peer-left","id":"alice"}"#]);
+        assert_eq!(render(&router.disconnect(ConnId(3), Vec::new())), [r#"1<-{"type":"peer-left","id":"alice"}"#]);
         assert_eq!(router.room_count(), 2);
-        assert!(router.disconnect(ConnId(3)).is_empty(), "a second disconnect is a no-op");
+        assert!(router.disconnect(ConnId(3), Vec::new()).is_empty(), "a second disconnect is a no-op");
     }
 
     #[test]
@@ -548,12 +666,12 @@ mod tests {
         let joined = router.connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now()).unwrap();
         assert_eq!(joined.peers, ["bob"]);
         assert_eq!(render(&joined.actions), ["1 close 4001"], "a takeover in the same room is silent");
-        assert!(router.disconnect(ConnId(1)).is_empty(), "the replaced socket no longer owns the id");
+        assert!(router.disconnect(ConnId(1), Vec::new()).is_empty(), "the replaced socket no longer owns the id");
         check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[r#"4<-{"from":"bob","type":"ring"} (bounce)"#]);
         let moved = router.connect(ConnId(5), hello("door", "porch", Some("t")), Instant::now()).unwrap();
         assert_eq!(
             render(&moved.actions),
-            [r#"2<-{"type":"peer-left","id":"door"}"#, "4 close 4001"],
+            ["4 close 4001", r#"2<-{"type":"peer-left","id":"door"}"#],
             "a takeover into another room moves presence"
         );
     }
@@ -571,7 +689,13 @@ mod tests {
 
     #[test]
     fn random_ids_are_valid_and_unique() {
-        let mut router = Router::new(Limits { max_peers: 100, max_rate: 0, max_rooms: 100, max_room_peers: 100 });
+        let mut router = Router::new(Limits {
+            max_peers: 100,
+            max_rate: 0,
+            max_rooms: 100,
+            max_room_peers: 100,
+            reconnect_grace: GRACE,
+        });
         let mut seen = BTreeSet::new();
         for conn in 0..100 {
             let joined = router
@@ -586,9 +710,9 @@ mod tests {
     fn undeliverable_drops_the_target_and_tells_the_sender() {
         let mut router = router_with(&[(1, "alice", "lobby"), (2, "bob", "lobby"), (3, "carol", "lobby")]);
         let actions = router.receive(ConnId(1), r#"{"type":"offer","to":"bob"}"#, Instant::now());
-        let Action::Send { bounce, .. } = &actions[0] else { panic!() };
+        let Action::Send { text, bounce, .. } = actions[0].clone() else { panic!() };
         assert_eq!(
-            render(&router.undeliverable(ConnId(2), bounce.clone())),
+            render(&router.undeliverable(ConnId(2), Delivery { text, bounce }, Vec::new())),
             [
                 r#"1<-{"type":"peer-left","id":"bob"}"#,
                 r#"3<-{"type":"peer-left","id":"bob"}"#,
@@ -600,7 +724,13 @@ mod tests {
 
     #[test]
     fn rate_limit_allows_a_burst_of_twice_the_rate() {
-        let mut router = Router::new(Limits { max_peers: 10, max_rate: 5, max_rooms: 100, max_room_peers: 100 });
+        let mut router = Router::new(Limits {
+            max_peers: 10,
+            max_rate: 5,
+            max_rooms: 100,
+            max_room_peers: 100,
+            reconnect_grace: GRACE,
+        });
         let start = Instant::now();
         router.connect(ConnId(1), hello("a", "lobby", None), start).unwrap();
         router.connect(ConnId(2), hello("b", "lobby", None), start).unwrap();
@@ -616,7 +746,7 @@ mod tests {
 
     #[test]
     fn room_limits() {
-        let limits = Limits { max_peers: 10, max_rate: 0, max_rooms: 2, max_room_peers: 2 };
+        let limits = Limits { max_peers: 10, max_rate: 0, max_rooms: 2, max_room_peers: 2, reconnect_grace: GRACE };
         let mut router = Router::new(limits);
         let now = Instant::now();
         router.connect(ConnId(1), hello("a", "one", None), now).unwrap();
@@ -641,10 +771,75 @@ mod tests {
         let actions = router.receive(ConnId(2), r#"{"type":"join","room":"five"}"#, now);
         assert!(render(&actions)[0].contains("server-full"), "{:?}", render(&actions));
         // Leaving frees the slot.
-        router.disconnect(ConnId(1));
+        router.disconnect(ConnId(1), Vec::new());
         router.connect(ConnId(5), hello("e", "one", None), now).unwrap();
         assert_eq!(router.room_members("one"), ["b", "e"]);
         assert_eq!(router.room_count(), 2);
+    }
+
+    #[test]
+    fn an_abrupt_drop_holds_messages_until_the_return() {
+        let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby"), (3, "carol", "lobby")]);
+        let unsent = vec![Delivery { text: "queued".into(), bounce: None }];
+        let (actions, away) = router.drop_abruptly(ConnId(1), unsent);
+        assert!(actions.is_empty(), "presence does not change: {:?}", render(&actions));
+        assert_eq!(away.as_deref(), Some("door"));
+        check(&mut router, 2, r#"{"type":"ring","to":"door","n":1}"#, &[]);
+        check(&mut router, 3, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"carol","type":"chat"}"#]);
+        check(&mut router, 2, r#"{"type":"ring","to":"door","n":2}"#, &[]);
+        let back = router.connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now()).unwrap();
+        assert_eq!(back.peers, ["bob", "carol"]);
+        assert_eq!(
+            render(&back.actions),
+            [
+                "4<-queued",
+                r#"4<-{"from":"bob","n":1,"type":"ring"} (bounce)"#,
+                r#"4<-{"from":"carol","type":"chat"}"#,
+                r#"4<-{"from":"bob","n":2,"type":"ring"} (bounce)"#,
+            ],
+            "what was queued, then what was held, in order; no close for the dead socket"
+        );
+        assert!(router.expire("door", ConnId(1)).is_none(), "it came back: the old grace ends quietly");
+    }
+
+    #[test]
+    fn a_peer_that_does_not_return_leaves_and_its_senders_are_told() {
+        let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
+        router.drop_abruptly(ConnId(1), Vec::new());
+        check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[]);
+        check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[]);
+        let actions = router.expire("door", ConnId(1)).expect("still away");
+        assert_eq!(
+            render(&actions),
+            [
+                r#"2<-{"type":"peer-left","id":"door"}"#,
+                r#"2<-{"type":"error","code":"peer-unavailable","message":"\"door\" dropped off and did not come back within 10s","ref":{"type":"ring","to":"door"}}"#,
+            ],
+            "one error per sender"
+        );
+        assert_eq!(router.peer_count(), 1);
+    }
+
+    #[test]
+    fn no_token_no_grace() {
+        let mut router = Router::new(LIMITS);
+        router.connect(ConnId(1), hello("a", "lobby", None), Instant::now()).unwrap();
+        router.connect(ConnId(2), hello("b", "lobby", None), Instant::now()).unwrap();
+        let (actions, away) = router.drop_abruptly(ConnId(1), Vec::new());
+        assert_eq!(away, None);
+        assert_eq!(render(&actions), [r#"2<-{"type":"peer-left","id":"a"}"#]);
+    }
+
+    #[test]
+    fn holding_is_bounded() {
+        let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
+        router.drop_abruptly(ConnId(1), Vec::new());
+        for _ in 0..MAX_HELD_MESSAGES {
+            check(&mut router, 2, r#"{"type":"x","to":"door"}"#, &[]);
+        }
+        let actions = router.receive(ConnId(2), r#"{"type":"x","to":"door"}"#, Instant::now());
+        assert!(render(&actions)[0].contains("peer-unavailable"), "{:?}", render(&actions));
+        assert!(render(&actions)[0].contains("64 messages waiting"), "{:?}", render(&actions));
     }
 
     #[test]

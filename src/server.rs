@@ -76,6 +76,7 @@ impl Shared {
             max_rate: config.max_rate,
             max_rooms: config.max_rooms,
             max_room_peers: config.max_room_peers,
+            reconnect_grace: config.reconnect_grace,
         };
         let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers));
         Shared {
@@ -179,9 +180,9 @@ enum ReadFailure {
 /// starts, so an idle peer's task holds only what its socket needs (the
 /// task's size is the largest of its states, and HTTP's are the larger).
 async fn serve_connection(shared: &Rc<Shared>, stream: TcpStream, address: SocketAddr, stop: Receiver<()>) {
-    let upgrade = Box::pin(serve_http(shared, stream, address, stop)).await;
+    let upgrade = Box::pin(serve_http(shared, stream, address, stop.clone())).await;
     if let Some(Upgrade { stream, leftover, hello }) = upgrade {
-        Box::pin(ws::serve(shared, stream, leftover, hello)).await;
+        Box::pin(ws::serve(shared, stream, leftover, hello, stop)).await;
     }
 }
 

@@ -10,6 +10,7 @@
 //! hands frames to the hub; the writer drains the peer's outbox. Neither
 //! half ever waits on another peer.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -22,8 +23,10 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use log::debug;
+use smol::channel::Receiver;
 use smol::future::or;
 use smol::stream::StreamExt;
+use smol::Timer;
 
 use crate::config::Config;
 use crate::http::{parse_query, Request, Response};
@@ -114,43 +117,95 @@ pub fn hello_from(request: &Request) -> Result<Hello, Rejection> {
 
 /// Why the reader stopped.
 enum ReadEnd {
-    /// The peer closed or the connection broke: nothing more to send.
-    Gone,
+    /// The peer closed with a close frame: it left on purpose.
+    Closed,
+    /// The connection broke without a close (reset, EOF, protocol error).
+    Broken,
     /// We refused the connection's input (too large, not UTF-8): an error
     /// and a close frame are queued for the writer.
     Refused,
 }
 
+/// Why the writer stopped.
+enum WriteEnd {
+    /// Our close frame went out (replaced, shutting down, not reading).
+    CloseSent,
+    /// The socket failed under a write.
+    Failed,
+}
+
+/// What ended a socket first.
+enum First {
+    Read(ReadEnd),
+    Wrote(WriteEnd),
+    /// No answer to a ping within the timeout.
+    Silent,
+}
+
 /// Run one upgraded socket until it closes. `leftover` is what the client
-/// sent after its request head.
-pub async fn serve(shared: &Rc<Shared>, stream: TcpStream, leftover: Vec<u8>, hello: Result<Hello, Rejection>) {
+/// sent after its request head; `stop` closes when the daemon shuts down.
+pub async fn serve(
+    shared: &Rc<Shared>,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    hello: Result<Hello, Rejection>,
+    stop: Receiver<()>,
+) {
     let config = websocket_config(shared.config.max_message_bytes);
-    let socket = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    // Boxed so that the handshake's state is freed once it is done instead
+    // of staying part of every idle peer's task.
+    let socket = Box::pin(WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config))).await;
     let (conn, outbox) = shared.hub.borrow_mut().open();
     shared.hub.borrow_mut().join(conn, hello, Instant::now());
     let (mut sender, mut receiver) = socket.split();
+    let last_heard = Cell::new(Instant::now());
 
     let mut writing = pin!(write_loop(&mut sender, &outbox));
-    let reading = read_loop(shared, conn, &mut receiver);
-    let read_end = or(async { Some(reading.await) }, async {
-        (&mut writing).await;
-        None
+    let reading = read_loop(shared, conn, &mut receiver, &last_heard);
+    let watching = watch_liveness(&outbox, &last_heard, shared.config.ping_interval, shared.config.ping_timeout);
+    let first = or(or(async { First::Read(reading.await) }, async { First::Wrote((&mut writing).await) }), async {
+        watching.await;
+        First::Silent
     })
     .await;
-    match read_end {
-        Some(ReadEnd::Gone) => shared.hub.borrow_mut().close(conn),
-        Some(ReadEnd::Refused) => {
+    let abrupt = match first {
+        First::Read(ReadEnd::Closed) => false,
+        First::Read(ReadEnd::Broken) | First::Wrote(WriteEnd::Failed) => true,
+        First::Read(ReadEnd::Refused) => {
             // Let the error and the close frame go out.
             with_timeout(CLOSE_TIMEOUT, writing).await;
-            shared.hub.borrow_mut().close(conn);
+            false
         }
-        None => {
-            // We sent a close frame (replaced, shut down, not reading):
-            // wait for the peer's close reply so the close code reaches it
+        First::Wrote(WriteEnd::CloseSent) => {
+            // Wait for the peer's close reply so the close code reaches it
             // rather than a reset.
-            shared.hub.borrow_mut().close(conn);
             with_timeout(CLOSE_TIMEOUT, async { while let Some(Ok(_)) = receiver.next().await {} }).await;
+            false
         }
+        First::Silent => {
+            debug!("websocket {} did not answer a ping within {:?}", conn.0, shared.config.ping_timeout);
+            outbox.close(close::NOT_ANSWERING, "not answering pings");
+            with_timeout(CLOSE_TIMEOUT, writing).await;
+            true
+        }
+    };
+    if !abrupt {
+        shared.hub.borrow_mut().close(conn);
+        return;
+    }
+    let away = shared.hub.borrow_mut().close_abruptly(conn);
+    if let Some(id) = away {
+        // Hold the id for its return; a shutdown ends the wait early.
+        or(
+            async {
+                Timer::after(shared.config.reconnect_grace).await;
+            },
+            async {
+                let _ = stop.recv().await;
+            },
+        )
+        .await;
+        shared.hub.borrow_mut().expire(&id, conn);
     }
 }
 
@@ -158,16 +213,22 @@ async fn read_loop(
     shared: &Shared,
     conn: crate::router::ConnId,
     receiver: &mut WebSocketReceiver<TcpStream>,
+    last_heard: &Cell<Instant>,
 ) -> ReadEnd {
+    let mut saw_close = false;
     while let Some(result) = receiver.next().await {
+        last_heard.set(Instant::now());
         match result {
             Ok(Message::Text(text)) => shared.hub.borrow_mut().receive(conn, text.as_str(), Instant::now()),
             Ok(Message::Binary(_)) => shared.hub.borrow_mut().reject(
                 conn,
                 Rejection::new(ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"),
             ),
-            // tungstenite answers pings and close frames by itself.
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {}
+            // tungstenite answers close frames by itself; the stream ends next.
+            Ok(Message::Close(_)) => saw_close = true,
+            // tungstenite answers pings by itself; a pong is proof of life,
+            // which `last_heard` has already taken.
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
             Err(WsError::Capacity(_)) => {
                 let limit = shared.config.max_message_bytes;
                 let rejection = Rejection::new(ErrorCode::TooLarge, format!("messages are limited to {limit} bytes"));
@@ -180,35 +241,56 @@ async fn read_loop(
                 return ReadEnd::Refused;
             }
             Err(error) => {
-                debug!("websocket {} ended: {error}", conn.0);
-                return ReadEnd::Gone;
+                debug!("websocket {} broke: {error}", conn.0);
+                return ReadEnd::Broken;
             }
         }
     }
-    ReadEnd::Gone
+    if saw_close {
+        ReadEnd::Closed
+    } else {
+        ReadEnd::Broken
+    }
+}
+
+/// Resolves when the socket has been silent for `interval`, was pinged, and
+/// still said nothing within `timeout`. Sleeps on one timer per socket; with
+/// no sockets, nothing wakes the daemon.
+async fn watch_liveness(outbox: &Outbox, last_heard: &Cell<Instant>, interval: Duration, timeout: Duration) {
+    loop {
+        Timer::at(last_heard.get() + interval).await;
+        if last_heard.get().elapsed() < interval {
+            continue;
+        }
+        let pinged = Instant::now();
+        outbox.ping();
+        Timer::at(pinged + timeout).await;
+        if last_heard.get() < pinged {
+            return;
+        }
+    }
 }
 
 /// Drain the outbox into the socket until a close frame has gone out or the
 /// socket fails. A peer dropped for not reading is given up on at once.
-async fn write_loop(sender: &mut WebSocketSender<TcpStream>, outbox: &Outbox) {
+async fn write_loop(sender: &mut WebSocketSender<TcpStream>, outbox: &Outbox) -> WriteEnd {
     loop {
-        match outbox.recv().await {
-            Outgoing::Text(text) => {
-                let sent = race_abort(outbox, sender.send(Message::text(text.to_string()))).await;
-                match sent {
-                    Some(Ok(())) => {}
-                    // Aborted: the queue was cleared and a close is coming.
-                    None => continue,
-                    Some(Err(error)) => {
-                        debug!("websocket write failed: {error}");
-                        return;
-                    }
-                }
-            }
+        let message = match outbox.recv().await {
+            Outgoing::Text(text) => Message::text(text.to_string()),
+            Outgoing::Ping => Message::Ping(Default::default()),
             Outgoing::Close { code, reason } => {
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 with_timeout(CLOSE_TIMEOUT, sender.close(Some(frame))).await;
-                return;
+                return WriteEnd::CloseSent;
+            }
+        };
+        match race_abort(outbox, sender.send(message)).await {
+            Some(Ok(())) => {}
+            // Aborted: the queue was cleared and a close is coming.
+            None => continue,
+            Some(Err(error)) => {
+                debug!("websocket write failed: {error}");
+                return WriteEnd::Failed;
             }
         }
     }

@@ -49,7 +49,7 @@ fn two_rooms_at_once_stay_separate() {
         // Nobody in the attic heard of the basement, and the other way round.
         assert_nothing_more(&mut a2, &mut a1, "a1").await;
         assert_nothing_more(&mut b2, &mut b1, "b1").await;
-        drop(a2);
+        a2.leave().await;
         assert_eq!(a1.recv().await, json!({"type":"peer-left","id":"a2"}));
         assert_nothing_more(&mut b2, &mut b1, "b1").await;
     });
@@ -124,7 +124,7 @@ fn the_room_api_matches_the_live_state() {
         a.recv_type("peers").await;
         assert_eq!(room_api(&daemon, &room), json!({"room":room,"peers":["b"]}));
         assert_eq!(room_api(&daemon, "elsewhere"), json!({"room":"elsewhere","peers":["a"]}));
-        drop(b);
+        b.leave().await;
         wait_for_room_api(&daemon, &room, json!({"room":room,"peers":[]}));
 
         let (status, _, body) = http_get(daemon.addr, "/api/rooms/not%2Fa%2Froom", "");

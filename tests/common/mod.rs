@@ -204,6 +204,23 @@ impl Client {
         (client, welcome)
     }
 
+    /// Leave on purpose: a close frame, then wait for the server's reply.
+    pub async fn leave(mut self) {
+        self.ws.close(None).await.expect("send a close frame");
+        let drained = smol::future::or(
+            async {
+                while let Some(Ok(_)) = self.ws.next().await {}
+                true
+            },
+            async {
+                smol::Timer::after(WAIT).await;
+                false
+            },
+        )
+        .await;
+        assert!(drained, "the server did not complete the close handshake within {WAIT:?}");
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.send_text(&message.to_string()).await;
     }
