@@ -85,7 +85,7 @@ fn main() {
 #[allow(clippy::zombie_processes)]
 fn start(binary: &str) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--max-rate", "0", "--log-level", "warn"])
+        .args(["--listen", "127.0.0.1:0", "--max-rate", "0", "--max-connections-per-ip", "4096", "--log-level", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

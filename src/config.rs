@@ -52,6 +52,11 @@ pub struct Flags {
     #[argh(option, default = "4096")]
     pub max_peers: usize,
 
+    /// most connections open at once from one client address; more are
+    /// closed at once (default 64)
+    #[argh(option, default = "64")]
+    pub max_connections_per_ip: usize,
+
     /// most rooms with someone in them at once; a peer that would open one
     /// more gets `server-full` (default 4096)
     #[argh(option, default = "4096")]
@@ -133,6 +138,7 @@ pub struct Config {
     /// `--no-stun`.
     pub stun_servers: Vec<String>,
     pub max_peers: usize,
+    pub max_connections_per_ip: usize,
     pub max_rooms: usize,
     pub max_room_peers: usize,
     pub max_message_bytes: usize,
@@ -175,6 +181,9 @@ impl Config {
         if flags.ping_interval < Duration::from_millis(100) || flags.ping_timeout < Duration::from_millis(100) {
             return Err("error: --ping-interval and --ping-timeout must be at least 0.1 seconds".into());
         }
+        if flags.max_connections_per_ip == 0 {
+            return Err("error: --max-connections-per-ip must be at least 1".into());
+        }
         if flags.max_rooms == 0 {
             return Err("error: --max-rooms must be at least 1".into());
         }
@@ -206,6 +215,7 @@ impl Config {
             www: flags.www,
             stun_servers,
             max_peers: flags.max_peers,
+            max_connections_per_ip: flags.max_connections_per_ip,
             max_rooms: flags.max_rooms,
             max_room_peers: flags.max_room_peers,
             max_message_bytes: flags.max_message_bytes,
@@ -282,6 +292,7 @@ mod tests {
         check(&["--max-peers", "many"], Err("--max-peers"));
         check(&["--max-message-bytes", "10"], Err("--max-message-bytes"));
         check(&["--max-rooms", "0"], Err("--max-rooms"));
+        check(&["--max-connections-per-ip", "0"], Err("--max-connections-per-ip"));
         check(&["--max-room-peers", "0"], Err("--max-room-peers"));
         check(&["--max-rooms", "1", "--max-room-peers", "2"], Ok(()));
         check(&["--max-rate", "-1"], Err("--max-rate"));

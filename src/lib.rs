@@ -7,7 +7,7 @@
 //! the WebSocket upgrade and each socket's read and write loops; `hub` is the
 //! rim that carries out the router's decisions into each peer's bounded
 //! `outbox`; `router` (peers, rooms, routing) and `protocol` (the wire
-//! format) are pure: no I/O, no `.await`.
+//! format) are pure: no I/O, no `.await`. `systemd` speaks sd_notify.
 //!
 //! ARCHITECTURE.md at the top of the repository has the map and the
 //! invariants.
@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod systemd;
 pub mod ws;
 
 use std::future::Future;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use async_signal::{Signal, Signals};
 use intercomd::config::Config;
+use intercomd::systemd;
 use log::{error, info, LevelFilter};
 use smol::stream::StreamExt;
 
@@ -57,8 +58,23 @@ fn main() -> ExitCode {
             if let Some(Ok(signal)) = signals.next().await {
                 info!("received {signal:?}");
             }
+            let _ = systemd::notify("STOPPING=1");
         };
-        match intercomd::server::run(config, listener, shutdown).await {
+        // The listener is bound: connections queue from here on.
+        if let Err(err) = systemd::notify("READY=1") {
+            error!("cannot tell systemd we are ready: {err}");
+        }
+        let keep_alive = async {
+            match systemd::watchdog_interval() {
+                Some(interval) => systemd::keep_alive(interval).await,
+                None => std::future::pending().await,
+            }
+        };
+        let running = smol::future::or(intercomd::server::run(config, listener, shutdown), async {
+            keep_alive.await;
+            Ok(())
+        });
+        match running.await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 error!("{err}");

@@ -15,9 +15,10 @@
 //!   `SHUTDOWN_GRACE`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub struct Shared {
     pub hub: RefCell<Hub>,
     /// Counters for `/metrics`; `open` is also the connection cap's count.
     connections: Cell<ConnectionStats>,
+    /// Open connections per client address, for `--max-connections-per-ip`.
+    per_client: RefCell<HashMap<IpAddr, usize>>,
     /// When we last warned about the connection cap, to keep the log calm
     /// during a flood.
     last_cap_warning: Cell<Option<Instant>>,
@@ -83,6 +86,7 @@ impl Shared {
             config,
             hub: RefCell::new(hub),
             connections: Cell::new(ConnectionStats::default()),
+            per_client: RefCell::new(HashMap::new()),
             last_cap_warning: Cell::new(None),
         }
     }
@@ -113,10 +117,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 loop {
                     match listener.accept().await {
                         Ok((stream, address)) => {
+                            let client = address.ip().to_canonical();
                             if shared.connections.get().open >= max_connections {
-                                refuse(&shared, address);
+                                refuse(&shared, address, "connection limit");
                                 continue;
                             }
+                            let from_client = shared.per_client.borrow().get(&client).copied().unwrap_or(0);
+                            if from_client >= shared.config.max_connections_per_ip {
+                                refuse(&shared, address, "per-address connection limit");
+                                continue;
+                            }
+                            shared.per_client.borrow_mut().insert(client, from_client + 1);
                             shared.update_connections(|stats| {
                                 stats.open += 1;
                                 stats.accepted += 1;
@@ -126,6 +137,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                                 .spawn(async move {
                                     serve_connection(&shared, stream, address, stop).await;
                                     shared.update_connections(|stats| stats.open -= 1);
+                                    let mut per_client = shared.per_client.borrow_mut();
+                                    if let Some(count) = per_client.get_mut(&client) {
+                                        *count -= 1;
+                                        if *count == 0 {
+                                            per_client.remove(&client);
+                                        }
+                                    }
                                     drop(alive);
                                 })
                                 .detach();
@@ -155,16 +173,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     Ok(())
 }
 
-fn refuse(shared: &Shared, address: SocketAddr) {
+/// Close a new connection at once (dropping it does), count it, and warn
+/// at most once per `WARN_INTERVAL` so a flood cannot flood the log.
+fn refuse(shared: &Shared, address: SocketAddr, limit: &str) {
     shared.update_connections(|stats| stats.refused += 1);
     let now = Instant::now();
     let quiet = shared.last_cap_warning.get().is_some_and(|last| now.duration_since(last) < WARN_INTERVAL);
     if !quiet {
         shared.last_cap_warning.set(Some(now));
-        warn!(
-            "connection limit reached ({} open): refusing {address} and any others for now",
-            shared.connections.get().open
-        );
+        warn!("{limit} reached ({} open): refusing {address} and any others for now", shared.connections.get().open);
     }
 }
 

@@ -35,10 +35,16 @@ pub struct Daemon {
 impl Daemon {
     /// Start the daemon with these flags (plus `--listen 127.0.0.1:0`).
     pub fn start(flags: &[&str]) -> Daemon {
+        Daemon::start_with_env(flags, &[])
+    }
+
+    /// The same, with extra environment variables.
+    pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Daemon {
         let binary = std::env::var("INTERCOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
         let mut child = Command::new(&binary)
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -67,6 +73,10 @@ impl Daemon {
             }
         };
         Daemon { addr, child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -285,7 +295,18 @@ impl Client {
         }
     }
 
+    /// The next message other than a ping or pong (tungstenite answers
+    /// the daemon's pings by itself).
     async fn next_message(&mut self) -> Message {
+        loop {
+            match self.next_frame().await {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                message => return message,
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Message {
         let next = smol::future::or(async { Some(self.ws.next().await) }, async {
             smol::Timer::after(WAIT).await;
             None
@@ -308,4 +329,47 @@ pub async fn assert_nothing_more(actor: &mut Client, bystander: &mut Client, bys
     actor.send(serde_json::json!({"type": "marker", "to": bystander_id})).await;
     let next = bystander.recv().await;
     assert_eq!(next["type"], "marker", "{bystander_id} got something unexpected: {next}");
+}
+
+/// A WebSocket upgrade done by hand over a plain socket, for clients that
+/// misbehave below the WebSocket layer (never read, never answer pings).
+/// Returns the socket right after the `101` head.
+pub fn raw_upgrade(addr: SocketAddr, query: &str) -> StdTcpStream {
+    let mut stream = StdTcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET /ws?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the 101 head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    stream
+}
+
+/// One masked client frame (`opcode` 1 = text, 2 = binary, 9 = ping, 0 =
+/// continuation), with FIN set when `fin`.
+pub fn client_frame(opcode: u8, payload: &[u8], fin: bool) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    frame
 }

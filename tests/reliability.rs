@@ -1,0 +1,215 @@
+//! Reliability over loopback: the delivery promise across a reconnect,
+//! liveness, slow readers, the per-address limit, and systemd's notify
+//! protocol.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::{assert_nothing_more, client_frame, http_get, json_body, raw_upgrade, Client, Daemon, WAIT};
+use serde_json::json;
+
+/// Cut the TCP connection under a client without a close frame, as a phone
+/// leaving Wi-Fi does.
+fn cut(client: Client) {
+    let stream = client.ws.get_ref().clone();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn a_peer_back_within_the_grace_gets_what_was_sent_meanwhile_in_order() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&["--reconnect-grace", "10"]);
+        let (door, _) = Client::join(&daemon, "door", Some("s3cret")).await;
+        let (mut bob, _) = Client::join(&daemon, "bob", None).await;
+        let (mut carol, _) = Client::join(&daemon, "carol", None).await;
+        bob.recv_type("peer-joined").await;
+        cut(door);
+        daemon.wait_for_log("peer door dropped off");
+        for n in 0..5 {
+            bob.send(json!({"type":"candidate","to":"door","n":n})).await;
+        }
+        // Frames of different sockets may be handled in either order: a
+        // round trip makes bob's five come before carol's broadcast.
+        bob.send(json!({"type":"peers"})).await;
+        bob.recv_type("peers").await;
+        carol.send(json!({"type":"chat","to":"*","text":"anyone?"})).await;
+        assert_eq!(bob.recv().await, json!({"type":"chat","text":"anyone?","from":"carol"}));
+
+        let (mut door, welcome) = Client::join(&daemon, "door", Some("s3cret")).await;
+        assert_eq!(welcome["peers"], json!(["bob", "carol"]));
+        for n in 0..5 {
+            assert_eq!(door.recv().await, json!({"type":"candidate","n":n,"from":"bob"}), "message {n} in order");
+        }
+        assert_eq!(door.recv().await, json!({"type":"chat","text":"anyone?","from":"carol"}));
+        // The room never heard door leave or join.
+        assert_nothing_more(&mut door, &mut bob, "bob").await;
+        assert_nothing_more(&mut door, &mut carol, "carol").await;
+    });
+}
+
+#[test]
+fn a_peer_not_back_within_the_grace_leaves_and_its_senders_are_told() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&["--reconnect-grace", "0.3"]);
+        let (door, _) = Client::join(&daemon, "door", Some("s3cret")).await;
+        let (mut bob, _) = Client::join(&daemon, "bob", None).await;
+        let started = Instant::now();
+        cut(door);
+        daemon.wait_for_log("peer door dropped off");
+        bob.send(json!({"type":"offer","to":"door"})).await;
+        assert_eq!(bob.recv().await, json!({"type":"peer-left","id":"door"}));
+        let error = bob.expect_error("peer-unavailable").await;
+        assert_eq!(error["ref"], json!({"type":"offer","to":"door"}));
+        assert!(started.elapsed() >= Duration::from_millis(300), "not before the grace ended");
+        // The id is free again, for anyone.
+        let (_thief, _) = Client::join(&daemon, "door", Some("other")).await;
+    });
+}
+
+#[test]
+fn a_socket_that_does_not_answer_pings_is_dropped() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&["--ping-interval", "0.2", "--ping-timeout", "0.2", "--reconnect-grace", "0"]);
+        // A half-open peer: it completed the handshake, then went silent
+        // (never reads, so never answers a ping).
+        let silent = raw_upgrade(daemon.addr, "id=silent");
+        let (mut bob, welcome) = Client::join(&daemon, "bob", None).await;
+        assert_eq!(welcome["peers"], json!(["silent"]));
+        // bob reads, so its client answers pings; silent is dropped.
+        assert_eq!(bob.recv().await, json!({"type":"peer-left","id":"silent"}));
+        daemon.wait_for_log("peer silent dropped off");
+        let (_, _, body) = http_get(daemon.addr, "/api/peers", "");
+        assert_eq!(json_body(&body), json!({"peers":[{"id":"bob","room":"lobby"}]}), "bob, who answers, stays");
+        drop(silent);
+    });
+}
+
+#[test]
+fn a_peer_that_never_reads_is_dropped_and_nobody_else_loses_a_message() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&["--max-rate", "0", "--reconnect-grace", "0"]);
+        // sink completes the handshake and then never reads a byte.
+        let sink = raw_upgrade(daemon.addr, "id=sink&room=attic");
+        let (mut talker, _) = Client::join(&daemon, "talker", None).await;
+        let (mut a, _) = Client::join(&daemon, "a", None).await;
+        let (mut b, _) = Client::join(&daemon, "b", None).await;
+        a.recv_type("peer-joined").await;
+        talker.recv_type("peer-joined").await;
+        talker.recv_type("peer-joined").await;
+
+        // Fill the sink's socket buffers and then its queue, while a and b
+        // keep talking in between.
+        let padding = "x".repeat(60_000);
+        let mut sent = 0;
+        let error = loop {
+            talker.send(json!({"type":"blob","to":"sink","pad":padding})).await;
+            sent += 1;
+            a.send(json!({"type":"tick","to":"b","n":sent})).await;
+            assert_eq!(b.recv().await, json!({"type":"tick","n":sent,"from":"a"}), "a's message {sent} reached b");
+            // The talker's next message is an error once the sink is dropped.
+            if sent % 16 == 0 {
+                talker.send(json!({"type":"peers"})).await;
+                let answer = talker.recv().await;
+                if answer["type"] == "error" {
+                    break answer;
+                }
+                assert_eq!(answer["type"], "peers", "{answer}");
+            }
+            assert!(sent < 2_000, "the sink was never dropped after {sent} messages of 60 KB");
+        };
+        assert_eq!(error["code"], "peer-unavailable", "{error}");
+        assert_eq!(error["ref"]["to"], "sink");
+        daemon.wait_for_log("peer sink dropped: its outgoing queue is full");
+        // a and b never noticed.
+        a.send(json!({"type":"tick","to":"b","n":"last"})).await;
+        assert_eq!(b.recv().await, json!({"type":"tick","n":"last","from":"a"}));
+        drop(sink);
+    });
+}
+
+#[test]
+fn connections_per_address_are_limited() {
+    let daemon = Daemon::start(&["--max-connections-per-ip", "3"]);
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(daemon.addr).unwrap()).collect();
+    // Every accepted connection is counted before the next accept, so once
+    // one of the three answers, all three are in.
+    let mut first = held[0].try_clone().unwrap();
+    first.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = [0u8; 12];
+    first.set_read_timeout(Some(WAIT)).unwrap();
+    first.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+
+    let mut fourth = TcpStream::connect(daemon.addr).unwrap();
+    fourth.set_read_timeout(Some(WAIT)).unwrap();
+    let mut byte = [0u8; 1];
+    let read = fourth.read(&mut byte);
+    assert!(matches!(read, Ok(0) | Err(_)), "the fourth connection is closed at once: {read:?}");
+    daemon.wait_for_log("per-address connection limit reached");
+
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // Once the daemon has seen the three go, a new one is served again.
+        let mut stream = TcpStream::connect(daemon.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        if response.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the per-address count never went down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    let dir = std::env::temp_dir().join(format!("intercomd-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut daemon =
+        Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
+    let next = || {
+        let mut buffer = [0u8; 256];
+        let length = socket.recv(&mut buffer).expect("a notify datagram within the timeout");
+        String::from_utf8_lossy(&buffer[..length]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1", "keep-alives repeat (every 100 ms for WATCHDOG_USEC=200000)");
+    daemon.terminate();
+    let mut seen = next();
+    while seen == "WATCHDOG=1" {
+        seen = next();
+    }
+    assert_eq!(seen, "STOPPING=1");
+    assert!(daemon.wait_exit(WAIT).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fragmented_messages_are_reassembled() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&[]);
+        let (mut bob, _) = Client::join(&daemon, "bob", None).await;
+        let mut raw = raw_upgrade(daemon.addr, "id=frag");
+        bob.recv_type("peer-joined").await;
+        let message = br#"{"type":"offer","to":"bob","sdp":"in three pieces"}"#;
+        let (one, rest) = message.split_at(10);
+        let (two, three) = rest.split_at(20);
+        raw.write_all(&client_frame(1, one, false)).unwrap();
+        raw.write_all(&client_frame(9, b"ping in between", true)).unwrap();
+        raw.write_all(&client_frame(0, two, false)).unwrap();
+        raw.write_all(&client_frame(0, three, true)).unwrap();
+        assert_eq!(bob.recv().await, json!({"type":"offer","sdp":"in three pieces","from":"frag"}));
+    });
+}
