@@ -72,7 +72,7 @@ pub fn serve(request: &Request, www: Option<&Path>) -> Response {
 
 /// Defences 1 to 3: the decoded, checked path segments; `/` and `/dir/`
 /// end in `index.html`.
-fn safe_segments(raw_path: &str) -> Result<Vec<String>, u16> {
+pub fn safe_segments(raw_path: &str) -> Result<Vec<String>, u16> {
     let decoded = percent_decode(raw_path, false).ok_or(400u16)?;
     if decoded.chars().any(|c| c == '\\' || c.is_control()) {
         return Err(400);

@@ -3,9 +3,10 @@
 #   sudo bash tests/run-all.sh
 # On a bare Debian 12 machine with Rust and Node it installs what is missing
 # (Chromium from apt, playwright-core from npm), then runs:
-#   1. cargo test: unit tests and the loopback tests against the real binary;
+#   1. cargo test: unit tests, property tests, and the loopback tests
+#      (protocol, rooms, reliability, hostile input) against the real binary;
 #   2. the real-browser call test, in its own network namespace;
-#   3. the footprint benchmark, which fails if a budget is exceeded.
+#   3. the footprint and idle-wakeup benchmarks, which fail over budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +24,6 @@ cargo test --locked
 echo "== real browser: the intercom page in headless Chromium"
 bash tests/browser/run.sh target/debug/intercomd
 
-echo "== footprint benchmark"
+echo "== benchmarks: footprint and idle wakeups (each fails if over its budget)"
 cargo bench --locked --bench footprint
+cargo bench --locked --bench idle
