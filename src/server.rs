@@ -269,7 +269,7 @@ async fn serve_http(
         }
 
         let keep_alive = request.keep_alive() && !request.has_body();
-        let response = respond(shared, &request);
+        let response = with_cors(respond(shared, &request), &request, &shared.config.allowed_origins);
         if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await || !keep_alive {
             return None;
         }
@@ -352,6 +352,19 @@ fn respond(shared: &Shared, request: &Request) -> Response {
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, shared.config.www.as_deref()),
         None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
+    }
+}
+
+/// Pages of an origin allowed by `--allow-origin` may read the JSON API
+/// across origins; nobody else gets any CORS header, so other sites'
+/// scripts cannot read it from a visitor's browser.
+fn with_cors(response: Response, request: &Request, allowed: &[String]) -> Response {
+    let Some(origin) = request.header("origin") else { return response };
+    let origin = origin.trim().to_ascii_lowercase();
+    if request.path.starts_with("/api/") && allowed.contains(&origin) {
+        response.with_header("Access-Control-Allow-Origin", origin).with_header("Vary", "Origin")
+    } else {
+        response
     }
 }
 

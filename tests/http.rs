@@ -286,3 +286,17 @@ fn the_101_is_ours_and_bytes_after_the_head_are_kept() {
     assert_eq!(header(&headers, "sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     assert!(String::from_utf8_lossy(&received).contains(r#"{"type":"peers","room":"lobby","peers":[]}"#));
 }
+
+#[test]
+fn cors_only_for_allowed_origins() {
+    let daemon = Daemon::start(&["--allow-origin", "https://panel.example"]);
+    let (_, headers, _) = http_get(daemon.addr, "/api/ice-servers", "Origin: https://panel.example\r\n");
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some("https://panel.example"));
+    assert_eq!(header(&headers, "vary"), Some("Origin"));
+    let (_, headers, _) = http_get(daemon.addr, "/api/ice-servers", "Origin: https://evil.example\r\n");
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    let (_, headers, _) = http_get(daemon.addr, "/api/peers", "");
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    let (_, headers, _) = http_get(daemon.addr, "/", "Origin: https://panel.example\r\n");
+    assert_eq!(header(&headers, "access-control-allow-origin"), None, "pages are not an API");
+}
