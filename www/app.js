@@ -606,6 +606,9 @@
   function onCallRequest(msg) {
     const from = msg.from;
     const media = msg.media === 'video' ? 'video' : 'audio';
+    // ring:"room": the caller (a door station) rings everyone in the room; the first to accept
+    // gets the call, the others receive hangup with reason "answered-elsewhere".
+    const group = msg.ring === 'room';
     if (call) {
       if (call.peer === from && msg.call && msg.call === call.id) return; // duplicate
       if (call.peer === from && call.role === 'caller' && app.state === 'calling') {
@@ -617,24 +620,24 @@
         clearTimeout(c.timer);
         stopTone();
         stopStream(c.localStream);
-        startRinging(from, media, msg.call);
+        startRinging(from, media, msg.call, group);
         acceptCall();
         return;
       }
       send({ type: 'call-reject', to: from, call: msg.call, reason: 'busy' });
       return;
     }
-    startRinging(from, media, msg.call);
+    startRinging(from, media, msg.call, group);
   }
 
-  function startRinging(from, media, callId) {
+  function startRinging(from, media, callId, group = false) {
     const c = call = {
       id: typeof callId === 'string' ? callId : null, peer: from, media, role: 'callee',
       pc: null, dc: null, localStream: null, remoteStream: null, pending: [],
       timer: null, signaled: true, connected: false, accepting: false,
     };
     el.incomingFrom.textContent = from;
-    el.incomingKind.textContent = media === 'video' ? 'is calling you (video)…' : 'is calling you (audio)…';
+    el.incomingKind.textContent = `is calling ${group ? 'everyone' : 'you'} (${media})…`;
     el.acceptBtn.disabled = false;
     el.rejectBtn.disabled = false;
     setState('ringing');
@@ -758,7 +761,10 @@
     if (!matches(msg)) return;
     const p = call.peer;
     let text;
-    if (app.state === 'ringing') text = `Missed call from ${p}.`;
+    if (msg.reason === 'answered-elsewhere') {
+      const by = typeof msg.answeredBy === 'string' && ID_RE.test(msg.answeredBy) ? msg.answeredBy : 'Someone else';
+      text = `${by} answered the call from ${p}.`;
+    } else if (app.state === 'ringing') text = `Missed call from ${p}.`;
     else if (app.state === 'calling') text = `${p} is not available.`;
     else if (msg.reason === 'failed') text = `Call failed: no media connection to ${p} could be established.`;
     else if (msg.reason === 'left') text = `${p} closed the intercom page: the call ended.`;
