@@ -25,5 +25,10 @@ echo "== real browser: the intercom page in headless Chromium"
 bash tests/browser/run.sh target/debug/intercomd
 
 echo "== benchmarks: footprint and idle wakeups (each fails if over its budget)"
-cargo bench --locked --bench footprint
-cargo bench --locked --bench idle
+# Measure the binary exactly as `cargo build --release` ships it: a bench
+# build turns on dev-dependencies' features and would measure another one.
+cargo build --locked --release
+mkdir -p target/shipped
+cp target/release/intercomd target/shipped/intercomd
+INTERCOMD_BIN=target/shipped/intercomd cargo bench --locked --bench footprint
+INTERCOMD_BIN=target/shipped/intercomd cargo bench --locked --bench idle
