@@ -1,7 +1,11 @@
 //! Embeds every file under `www/` into the binary, with a content hash for
-//! its ETag, so that `intercomd` with no flags serves the pages.
+//! its ETag, so that `intercomd` with no flags serves the pages. Text that
+//! compresses well is stored gzipped (browsers take it as is; the rare
+//! client without gzip gets it inflated), which keeps the pages from
+//! growing the binary past its budget.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -10,20 +14,25 @@ fn main() {
     let mut files = Vec::new();
     collect(&root, &root, &mut files);
     files.sort();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     let mut code = String::from("pub static EMBEDDED: &[EmbeddedFile] = &[\n");
-    for (name, path) in &files {
+    for (index, (name, path)) in files.iter().enumerate() {
         let bytes = std::fs::read(path).expect("read a file under www/");
-        writeln!(
-            code,
-            "    EmbeddedFile {{ name: {name:?}, etag: \"\\\"{:016x}\\\"\", body: include_bytes!({:?}) }},",
-            fnv1a(&bytes),
-            path.display().to_string()
-        )
-        .expect("write to a String");
+        let hash = fnv1a(&bytes);
+        let gzipped = gzip(&bytes);
+        // Worth it only when it saves a tenth or more.
+        let body = if gzipped.len() * 10 < bytes.len() * 9 {
+            let gz_path = out_dir.join(format!("www-{index}.gz"));
+            std::fs::write(&gz_path, &gzipped).expect("write a gzipped page");
+            format!("Body::Gzip(include_bytes!({:?}))", gz_path.display().to_string())
+        } else {
+            format!("Body::Plain(include_bytes!({:?}))", path.display().to_string())
+        };
+        writeln!(code, "    EmbeddedFile {{ name: {name:?}, hash: \"{hash:016x}\", body: {body} }},")
+            .expect("write to a String");
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("embedded.rs");
-    std::fs::write(out, code).expect("write embedded.rs");
+    std::fs::write(out_dir.join("embedded.rs"), code).expect("write embedded.rs");
 }
 
 /// Every regular file below `dir`, skipping hidden names (editor swap files,
@@ -45,6 +54,13 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
             files.push((relative, path));
         }
     }
+}
+
+/// A gzip member with no name and no timestamp, so builds are reproducible.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("compress in memory");
+    encoder.finish().expect("compress in memory")
 }
 
 /// FNV-1a, 64 bits: enough to tell two versions of a page apart.

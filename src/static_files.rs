@@ -23,9 +23,17 @@ use crate::http::{percent_decode, Request, Response};
 pub struct EmbeddedFile {
     /// Path below www/, with `/`.
     pub name: &'static str,
-    /// A quoted content hash, made at build time.
-    pub etag: &'static str,
-    pub body: &'static [u8],
+    /// FNV-1a of the original bytes, in hex, made at build time.
+    pub hash: &'static str,
+    pub body: Body,
+}
+
+/// How a page is stored in the binary.
+pub enum Body {
+    Plain(&'static [u8]),
+    /// A gzip member written by `build.rs` (10-byte header, no name, no
+    /// extra fields, 8-byte trailer).
+    Gzip(&'static [u8]),
 }
 
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
@@ -35,6 +43,11 @@ struct Asset {
     body: Cow<'static, [u8]>,
     etag: Cow<'static, str>,
     content_type: &'static str,
+    /// `Some("gzip")` when `body` is gzipped.
+    encoding: Option<&'static str>,
+    /// The file has a gzipped form, so the answer depends on
+    /// `Accept-Encoding` (and says so with `Vary`).
+    varies: bool,
 }
 
 /// Answer `GET`/`HEAD` for `request.path` from the embedded pages or `www`.
@@ -44,7 +57,7 @@ pub fn serve(request: &Request, www: Option<&Path>) -> Response {
         Err(status) => return Response::text(status, if status == 400 { "bad path" } else { "not found" }),
     };
     let asset = match www {
-        None => embedded(&segments),
+        None => embedded(&segments, accepts_gzip(request)),
         Some(root) => from_disk(root, &segments),
     };
     let Some(asset) = asset else {
@@ -61,6 +74,11 @@ pub fn serve(request: &Request, www: Option<&Path>) -> Response {
     } else {
         Response::new(200, asset.content_type, asset.body)
     };
+    let response = match asset.encoding {
+        Some(encoding) => response.with_header("Content-Encoding", encoding),
+        None => response,
+    };
+    let response = if asset.varies { response.with_header("Vary", "Accept-Encoding") } else { response };
     // no-cache: browsers revalidate with the ETag on every load, so a page
     // is never stale after an upgrade, and a 304 costs a few bytes.
     response
@@ -87,10 +105,55 @@ pub fn safe_segments(raw_path: &str) -> Result<Vec<String>, u16> {
     Ok(segments)
 }
 
-fn embedded(segments: &[String]) -> Option<Asset> {
+fn embedded(segments: &[String], gzip_ok: bool) -> Option<Asset> {
     let name = segments.join("/");
     let file = EMBEDDED.iter().find(|file| file.name == name)?;
-    Some(Asset { body: Cow::Borrowed(file.body), etag: Cow::Borrowed(file.etag), content_type: content_type(&name) })
+    let content_type = content_type(&name);
+    let asset = match file.body {
+        Body::Plain(bytes) => Asset {
+            body: Cow::Borrowed(bytes),
+            etag: Cow::Owned(format!("\"{}\"", file.hash)),
+            content_type,
+            encoding: None,
+            varies: false,
+        },
+        // Each representation has its own strong ETag.
+        Body::Gzip(bytes) if gzip_ok => Asset {
+            body: Cow::Borrowed(bytes),
+            etag: Cow::Owned(format!("\"{}-gz\"", file.hash)),
+            content_type,
+            encoding: Some("gzip"),
+            varies: true,
+        },
+        Body::Gzip(bytes) => Asset {
+            body: Cow::Owned(gunzip(bytes)?),
+            etag: Cow::Owned(format!("\"{}\"", file.hash)),
+            content_type,
+            encoding: None,
+            varies: true,
+        },
+    };
+    Some(asset)
+}
+
+/// True unless the client said it cannot take gzip (`gzip;q=0`) or never
+/// offered it.
+fn accepts_gzip(request: &Request) -> bool {
+    request.header("accept-encoding").is_some_and(|accepted| {
+        accepted.split(',').any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused =
+                parts.any(|param| matches!(param.replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+    })
+}
+
+/// Inflate a gzip member written by `build.rs`.
+fn gunzip(member: &'static [u8]) -> Option<Vec<u8>> {
+    let deflated = member.get(10..member.len().checked_sub(8)?)?;
+    miniz_oxide::inflate::decompress_to_vec(deflated).ok()
 }
 
 fn from_disk(root: &Path, segments: &[String]) -> Option<Asset> {
@@ -115,7 +178,13 @@ fn from_disk(root: &Path, segments: &[String]) -> Option<Asset> {
     let modified = metadata.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
     let etag = format!("\"{:x}-{:x}\"", body.len(), modified.as_nanos());
     let name = canonical.to_string_lossy().into_owned();
-    Some(Asset { body: Cow::Owned(body), etag: Cow::Owned(etag), content_type: content_type(&name) })
+    Some(Asset {
+        body: Cow::Owned(body),
+        etag: Cow::Owned(etag),
+        content_type: content_type(&name),
+        encoding: None,
+        varies: false,
+    })
 }
 
 /// Content-Type by file extension; unknown types are served as bytes.
@@ -173,7 +242,10 @@ mod tests {
     fn embedded_pages_exist() {
         assert!(EMBEDDED.iter().any(|file| file.name == "index.html"), "www/index.html is compiled in");
         for file in EMBEDDED {
-            assert!(file.etag.starts_with('"') && file.etag.ends_with('"'));
+            assert_eq!(file.hash.len(), 16);
+            if let Body::Gzip(bytes) = file.body {
+                assert!(gunzip(bytes).is_some_and(|plain| !plain.is_empty()), "{} inflates", file.name);
+            }
         }
     }
 

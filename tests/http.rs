@@ -300,3 +300,28 @@ fn cors_only_for_allowed_origins() {
     let (_, headers, _) = http_get(daemon.addr, "/", "Origin: https://panel.example\r\n");
     assert_eq!(header(&headers, "access-control-allow-origin"), None, "pages are not an API");
 }
+
+#[test]
+fn pages_are_gzipped_for_browsers_and_plain_for_others() {
+    let daemon = Daemon::start(&[]);
+    let (status, plain_headers, plain) = http_get(daemon.addr, "/app.js", "");
+    assert_eq!(status, 200);
+    assert_eq!(header(&plain_headers, "content-encoding"), None);
+    assert_eq!(header(&plain_headers, "vary"), Some("Accept-Encoding"));
+
+    let (status, headers, gzipped) = http_get(daemon.addr, "/app.js", "Accept-Encoding: gzip, deflate, br\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&headers, "content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(gzipped.len() * 2 < plain.len(), "{} gzipped bytes for {} plain", gzipped.len(), plain.len());
+    let inflated = miniz_oxide::inflate::decompress_to_vec(&gzipped[10..gzipped.len() - 8]).unwrap();
+    assert_eq!(inflated, plain, "the same page either way");
+
+    let gz_etag = header(&headers, "etag").unwrap().to_string();
+    assert_ne!(Some(gz_etag.as_str()), header(&plain_headers, "etag"), "one strong ETag per representation");
+    let (status, _, _) =
+        http_get(daemon.addr, "/app.js", &format!("Accept-Encoding: gzip\r\nIf-None-Match: {gz_etag}\r\n"));
+    assert_eq!(status, 304);
+    let (_, headers, _) = http_get(daemon.addr, "/app.js", "Accept-Encoding: gzip;q=0, identity\r\n");
+    assert_eq!(header(&headers, "content-encoding"), None, "gzip refused with q=0");
+}
