@@ -4,8 +4,8 @@
 //! Invariants:
 //! - Every frame the server sends is built here, so the wire format lives in
 //!   one file (a second protocol gets a second codec file, not a second router).
-//! - A client's message is passed on unchanged except for `from`, which the
-//!   server always sets itself.
+//! - A client's message is passed on unchanged (`to` included) except for
+//!   `from`, which the server always sets itself.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -205,7 +205,9 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
         }
         None => return Err(Rejection::new(ErrorCode::BadMessage, "a message needs a string \"type\"")),
     };
-    match message.remove("to") {
+    // `to` stays in the message: the target gets the same object, so it can
+    // tell a room-wide `"*"` from a message meant for it alone.
+    match message.get("to").cloned() {
         Some(Value::String(to)) if to == BROADCAST => Ok(Inbound::Broadcast { message }),
         Some(Value::String(to)) => Ok(Inbound::Directed { to, message }),
         Some(_) => Err(Rejection::new(ErrorCode::BadMessage, "\"to\" must be a string").about(reference)),
@@ -330,9 +332,14 @@ mod tests {
     fn inbound_messages() {
         check(
             r#"{"type":"offer","to":"bob","sdp":"x"}"#,
-            Ok(r#"Directed { to: "bob", message: {"sdp": String("x"), "type": String("offer")} }"#),
+            Ok(
+                r#"Directed { to: "bob", message: {"sdp": String("x"), "to": String("bob"), "type": String("offer")} }"#,
+            ),
         );
-        check(r#"{"type":"chat","to":"*"}"#, Ok(r#"Broadcast { message: {"type": String("chat")} }"#));
+        check(
+            r#"{"type":"chat","to":"*"}"#,
+            Ok(r#"Broadcast { message: {"to": String("*"), "type": String("chat")} }"#),
+        );
         check(r#"{"type":"join","room":"kitchen"}"#, Ok(r#"Join { room: "kitchen" }"#));
         check(r#"{"type":"peers"}"#, Ok("Peers"));
         check("{", Err(ErrorCode::BadJson));
@@ -353,7 +360,7 @@ mod tests {
         else {
             panic!("should parse");
         };
-        assert_eq!(stamp(message, "alice"), r#"{"from":"alice","type":"chat"}"#);
+        assert_eq!(stamp(message, "alice"), r#"{"from":"alice","to":"bob","type":"chat"}"#);
     }
 
     #[test]

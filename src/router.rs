@@ -614,7 +614,7 @@ mod tests {
             &mut router,
             1,
             r#"{"type":"offer","to":"bob","from":"mallory","sdp":"v=0"}"#,
-            &[r#"2<-{"from":"alice","sdp":"v=0","type":"offer"} (bounce)"#],
+            &[r#"2<-{"from":"alice","sdp":"v=0","to":"bob","type":"offer"} (bounce)"#],
         );
         check(
             &mut router,
@@ -630,7 +630,7 @@ mod tests {
     #[test]
     fn broadcast_reaches_the_room_minus_the_sender() {
         let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "kitchen")]);
-        check(&mut router, 1, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"a","type":"chat"}"#]);
+        check(&mut router, 1, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"a","to":"*","type":"chat"}"#]);
     }
 
     #[test]
@@ -667,7 +667,12 @@ mod tests {
         assert_eq!(joined.peers, ["bob"]);
         assert_eq!(render(&joined.actions), ["1 close 4001"], "a takeover in the same room is silent");
         assert!(router.disconnect(ConnId(1), Vec::new()).is_empty(), "the replaced socket no longer owns the id");
-        check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[r#"4<-{"from":"bob","type":"ring"} (bounce)"#]);
+        check(
+            &mut router,
+            2,
+            r#"{"type":"ring","to":"door"}"#,
+            &[r#"4<-{"from":"bob","to":"door","type":"ring"} (bounce)"#],
+        );
         let moved = router.connect(ConnId(5), hello("door", "porch", Some("t")), Instant::now()).unwrap();
         assert_eq!(
             render(&moved.actions),
@@ -785,7 +790,7 @@ mod tests {
         assert!(actions.is_empty(), "presence does not change: {:?}", render(&actions));
         assert_eq!(away.as_deref(), Some("door"));
         check(&mut router, 2, r#"{"type":"ring","to":"door","n":1}"#, &[]);
-        check(&mut router, 3, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"carol","type":"chat"}"#]);
+        check(&mut router, 3, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"carol","to":"*","type":"chat"}"#]);
         check(&mut router, 2, r#"{"type":"ring","to":"door","n":2}"#, &[]);
         let back = router.connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now()).unwrap();
         assert_eq!(back.peers, ["bob", "carol"]);
@@ -793,9 +798,9 @@ mod tests {
             render(&back.actions),
             [
                 "4<-queued",
-                r#"4<-{"from":"bob","n":1,"type":"ring"} (bounce)"#,
-                r#"4<-{"from":"carol","type":"chat"}"#,
-                r#"4<-{"from":"bob","n":2,"type":"ring"} (bounce)"#,
+                r#"4<-{"from":"bob","n":1,"to":"door","type":"ring"} (bounce)"#,
+                r#"4<-{"from":"carol","to":"*","type":"chat"}"#,
+                r#"4<-{"from":"bob","n":2,"to":"door","type":"ring"} (bounce)"#,
             ],
             "what was queued, then what was held, in order; no close for the dead socket"
         );

@@ -37,14 +37,18 @@ fn a_peer_back_within_the_grace_gets_what_was_sent_meanwhile_in_order() {
         bob.send(json!({"type":"peers"})).await;
         bob.recv_type("peers").await;
         carol.send(json!({"type":"chat","to":"*","text":"anyone?"})).await;
-        assert_eq!(bob.recv().await, json!({"type":"chat","text":"anyone?","from":"carol"}));
+        assert_eq!(bob.recv().await, json!({"type":"chat","to":"*","text":"anyone?","from":"carol"}));
 
         let (mut door, welcome) = Client::join(&daemon, "door", Some("s3cret")).await;
         assert_eq!(welcome["peers"], json!(["bob", "carol"]));
         for n in 0..5 {
-            assert_eq!(door.recv().await, json!({"type":"candidate","n":n,"from":"bob"}), "message {n} in order");
+            assert_eq!(
+                door.recv().await,
+                json!({"type":"candidate","to":"door","n":n,"from":"bob"}),
+                "message {n} in order"
+            );
         }
-        assert_eq!(door.recv().await, json!({"type":"chat","text":"anyone?","from":"carol"}));
+        assert_eq!(door.recv().await, json!({"type":"chat","to":"*","text":"anyone?","from":"carol"}));
         // The room never heard door leave or join.
         assert_nothing_more(&mut door, &mut bob, "bob").await;
         assert_nothing_more(&mut door, &mut carol, "carol").await;
@@ -109,7 +113,11 @@ fn a_peer_that_never_reads_is_dropped_and_nobody_else_loses_a_message() {
             talker.send(json!({"type":"blob","to":"sink","pad":padding})).await;
             sent += 1;
             a.send(json!({"type":"tick","to":"b","n":sent})).await;
-            assert_eq!(b.recv().await, json!({"type":"tick","n":sent,"from":"a"}), "a's message {sent} reached b");
+            assert_eq!(
+                b.recv().await,
+                json!({"type":"tick","to":"b","n":sent,"from":"a"}),
+                "a's message {sent} reached b"
+            );
             // The talker's next message is an error once the sink is dropped.
             if sent % 16 == 0 {
                 talker.send(json!({"type":"peers"})).await;
@@ -126,7 +134,7 @@ fn a_peer_that_never_reads_is_dropped_and_nobody_else_loses_a_message() {
         daemon.wait_for_log("peer sink dropped: its outgoing queue is full");
         // a and b never noticed.
         a.send(json!({"type":"tick","to":"b","n":"last"})).await;
-        assert_eq!(b.recv().await, json!({"type":"tick","n":"last","from":"a"}));
+        assert_eq!(b.recv().await, json!({"type":"tick","to":"b","n":"last","from":"a"}));
         drop(sink);
     });
 }
@@ -210,6 +218,6 @@ fn fragmented_messages_are_reassembled() {
         raw.write_all(&client_frame(9, b"ping in between", true)).unwrap();
         raw.write_all(&client_frame(0, two, false)).unwrap();
         raw.write_all(&client_frame(0, three, true)).unwrap();
-        assert_eq!(bob.recv().await, json!({"type":"offer","sdp":"in three pieces","from":"frag"}));
+        assert_eq!(bob.recv().await, json!({"type":"offer","to":"bob","sdp":"in three pieces","from":"frag"}));
     });
 }

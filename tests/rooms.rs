@@ -68,7 +68,7 @@ fn broadcast_reaches_exactly_the_room_minus_its_sender() {
         x.recv_type("peer-joined").await;
 
         sender.send(json!({"type":"room-share-start","to":"*","from":"spoof"})).await;
-        let expected = json!({"type":"room-share-start","from":"s"});
+        let expected = json!({"type":"room-share-start","to":"*","from":"s"});
         assert_eq!(x.recv().await, expected);
         assert_eq!(y.recv().await, expected);
         // The sender and the other room got nothing before these markers.
@@ -94,7 +94,7 @@ fn join_moves_presence_both_ways() {
         assert_eq!(p.recv().await, json!({"type":"peer-joined","id":"m"}));
         // Broadcasts follow the move.
         mover.send(json!({"type":"wave","to":"*"})).await;
-        assert_eq!(p.recv().await, json!({"type":"wave","from":"m"}));
+        assert_eq!(p.recv().await, json!({"type":"wave","to":"*","from":"m"}));
         assert_nothing_more(&mut p, &mut k, "k").await;
         // Joining the room one is in changes nothing but answers the list.
         mover.send(json!({"type":"join","room":"porch"})).await;

@@ -56,15 +56,15 @@ fn directed_messages_get_a_server_stamped_from() {
         let (mut alice, _) = Client::join(&daemon, "alice", None).await;
         bob.recv_type("peer-joined").await;
         alice.send(json!({"type":"offer","to":"bob","sdp":"v=0\r\n","from":"mallory"})).await;
-        assert_eq!(bob.recv().await, json!({"type":"offer","sdp":"v=0\r\n","from":"alice"}));
+        assert_eq!(bob.recv().await, json!({"type":"offer","to":"bob","sdp":"v=0\r\n","from":"alice"}));
         // Types the server does not know pass through untouched.
         alice.send(json!({"type":"call-request","to":"bob","media":"video","nested":{"a":[1,2]}})).await;
         assert_eq!(
             bob.recv().await,
-            json!({"type":"call-request","media":"video","nested":{"a":[1,2]},"from":"alice"})
+            json!({"type":"call-request","to":"bob","media":"video","nested":{"a":[1,2]},"from":"alice"})
         );
         bob.send(json!({"type":"answer","to":"alice","sdp":"x"})).await;
-        assert_eq!(alice.recv().await, json!({"type":"answer","sdp":"x","from":"bob"}));
+        assert_eq!(alice.recv().await, json!({"type":"answer","to":"alice","sdp":"x","from":"bob"}));
     });
 }
 
@@ -78,9 +78,9 @@ fn directed_messages_cross_rooms_and_broadcasts_do_not() {
         assert_eq!(c.recv().await["room"], "kitchen");
         a.recv_type("peer-joined").await;
         a.send(json!({"type":"chat","to":"*","text":"hi"})).await;
-        assert_eq!(b.recv().await, json!({"type":"chat","text":"hi","from":"a"}));
+        assert_eq!(b.recv().await, json!({"type":"chat","to":"*","text":"hi","from":"a"}));
         a.send(json!({"type":"ring","to":"c"})).await;
-        assert_eq!(c.recv().await, json!({"type":"ring","from":"a"}), "a directed message reaches any room");
+        assert_eq!(c.recv().await, json!({"type":"ring","to":"c","from":"a"}), "a directed message reaches any room");
         assert_nothing_more(&mut b, &mut a, "a").await;
     });
 }
@@ -144,9 +144,9 @@ fn errors_for_bad_messages_keep_the_socket_open() {
         a.expect_error("invalid-room").await;
         // After all that, a's messages still flow both ways.
         a.send(json!({"type":"chat","to":"b"})).await;
-        assert_eq!(b.recv().await, json!({"type":"chat","from":"a"}));
+        assert_eq!(b.recv().await, json!({"type":"chat","to":"b","from":"a"}));
         b.send(json!({"type":"chat","to":"a"})).await;
-        assert_eq!(a.recv().await, json!({"type":"chat","from":"b"}));
+        assert_eq!(a.recv().await, json!({"type":"chat","to":"a","from":"b"}));
     });
 }
 
@@ -217,7 +217,7 @@ fn id_taken_without_the_token_and_takeover_with_it() {
         assert_eq!(close, 4001, "the old socket is replaced");
         // The takeover was silent for bob, and messages now reach the new socket.
         bob.send(json!({"type":"ring","to":"door"})).await;
-        assert_eq!(door2.recv().await, json!({"type":"ring","from":"bob"}));
+        assert_eq!(door2.recv().await, json!({"type":"ring","to":"door","from":"bob"}));
         assert_nothing_more(&mut door2, &mut bob, "bob").await;
     });
 }
