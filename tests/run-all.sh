@@ -6,7 +6,9 @@
 #   1. cargo test: unit tests, property tests, and the loopback tests
 #      (protocol, rooms, reliability, hostile input) against the real binary;
 #   2. the real-browser call test, in its own network namespace;
-#   3. the footprint and idle-wakeup benchmarks, which fail over budget.
+#   3. tests/arm.sh: aarch64 and armv7 builds, the loopback suites against
+#      each under qemu, the systemd unit checks, the Debian packages;
+#   4. the footprint and idle-wakeup benchmarks, which fail over budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,9 @@ cargo test --locked
 
 echo "== real browser: the intercom page in headless Chromium"
 bash tests/browser/run.sh target/debug/intercomd
+
+echo "== Raspberry Pi: ARM builds under qemu, systemd unit checks, Debian packages"
+bash tests/arm.sh
 
 echo "== benchmarks: footprint and idle wakeups (each fails if over its budget)"
 # Measure the binary exactly as `cargo build --release` ships it: a bench
