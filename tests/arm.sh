@@ -23,7 +23,7 @@
 #                 (systemd/check-in-container.sh).
 # Everything it makes is under target/: the packages in target/arm/debian/.
 # Needs root for apt-get and dpkg. The ARMv6 target (Pi 1, Zero) has no Debian
-# standard library, so only `cross` builds it (docs/raspberry-pi.md).
+# standard library, so only `cross` builds it (README.md, "Raspberry Pi").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
