@@ -193,7 +193,7 @@ fn message_type(message: &Map<String, Value>) -> Option<String> {
 pub fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
     let value: Value = serde_json::from_str(text)
         .map_err(|err| Rejection::new(ErrorCode::BadJson, format!("not valid JSON: {err}")))?;
-    let Value::Object(mut message) = value else {
+    let Value::Object(message) = value else {
         return Err(Rejection::new(ErrorCode::BadMessage, "a message is a JSON object"));
     };
     let reference =
