@@ -5,7 +5,8 @@
 # (Chromium from apt, playwright-core from npm), then runs:
 #   1. cargo test: unit tests, property tests, and the loopback tests
 #      (protocol, rooms, reliability, hostile input) against the real binary;
-#   2. the real-browser call test, in its own network namespace;
+#   2. the end-to-end suite of the pages in headless Chromium, in its own
+#      network namespace;
 #   3. tests/arm.sh: aarch64 and armv7 builds, the loopback suites against
 #      each under qemu, the systemd unit checks, the Debian packages;
 #   4. the footprint and idle-wakeup benchmarks, which fail over budget.
@@ -23,7 +24,7 @@ fi
 echo "== cargo test"
 cargo test --locked
 
-echo "== real browser: the intercom page in headless Chromium"
+echo "== real browser: the intercom, room and door pages in headless Chromium"
 bash tests/browser/run.sh target/debug/intercomd
 
 echo "== Raspberry Pi: ARM builds under qemu, systemd unit checks, Debian packages"

@@ -7,17 +7,15 @@
 //   5. the daemon restarts: the door comes back online by itself.
 //
 // Run through ./run.sh DAEMON_BINARY (it sets INTERCOMD_BIN and isolates the network).
-// Optional: DOOR_SCREENSHOTS=DIR saves door-ready.png and door-call.png (800x480) there.
+// SCREENSHOTS=DIR saves door-ready.png and door-call.png (800x480) there.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot } from './lib.mjs';
 
 const KIOSK_VIEWPORT = { width: 800, height: 480 }; // the usual Raspberry Pi touchscreen
-const SHOTS = process.env.DOOR_SCREENSHOTS;
 
 describe('door station', { timeout: 120_000 }, () => {
   let workDir;
@@ -100,7 +98,7 @@ describe('door station', { timeout: 120_000 }, () => {
   it('a panel calls the door: the door answers by itself, audio both ways, the panel hangs up', async (t) => {
     const door = await openDoor('door', 'id=door&room=lobby&call=*');
     const kitchen = await openPanel('kitchen');
-    if (SHOTS) await door.screenshot({ path: join(SHOTS, 'door-ready.png') });
+    await screenshot(door, 'door-ready.png');
 
     await expect('kitchen never saw the door online', 10_000,
       (ms) => kitchen.waitForSelector('[data-testid="call-video-door"]:not([disabled])', { timeout: ms }));
@@ -124,7 +122,7 @@ describe('door station', { timeout: 120_000 }, () => {
       (ms) => door.waitForFunction(() => document.getElementById('headline').textContent === 'Connected — speak now',
         null, { timeout: ms }));
     assert.equal(await door.isVisible('[data-testid="hangup"]'), true, 'the door shows a hang-up button during the call');
-    if (SHOTS) await door.screenshot({ path: join(SHOTS, 'door-call.png') });
+    await screenshot(door, 'door-call.png');
 
     await kitchen.click('#hangup-btn');
     await expect('kitchen did not return to "idle" after hanging up', 10_000,
@@ -251,9 +249,8 @@ describe('door station', { timeout: 120_000 }, () => {
       (ms) => door.waitForFunction(() => document.body.dataset.conn !== 'connected', null, { timeout: ms }));
     assert.equal(await door.evaluate(() => document.body.dataset.state), 'offline', 'the door shows it is offline');
     // Same port again, so that the page's address stays valid.
-    const child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, ...(process.env.INTERCOMD_WWW ? ['--www', process.env.INTERCOMD_WWW] : [])],
-      { cwd: workDir, stdio: 'ignore' });
-    daemon = { child };
+    daemon = startDaemon(workDir, port);
+    await daemon.port;
     const down = Date.now();
     await expect('the door did not reconnect by itself after the daemon came back', 15_000,
       (ms) => door.waitForFunction(() => document.body.dataset.state === 'ready' && document.body.dataset.conn === 'connected',

@@ -7,10 +7,15 @@
 //   INTERCOMD_WWW   optional: serve the pages from this folder (--www) instead of the embedded copy
 //   CHROMIUM_BIN    optional: browser binary, default /usr/bin/chromium
 //   HEADFUL=1       optional: show the browser windows (needs a display)
+//   SCREENSHOTS=DIR optional: where the suite saves its screenshots (run.sh sets it;
+//                   SCREENSHOTS=docs refreshes the ones README shows)
 import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const BIN = process.env.INTERCOMD_BIN;
+export const INSECURE_HOST = 'intercom.test';
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
   '--use-fake-device-for-media-stream',
@@ -24,15 +29,21 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
   '--autoplay-policy=no-user-gesture-required',
+  // A host name that is not localhost, for the insecure-context test: Chromium counts all of
+  // 127.0.0.0/8 and localhost as secure, http://intercom.test:PORT/ is not.
+  `--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1`,
 ];
 
-/** Starts the daemon on a free loopback port; resolves once it logs its address. */
-export function startDaemon(cwd) {
-  const args = ['--listen', '127.0.0.1:0'];
+/**
+ * Starts the daemon on loopback, on a free port or on `port` (a restart keeps the pages'
+ * address valid); `port` resolves once it logs its address.
+ */
+export function startDaemon(cwd, port = 0) {
+  const args = ['--listen', `127.0.0.1:${port}`];
   if (process.env.INTERCOMD_WWW) args.push('--www', process.env.INTERCOMD_WWW);
   const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  const port = new Promise((resolve, reject) => {
+  const listening = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(
       `intercomd did not log "listening on http://127.0.0.1:PORT" within 10 s; its output so far:\n${output}`)), 10_000);
     const onData = (chunk) => {
@@ -48,7 +59,7 @@ export function startDaemon(cwd) {
       reject(new Error(`intercomd exited (code ${code}, signal ${sig}) before listening; output:\n${output}`));
     });
   });
-  return { child, port, output: () => output };
+  return { child, port: listening, output: () => output };
 }
 
 export async function stopDaemon(child) {
@@ -121,4 +132,43 @@ export function launchBrowser() {
     args: CHROMIUM_ARGS,
     timeout: 30_000,
   });
+}
+
+/** Polls `sample` every 100 ms until `ok(value)`; throws `says(last value)` on timeout. */
+export async function poll(sample, ok, timeoutMs, says) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await sample();
+    if (ok(last)) return last;
+    if (Date.now() >= deadline) throw new Error(says(last));
+    await new Promise((r) => setTimeout(r, 100)); // polling interval of getStats, not a wait for an event
+  }
+}
+
+/**
+ * Video as the intercom page shows it: frames decoded on window.intercom.pc and the size of
+ * the remote <video> (0 until a frame is painted); null without a call.
+ */
+export function remoteVideo(page) {
+  return page.evaluate(async () => {
+    const pc = window.intercom && window.intercom.pc;
+    if (!pc) return null;
+    const v = document.getElementById('remote-video');
+    const out = { frames: 0, width: v.videoWidth, height: v.videoHeight, hidden: v.hidden };
+    (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') out.frames += r.framesDecoded || 0; });
+    return out;
+  });
+}
+
+/** Saves a screenshot as DIR/name when SCREENSHOTS=DIR is set; returns the path or null. */
+export async function screenshot(page, name) {
+  const dir = process.env.SCREENSHOTS;
+  if (!dir) return null;
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, name);
+  // No focus ring or blinking caret in the picture; the whole page, not just what is scrolled into view.
+  await page.evaluate(() => { if (document.activeElement) document.activeElement.blur(); window.scrollTo(0, 0); });
+  await page.screenshot({ path, fullPage: true, caret: 'hide' });
+  return path;
 }

@@ -5,7 +5,8 @@
 //
 // Run through ./run.sh DAEMON_BINARY (it sets INTERCOMD_BIN and isolates the network).
 // The environment it reads is described in lib.mjs; in addition:
-//   ROOM_SCREENSHOT=FILE   save a screenshot of the phone-sized late joiner during the share
+//   SCREENSHOTS=DIR   saves room-share.png (a, sharing handed to b) and room-share-phone.png
+//                     (the phone-sized late joiner) there
 //
 // getDisplayMedia needs no extra Chromium flag here: with --use-fake-ui-for-media-stream and
 // --use-fake-device-for-media-stream (lib.mjs) headless Chromium picks a fake 1280x720 screen.
@@ -14,7 +15,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, screenshot } from './lib.mjs';
 
 const ROOM = 'test';
 
@@ -52,18 +53,6 @@ function stageFrom(page, sharer) {
     }
     return out;
   }, sharer);
-}
-
-/** Polls `sample` every 100 ms until `ok(value)`; throws with the last value on timeout. */
-async function poll(sample, ok, timeoutMs, says) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await sample();
-    if (ok(last)) return last;
-    if (Date.now() >= deadline) throw new Error(`${says(last)}`);
-    await new Promise((r) => setTimeout(r, 100)); // polling interval of getStats, not a wait for an event
-  }
 }
 
 test('room page: 3-way call, leave, screen share handover, late joiner sees the share', { timeout: 120_000 }, async (t) => {
@@ -207,6 +196,7 @@ test('room page: 3-way call, leave, screen share handover, late joiner sees the 
   await expect('b\'s page does not say it is sharing', 5_000,
     (ms) => b.waitForFunction(() => window.room.sharing === 'b' && !!window.room.localScreenTrack, null, { timeout: ms }));
   await seesScreenOf('a', 'b');
+  await screenshot(a, 'room-share.png');
 
   step('share b');
 
@@ -216,7 +206,7 @@ test('room page: 3-way call, leave, screen share handover, late joiner sees the 
   for (const other of ['a', 'b']) { await connected('d', other); await connected(other, 'd'); }
   await seesScreenOf('d', 'b');
   step('late join');
-  if (process.env.ROOM_SCREENSHOT) await d.screenshot({ path: process.env.ROOM_SCREENSHOT });
+  await screenshot(d, 'room-share-phone.png');
 
   // The call is done: its pages go, so that they do not slow down the rest.
   await Promise.all(['a', 'b', 'c', 'd'].map((name) => pages[name].context().close()));

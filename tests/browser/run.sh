@@ -5,7 +5,8 @@
 # via npm ci), then runs the test inside its own network namespace so that nothing
 # (WebRTC, STUN lookups, the daemon) can leave loopback. Needs root (apt, unshare -n).
 # Optional environment: INTERCOMD_WWW=DIR serves the pages from DIR (--www) instead of
-# the copy compiled into the binary.
+# the copy compiled into the binary; SCREENSHOTS=DIR is where the suite saves its
+# screenshots (default target/screenshots; SCREENSHOTS=docs refreshes README's pictures).
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -21,6 +22,10 @@ if [ ! -x "$BIN" ]; then
   exit 2
 fi
 HERE=$(cd "$(dirname "$0")" && pwd)
+SCREENSHOTS=${SCREENSHOTS:-$HERE/../../target/screenshots}
+mkdir -p "$SCREENSHOTS"
+SCREENSHOTS=$(cd "$SCREENSHOTS" && pwd)
+export SCREENSHOTS
 
 export DEBIAN_FRONTEND=noninteractive
 apt_updated=
