@@ -1,21 +1,18 @@
 // Intercom page: pick a name, see who is online, call them (WebRTC), chat.
-// Plain JavaScript, no build step. Talks to intercomd over /ws (see SPEC.md).
+// Plain JavaScript, no build step. Talks to intercomd over /ws (see SPEC.md) through
+// signal.js; the one-to-one call machinery is call.js's, shared with the door station.
 'use strict';
 
 (() => {
   // ---------------------------------------------------------------- constants
-  const ID_RE = /^[A-Za-z0-9._~-]{1,64}$/;
-  const LS_NAME = 'intercom.name';
-  const LS_TOKEN = 'intercom.token';
+  const { ID_RE, load, store } = SignalKit;
+  const LS_NAME = 'intercom.name';    // shared with the room page
   const RING_TIMEOUT_MS = 30000;      // no answer within this: the call failed
-  const CONNECT_TIMEOUT_MS = 30000;   // accepted, but no media connection within this
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
-  const KEEPALIVE_IDLE_MS = 25000;    // nothing heard for this long: probe the server
-  const KEEPALIVE_TIMEOUT_MS = 10000; // probe unanswered for this long: reconnect
-  const MAX_OUTBOX = 256;             // signaling kept while the socket is down
-  const MAX_PENDING_CANDIDATES = 256;
   const MAX_CHAT_LINES = 500;
+  const TAG = '[intercom]';
+  // Ring: two short chimes every 2 s (and the phone vibrates); ringback: a 1 s tone every 4 s.
+  const RING = { volume: 0.25, everyMs: 2000, beeps: [[0, 0.35, [880, 1320]], [0.5, 0.35, [660, 990]]], vibrate: [400, 200, 400] };
+  const RINGBACK = { volume: 0.08, everyMs: 4000, beeps: [[0, 1.0, [425]]] };
 
   // ---------------------------------------------------------------- elements
   const $ = (id) => document.getElementById(id);
@@ -38,23 +35,9 @@
   const baseTitle = document.title;
 
   // ---------------------------------------------------------------- storage
-  function load(key) { try { return localStorage.getItem(key); } catch (_) { return null; } }
-  function store(key, value) { try { localStorage.setItem(key, value); } catch (_) { /* private mode */ } }
   // This tab's own name survives a reload of the tab; localStorage holds the default for new tabs.
   function loadTab() { try { return sessionStorage.getItem(LS_NAME); } catch (_) { return null; } }
   function storeTab(value) { try { sessionStorage.setItem(LS_NAME, value); } catch (_) { /* ignore */ } }
-
-  function randomHex(bytes) {
-    const a = new Uint8Array(bytes);
-    crypto.getRandomValues(a); // available in insecure contexts too
-    return Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
-  }
-
-  let token = load(LS_TOKEN);
-  if (!token || !/^[0-9a-f]{32}$/.test(token)) {
-    token = randomHex(16);
-    store(LS_TOKEN, token);
-  }
 
   // Optional ?room=NAME in the page address; omitted = the server's default (lobby).
   const pageRoom = (() => {
@@ -69,29 +52,16 @@
     name: null,           // the id we ask for
     myId: null,           // the id the server confirmed
     room: null,
-    peers: new Set(),
-    iceServers: [],
   };
-  let ws = null;
-  let call = null; // { id, peer, media, role, pc, dc, localStream, remoteStream, pending, timer, signaled, connected }
+  // { id, peer, media, role, pc, dc, localStream, remoteStream, pending, timer, signaled, connected[, accepting] }
+  let call = null;
 
   // ---------------------------------------------------------------- status UI
-  let statusAction = null;
-  function setStatus(text, level = 'info', action = null) {
-    el.statusText.textContent = text;
-    el.status.dataset.level = level;
-    statusAction = action;
-    el.retryBtn.hidden = !action;
-    if (action) el.retryBtn.textContent = action.label;
-    if (level === 'error') console.warn('[intercom]', text);
-  }
-  el.retryBtn.addEventListener('click', () => { const a = statusAction; if (a) a.fn(); });
+  const setStatus = SignalKit.statusLine({ box: el.status, text: el.statusText, button: el.retryBtn, tag: TAG });
 
   function setConn(c) {
     app.conn = c;
-    document.body.dataset.conn = c;
-    el.conn.textContent = c === 'connected' ? 'online' : (c === 'connecting' ? 'connecting…' : 'offline');
-    el.conn.dataset.level = c === 'connected' ? 'ok' : (c === 'connecting' || c === 'reconnecting' ? 'warn' : 'off');
+    SignalKit.showConn(el.conn, c);
     renderPeers();
   }
 
@@ -119,112 +89,22 @@
     el.nameError.hidden = !text;
   }
 
-  // ---------------------------------------------------------------- secure context
-  function mediaAvailable() {
-    return window.isSecureContext !== false && !!navigator.mediaDevices &&
-      typeof navigator.mediaDevices.getUserMedia === 'function';
-  }
-  function httpsHint() { return `https://${location.hostname}:8443${location.pathname}`; }
-  function insecureText() {
-    return 'This page is not in a secure context, so the browser blocks the microphone and camera: ' +
-      'browsers allow the microphone only over https or on localhost. ' +
-      `Open the https address of this intercom instead (by default ${httpsHint()}).`;
-  }
-  if (!mediaAvailable()) {
-    el.secureWarning.hidden = false;
-    el.secureWarning.textContent = insecureText() + ' ';
-    const a = document.createElement('a');
-    a.href = httpsHint();
-    a.textContent = 'Open the secure page';
-    a.dataset.testid = 'https-link';
-    el.secureWarning.append(a);
-  }
+  SignalKit.showInsecureWarning(el.secureWarning);
 
   // ---------------------------------------------------------------- signaling socket
-  let everConnected = false;
-  let fatalReason = null;     // set by a fatal server error, read when the socket closes
-  let lastError = null;       // text of the last server error message
-  let retryAttempt = 0;
-  let retryTimer = null;
-  let retryTick = null;
-  let outbox = [];
-  let lastRx = 0;
-  let probeSentAt = 0;
-  let keepaliveTimer = null;
+  const sig = SignalKit.socket({
+    tag: TAG,
+    query: () => (app.name ? { id: app.name, room: pageRoom } : null),
+    connectingText: () => `Connecting as ${app.name}…`,
+    setConn, setStatus,
+    onWelcome, onPeerJoined: renderPeers, onPeerLeft, onPeers: renderPeers,
+    onMessage: (msg) => calls.onMessage(msg), onUnreachable, onClosed,
+  });
+  const send = sig.send;
 
-  function wsUrl() {
-    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    // id, room and token are all of the unreserved alphabet: encodeURIComponent keeps them as they are.
-    let q = `id=${encodeURIComponent(app.name)}&token=${encodeURIComponent(token)}`;
-    if (pageRoom) q += `&room=${encodeURIComponent(pageRoom)}`;
-    return `${proto}://${location.host}/ws?${q}`;
-  }
-
-  function clearRetry() {
-    clearTimeout(retryTimer); retryTimer = null;
-    clearInterval(retryTick); retryTick = null;
-  }
-
-  function dropSocket() {
-    const s = ws;
-    ws = null;
-    stopKeepalive();
-    if (!s) return;
-    s.onopen = s.onmessage = s.onclose = s.onerror = null;
-    try { s.close(1000, 'bye'); } catch (_) { /* ignore */ }
-  }
-
-  function connect() {
-    clearRetry();
-    dropSocket();
-    if (!app.name) { showLogin(); return; }
-    fatalReason = null;
-    lastError = null;
-    setConn(retryAttempt > 0 ? 'reconnecting' : 'connecting');
-    if (retryAttempt === 0) setStatus(`Connecting as ${app.name}…`);
-    let s;
-    try {
-      s = new WebSocket(wsUrl());
-    } catch (e) {
-      scheduleReconnect(`Cannot open a connection to the server (${e.message})`);
-      return;
-    }
-    ws = s;
-    s.onopen = () => { lastRx = Date.now(); probeSentAt = 0; startKeepalive(); };
-    s.onmessage = (ev) => { if (s === ws) onServerText(ev.data); };
-    s.onerror = () => { /* a close event follows */ };
-    s.onclose = (ev) => {
-      if (s !== ws) return;
-      ws = null;
-      onSocketClosed(ev.code, ev.reason);
-    };
-  }
-
-  function disconnect() {
-    clearRetry();
-    dropSocket();
-    outbox = [];
-    retryAttempt = 0;
-    app.peers.clear();
-    setConn('disconnected');
-  }
-
-  function send(msg) {
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(msg));
-      return true;
-    }
-    // Socket down: keep directed signaling until we are back (the server does the same for us).
-    if (msg.to && outbox.length < MAX_OUTBOX) outbox.push(msg);
-    return false;
-  }
-
-  function onSocketClosed(code, reason) {
-    stopKeepalive();
-    app.peers.clear();
+  function onClosed(code, reason, fatal, lastError) {
     renderPeers();
-    const why = fatalReason;
-    if (code === 4000 || why === 'invalid-id' || why === 'invalid-room' || why === 'invalid-token') {
+    if (code === 4000 || fatal === 'invalid-id' || fatal === 'invalid-room' || fatal === 'invalid-token') {
       setConn('closed');
       const text = lastError || `The server refused this name, room or token${reason ? ` (${reason})` : ''}.`;
       setStatus(`${text} Pick another name.`, 'error');
@@ -232,7 +112,7 @@
       showLogin();
       return;
     }
-    if (code === 4002 || why === 'id-taken') {
+    if (code === 4002 || fatal === 'id-taken') {
       setConn('closed');
       setStatus(`The name “${app.name}” is already in use. Pick another name.`, 'error');
       showNameError('This name is already in use: pick another one.');
@@ -244,115 +124,24 @@
       if (call) endCall('', 'info', { notify: false });
       setConn('closed');
       setStatus('This intercom was opened in another tab or window, so this one was disconnected.', 'warn',
-        { label: 'Use it here', fn: () => { retryAttempt = 0; connect(); } });
+        { label: 'Use it here', fn: () => sig.start() });
       return;
     }
-    let text;
-    if (code === 4005 || why === 'server-full') text = 'The server is full';
-    else if (code === 4006 || why === 'room-full') text = 'This room is full';
-    else if (code === 1001) text = 'The server is restarting';
-    else if (code === 4008 || code === 4009) text = 'The server dropped this connection';
-    else if (!everConnected) text = 'Cannot reach the intercom server';
-    else text = 'Lost the connection to the intercom server';
-    scheduleReconnect(text);
+    sig.reconnect(sig.closeText(code, fatal));
   }
-
-  function scheduleReconnect(text) {
-    clearRetry();
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(retryAttempt, 10));
-    // jitter: 80–120 % of the step, kept within 1 s … 30 s
-    const delay = Math.round(Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, base * (0.8 + 0.4 * Math.random()))));
-    retryAttempt += 1;
-    setConn('reconnecting');
-    const due = Date.now() + delay;
-    const action = { label: 'Retry now', fn: () => connect() };
-    const tick = () => {
-      const left = Math.max(1, Math.round((due - Date.now()) / 1000));
-      setStatus(`${text}: reconnecting in ${left} s…`, 'warn', action);
-    };
-    tick();
-    retryTick = setInterval(tick, 1000);
-    retryTimer = setTimeout(connect, delay);
-  }
-
-  // Keepalive: a socket on a phone that lost Wi-Fi can look open for minutes.
-  // When nothing was heard for a while ask the server for the peer list; no answer means reconnect.
-  function startKeepalive() {
-    stopKeepalive();
-    keepaliveTimer = setInterval(checkAlive, 5000);
-  }
-  function stopKeepalive() { clearInterval(keepaliveTimer); keepaliveTimer = null; probeSentAt = 0; }
-  function checkAlive() {
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    const now = Date.now();
-    if (probeSentAt && now - probeSentAt > KEEPALIVE_TIMEOUT_MS) {
-      dropSocket();
-      onSocketClosed(1006, 'no answer');
-    } else if (!probeSentAt && now - lastRx > KEEPALIVE_IDLE_MS) {
-      probeSentAt = now;
-      send({ type: 'peers' });
-    }
-  }
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState !== 'visible') return;
-    if (ws && ws.readyState === WebSocket.OPEN && !probeSentAt && Date.now() - lastRx > 5000) {
-      probeSentAt = Date.now();
-      send({ type: 'peers' });
-    } else if (retryTimer) {
-      connect();
-    }
-  });
-  window.addEventListener('online', () => { if (retryTimer) connect(); });
 
   // ---------------------------------------------------------------- server messages
-  function onServerText(data) {
-    lastRx = Date.now();
-    probeSentAt = 0;
-    let msg;
-    try { msg = JSON.parse(data); } catch (_) { console.warn('[intercom] non-JSON from server', data); return; }
-    if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
-    switch (msg.type) {
-      case 'welcome': onWelcome(msg); break;
-      case 'peer-joined':
-        if (typeof msg.id === 'string' && msg.id !== app.myId) { app.peers.add(msg.id); renderPeers(); }
-        break;
-      case 'peer-left':
-        if (typeof msg.id === 'string') {
-          app.peers.delete(msg.id);
-          renderPeers();
-          if (call && call.peer === msg.id) {
-            const text = app.state === 'ringing' ? `${msg.id} went offline: missed call.`
-              : `${msg.id} went offline: the call ended.`;
-            endCall(text, 'warn', { notify: false });
-          }
-        }
-        break;
-      case 'peers':
-        if (Array.isArray(msg.peers)) {
-          app.peers = new Set(msg.peers.filter((p) => typeof p === 'string' && p !== app.myId));
-          renderPeers();
-        }
-        break;
-      case 'error': onServerError(msg); break;
-      default:
-        if (typeof msg.from === 'string') onDirected(msg);
+  function onPeerLeft(id) {
+    renderPeers();
+    if (call && call.peer === id) {
+      const text = app.state === 'ringing' ? `${id} went offline: missed call.` : `${id} went offline: the call ended.`;
+      endCall(text, 'warn', { notify: false });
     }
   }
 
   function onWelcome(msg) {
-    everConnected = true;
-    retryAttempt = 0;
-    clearRetry();
     app.myId = typeof msg.id === 'string' ? msg.id : app.name;
     app.room = typeof msg.room === 'string' ? msg.room : 'lobby';
-    app.peers = new Set((Array.isArray(msg.peers) ? msg.peers : []).filter((p) => typeof p === 'string' && p !== app.myId));
-    if (Array.isArray(msg.iceServers)) {
-      app.iceServers = msg.iceServers;
-    } else {
-      fetch('/api/ice-servers').then((r) => r.json()).then((j) => {
-        if (j && Array.isArray(j.iceServers)) app.iceServers = j.iceServers;
-      }).catch(() => { /* keep the last list */ });
-    }
     store(LS_NAME, app.myId);
     storeTab(app.myId);
     showNameError('');
@@ -364,53 +153,20 @@
     setState(app.state); // re-evaluates which cards show
     if (call) setStatus(`Back online. Still in a call with ${call.peer}.`);
     else setStatus(`Online as ${app.myId}.`, 'ok');
-    const queued = outbox;
-    outbox = [];
-    for (const m of queued) send(m);
   }
 
-  function onServerError(msg) {
-    const code = String(msg.code || 'error');
-    const text = typeof msg.message === 'string' && msg.message ? msg.message : code;
-    const ref = msg.ref && typeof msg.ref === 'object' ? msg.ref : {};
-    lastError = text;
-    switch (code) {
-      case 'id-taken':
-        fatalReason = code;
-        setStatus(`The name “${app.name}” is already in use. Pick another name.`, 'error');
-        return;
-      case 'invalid-id':
-      case 'invalid-room':
-      case 'invalid-token':
-        fatalReason = code;
-        setStatus(`The server refused the connection: ${text}`, 'error');
-        showNameError(text);
-        return;
-      case 'server-full':
-      case 'room-full':
-        fatalReason = code;
-        setStatus(code === 'server-full' ? 'The server is full.' : 'This room is full.', 'warn');
-        return;
-      case 'unknown-peer':
-      case 'peer-unavailable':
-        if (call && ref.to === call.peer && ref.type !== 'hangup' && ref.type !== 'call-reject') {
-          endCall(`${call.peer} is not reachable any more: the call ended.`, 'error', { notify: false });
-        } else if (ref.type === 'call-request') {
-          setStatus(`${ref.to || 'That peer'} is not online.`, 'warn');
-        }
-        return;
-      case 'rate-limited':
-        setStatus('Sending too fast: the server dropped a message.', 'warn');
-        return;
-      default:
-        if (ref.type === 'peers') return; // keepalive probe answered by an error: still alive
-        setStatus(`Server error (${code}): ${text}`, 'error');
+  // A message of ours could not be delivered to ref.to.
+  function onUnreachable(ref) {
+    if (call && ref.to === call.peer && ref.type !== 'hangup' && ref.type !== 'call-reject') {
+      endCall(`${call.peer} is not reachable any more: the call ended.`, 'error', { notify: false });
+    } else if (ref.type === 'call-request') {
+      setStatus(`${ref.to || 'That peer'} is not online.`, 'warn');
     }
   }
 
   // ---------------------------------------------------------------- peer list
   function renderPeers() {
-    const ids = Array.from(app.peers).sort((a, b) => a.localeCompare(b));
+    const ids = Array.from(sig.peers).sort((a, b) => a.localeCompare(b));
     const canCall = app.conn === 'connected' && app.state === 'idle';
     const items = ids.map((id) => {
       const li = document.createElement('li');
@@ -448,138 +204,45 @@
     if (li) placeCall(li.dataset.peer, b.dataset.media);
   });
 
-  // ---------------------------------------------------------------- tones (WebAudio)
-  let audioCtx = null;
-  let tone = null; // { gain, timer }
-  function ensureAudioCtx() {
-    try {
-      if (!audioCtx) {
-        const AC = window.AudioContext || window.webkitAudioContext;
-        if (!AC) return null;
-        audioCtx = new AC();
-      }
-      if (audioCtx.state === 'suspended') audioCtx.resume().catch(() => {});
-    } catch (_) { return null; }
-    return audioCtx;
-  }
+  // ---------------------------------------------------------------- sound, media
   // Unlock audio on the first tap so a later incoming call can ring.
-  for (const t of ['pointerdown', 'keydown']) document.addEventListener(t, ensureAudioCtx, { capture: true });
+  for (const t of ['pointerdown', 'keydown']) document.addEventListener(t, () => CallKit.audioContext(), { capture: true });
 
-  function startTone(kind) {
-    stopTone();
-    const ctx = ensureAudioCtx();
-    if (!ctx) return;
-    try {
-      const gain = ctx.createGain();
-      gain.gain.value = kind === 'ring' ? 0.25 : 0.08;
-      gain.connect(ctx.destination);
-      const beep = (at, dur, freqs) => {
-        const env = ctx.createGain();
-        env.gain.setValueAtTime(0, at);
-        env.gain.linearRampToValueAtTime(1, at + 0.02);
-        env.gain.setValueAtTime(1, at + dur - 0.03);
-        env.gain.linearRampToValueAtTime(0, at + dur);
-        env.connect(gain);
-        for (const f of freqs) {
-          const o = ctx.createOscillator();
-          o.frequency.value = f;
-          o.connect(env);
-          o.start(at);
-          o.stop(at + dur);
-        }
-      };
-      const pattern = () => {
-        const t = ctx.currentTime + 0.05;
-        if (kind === 'ring') { // two short chimes every 2 s
-          beep(t, 0.35, [880, 1320]);
-          beep(t + 0.5, 0.35, [660, 990]);
-        } else { // ringback: 1 s tone every 4 s
-          beep(t, 1.0, [425]);
-        }
-      };
-      pattern();
-      tone = { gain, timer: setInterval(pattern, kind === 'ring' ? 2000 : 4000) };
-    } catch (e) {
-      console.warn('[intercom] tone failed', e);
-    }
-    if (kind === 'ring' && navigator.vibrate) { try { navigator.vibrate([400, 200, 400]); } catch (_) { /* ignore */ } }
+  function getMedia(media) {
+    return SignalKit.getMedia(media, { onAudioOnly: () => setStatus('No usable camera: continuing with audio only.', 'warn') });
   }
-  function stopTone() {
-    if (!tone) return;
-    clearInterval(tone.timer);
-    try { tone.gain.disconnect(); } catch (_) { /* ignore */ }
-    tone = null;
-    if (navigator.vibrate) { try { navigator.vibrate(0); } catch (_) { /* ignore */ } }
-  }
-
-  // ---------------------------------------------------------------- media
-  async function getMedia(media) {
-    if (!mediaAvailable()) {
-      const e = new Error('not a secure context');
-      e.name = 'InsecureContext';
-      throw e;
-    }
-    const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
-    if (media !== 'video') return navigator.mediaDevices.getUserMedia({ audio, video: false });
-    try {
-      return await navigator.mediaDevices.getUserMedia({
-        audio, video: { facingMode: 'user', width: { ideal: 640 }, height: { ideal: 480 } },
-      });
-    } catch (e) {
-      if (e && (e.name === 'NotFoundError' || e.name === 'NotReadableError' || e.name === 'OverconstrainedError')) {
-        const s = await navigator.mediaDevices.getUserMedia({ audio, video: false });
-        setStatus('No usable camera: continuing with audio only.', 'warn');
-        return s;
-      }
-      throw e;
-    }
-  }
-
   function mediaErrorText(e, media) {
-    const what = media === 'video' ? 'microphone and camera' : 'microphone';
-    switch (e && e.name) {
-      case 'InsecureContext': return insecureText();
-      case 'NotAllowedError':
-      case 'PermissionDeniedError':
-      case 'SecurityError':
-        return `Access to the ${what} was denied. Allow it for this site in the browser settings ` +
-          '(the lock or camera icon next to the address), then try again.';
-      case 'NotFoundError': return `No ${what} was found on this device.`;
-      case 'NotReadableError': return `The ${what} is in use by another application or could not be started.`;
-      default: return `Could not start the ${what}: ${e && e.name ? e.name + ': ' : ''}${e && e.message ? e.message : e}`;
-    }
+    return SignalKit.mediaErrorText(e, media === 'video' ? 'microphone and camera' : 'microphone');
   }
 
-  function stopStream(s) { if (s) for (const t of s.getTracks()) t.stop(); }
+  function playRemoteAudio() {
+    const p = el.remoteAudio.play();
+    if (p && p.catch) {
+      p.then(() => { el.unblockAudioBtn.hidden = true; })
+        .catch(() => { el.unblockAudioBtn.hidden = false; });
+    }
+  }
+  el.unblockAudioBtn.addEventListener('click', playRemoteAudio);
 
   // ---------------------------------------------------------------- calls
-  function matches(msg) {
-    return !!call && msg.from === call.peer && (!msg.call || !call.id || msg.call === call.id);
-  }
-
-  function onDirected(msg) {
-    switch (msg.type) {
-      case 'call-request': onCallRequest(msg); break;
-      case 'call-accept': onCallAccept(msg); break;
-      case 'call-reject': onCallReject(msg); break;
-      case 'offer': onOffer(msg); break;
-      case 'answer': onAnswer(msg); break;
-      case 'candidate': onCandidate(msg); break;
-      case 'hangup': onHangup(msg); break;
-      default: break; // not ours
-    }
-  }
+  const calls = CallKit.engine({
+    tag: TAG, send, current: () => call, iceServers: () => sig.iceServers,
+    onCallRequest, onCallAccept, onCallReject, onHangup,
+    media: { remoteAudio: el.remoteAudio, remoteVideo: el.remoteVideo, localVideo: el.localVideo, placeholder: el.audioOnly },
+    playAudio: playRemoteAudio,
+    fail: (c, why) => endCall(`Call failed: ${why}.`, 'error', { notify: true, reason: 'failed' }),
+    ice: onIceState,
+    chatOpen: (c, open) => enableChat(open),
+    chat: (c, text) => addChat(c.peer, text, 'them'),
+    dropped: (c) => endCall(`The call with ${c.peer} ended.`, 'info', { notify: true }),
+  });
 
   async function placeCall(peer, media) {
     if (call || app.conn !== 'connected' || app.state !== 'idle') return;
     if (!ID_RE.test(peer)) return;
     media = media === 'video' ? 'video' : 'audio';
-    ensureAudioCtx();
-    const c = call = {
-      id: randomHex(8), peer, media, role: 'caller',
-      pc: null, dc: null, localStream: null, remoteStream: null, pending: [],
-      timer: null, signaled: false, connected: false,
-    };
+    CallKit.audioContext();
+    const c = call = calls.newCall({ id: SignalKit.randomHex(8), peer, media, role: 'caller' });
     el.outgoingTo.textContent = peer;
     el.outgoingKind.textContent = media === 'video' ? 'Video call' : 'Audio call';
     setState('calling');
@@ -591,11 +254,11 @@
       if (call === c) endCall(mediaErrorText(e, media), 'error', { notify: false });
       return;
     }
-    if (call !== c) { stopStream(stream); return; } // cancelled meanwhile
+    if (call !== c) { SignalKit.stopStream(stream); return; } // cancelled meanwhile
     c.localStream = stream;
     send({ type: 'call-request', to: peer, call: c.id, media });
     c.signaled = true;
-    startTone('ringback');
+    CallKit.startTone(RINGBACK);
     c.timer = setTimeout(() => {
       if (call === c && app.state === 'calling') {
         endCall(`Call failed: ${peer} did not answer within ${RING_TIMEOUT_MS / 1000} s.`, 'error', { notify: true, reason: 'no-answer' });
@@ -617,9 +280,7 @@
         const c = call;
         send({ type: 'hangup', to: from, call: c.id, reason: 'glare' });
         call = null;
-        clearTimeout(c.timer);
-        stopTone();
-        stopStream(c.localStream);
+        calls.close(c, { notify: false });
         startRinging(from, media, msg.call, group);
         acceptCall();
         return;
@@ -631,11 +292,9 @@
   }
 
   function startRinging(from, media, callId, group = false) {
-    const c = call = {
-      id: typeof callId === 'string' ? callId : null, peer: from, media, role: 'callee',
-      pc: null, dc: null, localStream: null, remoteStream: null, pending: [],
-      timer: null, signaled: true, connected: false, accepting: false,
-    };
+    const c = call = calls.newCall({
+      id: typeof callId === 'string' ? callId : null, peer: from, media, role: 'callee', signaled: true, accepting: false,
+    });
     el.incomingFrom.textContent = from;
     el.incomingKind.textContent = `is calling ${group ? 'everyone' : 'you'} (${media})…`;
     el.acceptBtn.disabled = false;
@@ -643,7 +302,7 @@
     setState('ringing');
     setStatus(`Incoming ${media} call from ${from}.`);
     document.title = `📞 ${from} is calling – ${baseTitle}`;
-    startTone('ring');
+    CallKit.startTone(RING);
     c.timer = setTimeout(() => {
       if (call === c && app.state === 'ringing') {
         endCall(`Missed call from ${from}.`, 'warn', { notify: true, reason: 'no-answer' });
@@ -657,9 +316,9 @@
     c.accepting = true;
     el.acceptBtn.disabled = true;
     clearTimeout(c.timer);
-    stopTone();
-    ensureAudioCtx();
-    setStatus(mediaAvailable() ? 'Starting the microphone…' : insecureText());
+    CallKit.stopTone();
+    CallKit.audioContext();
+    setStatus(SignalKit.mediaAvailable() ? 'Starting the microphone…' : SignalKit.insecureText());
     let stream;
     try {
       stream = await getMedia(c.media);
@@ -667,36 +326,27 @@
       if (call === c) endCall(mediaErrorText(e, c.media), 'error', { notify: true, reason: 'media-error' });
       return;
     }
-    if (call !== c) { stopStream(stream); return; } // caller gave up meanwhile
+    if (call !== c) { SignalKit.stopStream(stream); return; } // caller gave up meanwhile
     c.localStream = stream;
-    if (!createPeerConnection(c)) return;
+    if (!calls.open(c, false)) return;
     enterCall(c);
     send({ type: 'call-accept', to: c.peer, call: c.id, media: c.media });
-    startConnectTimer(c);
+    calls.startConnectTimer(c);
   }
 
-  async function onCallAccept(msg) {
-    if (!matches(msg) || call.role !== 'caller' || app.state !== 'calling' || !call.localStream) return;
+  function onCallAccept(msg) {
+    if (!calls.matches(call, msg) || call.role !== 'caller' || app.state !== 'calling' || !call.localStream) return;
     const c = call;
     clearTimeout(c.timer);
-    stopTone();
-    if (!createPeerConnection(c)) return;
-    setupDataChannel(c, c.pc.createDataChannel('chat'));
+    CallKit.stopTone();
+    if (!calls.open(c, true)) return;
     enterCall(c);
-    startConnectTimer(c);
-    try {
-      const offer = await c.pc.createOffer();
-      if (call !== c) return;
-      await c.pc.setLocalDescription(offer);
-      if (call !== c) return;
-      send({ type: 'offer', to: c.peer, call: c.id, sdp: c.pc.localDescription.sdp });
-    } catch (e) {
-      if (call === c) failCall(`Call failed: could not create an offer (${e.message}).`);
-    }
+    calls.startConnectTimer(c);
+    calls.sendOffer(c);
   }
 
   function onCallReject(msg) {
-    if (!matches(msg) || call.role !== 'caller' || app.state !== 'calling') return;
+    if (!calls.matches(call, msg) || call.role !== 'caller' || app.state !== 'calling') return;
     const p = call.peer;
     let text;
     switch (msg.reason) {
@@ -709,56 +359,8 @@
     endCall(text, 'warn', { notify: false });
   }
 
-  async function onOffer(msg) {
-    if (!matches(msg) || call.role !== 'callee' || !call.pc) return;
-    const c = call;
-    const sdp = typeof msg.sdp === 'string' ? msg.sdp : (msg.sdp && msg.sdp.sdp);
-    if (typeof sdp !== 'string') return;
-    try {
-      await c.pc.setRemoteDescription({ type: 'offer', sdp });
-      if (call !== c) return;
-      flushCandidates(c);
-      const answer = await c.pc.createAnswer();
-      if (call !== c) return;
-      await c.pc.setLocalDescription(answer);
-      if (call !== c) return;
-      send({ type: 'answer', to: c.peer, call: c.id, sdp: c.pc.localDescription.sdp });
-    } catch (e) {
-      if (call === c) failCall(`Call failed: could not answer the offer (${e.message}).`);
-    }
-  }
-
-  async function onAnswer(msg) {
-    if (!matches(msg) || call.role !== 'caller' || !call.pc) return;
-    const c = call;
-    const sdp = typeof msg.sdp === 'string' ? msg.sdp : (msg.sdp && msg.sdp.sdp);
-    if (typeof sdp !== 'string' || c.pc.signalingState !== 'have-local-offer') return;
-    try {
-      await c.pc.setRemoteDescription({ type: 'answer', sdp });
-      if (call === c) flushCandidates(c);
-    } catch (e) {
-      if (call === c) failCall(`Call failed: the answer was not accepted (${e.message}).`);
-    }
-  }
-
-  function onCandidate(msg) {
-    if (!matches(msg) || !msg.candidate || typeof msg.candidate !== 'object') return;
-    const c = call;
-    if (!c.pc || !c.pc.remoteDescription) {
-      if (c.pending.length < MAX_PENDING_CANDIDATES) c.pending.push(msg.candidate);
-      return;
-    }
-    c.pc.addIceCandidate(msg.candidate).catch((e) => console.warn('[intercom] bad candidate', e));
-  }
-
-  function flushCandidates(c) {
-    const list = c.pending;
-    c.pending = [];
-    for (const cand of list) c.pc.addIceCandidate(cand).catch((e) => console.warn('[intercom] bad candidate', e));
-  }
-
   function onHangup(msg) {
-    if (!matches(msg)) return;
+    if (!calls.matches(call, msg)) return;
     const p = call.peer;
     let text;
     if (msg.reason === 'answered-elsewhere') {
@@ -772,73 +374,25 @@
     endCall(text, msg.reason === 'failed' ? 'error' : 'info', { notify: false });
   }
 
-  function createPeerConnection(c) {
-    let pc;
-    try {
-      pc = new RTCPeerConnection({ iceServers: app.iceServers });
-    } catch (e) {
-      console.warn('[intercom] ICE server list refused, using none', e);
-      try { pc = new RTCPeerConnection({ iceServers: [] }); } catch (e2) {
-        failCall(`Call failed: this browser cannot make WebRTC calls (${e2.message}).`);
-        return false;
-      }
-    }
-    c.pc = pc;
-    for (const t of c.localStream.getTracks()) pc.addTrack(t, c.localStream);
-    // Trickle ICE: every candidate goes out as soon as it is found.
-    pc.onicecandidate = (e) => {
-      if (e.candidate && call === c) send({ type: 'candidate', to: c.peer, call: c.id, candidate: e.candidate.toJSON() });
-    };
-    pc.ontrack = (e) => { if (call === c) addRemoteTrack(c, e.track); };
-    pc.ondatachannel = (e) => { if (call === c) setupDataChannel(c, e.channel); };
-    pc.oniceconnectionstatechange = () => { if (call === c) onIceState(c); };
-    pc.onconnectionstatechange = () => {
-      if (call === c && pc.connectionState === 'failed') {
-        failCall(`Call failed: no media connection to ${c.peer} could be established.`);
-      }
-    };
-    return true;
-  }
-
-  function onIceState(c) {
-    const s = c.pc.iceConnectionState;
-    document.body.dataset.ice = s;
-    switch (s) {
+  function onIceState(c, state, first) {
+    switch (state) {
       case 'checking':
         el.callState.textContent = 'connecting';
         break;
       case 'connected':
       case 'completed':
-        clearTimeout(c.timer);
         el.callState.textContent = 'connected';
         el.callState.dataset.level = 'ok';
-        if (!c.connected) setStatus(`In call with ${c.peer}.`, 'ok');
-        c.connected = true;
+        if (first) setStatus(`In call with ${c.peer}.`, 'ok');
         break;
       case 'disconnected':
         el.callState.textContent = 'interrupted';
         el.callState.dataset.level = 'warn';
         setStatus(`The connection to ${c.peer} is interrupted; trying to recover…`, 'warn');
         break;
-      case 'failed':
-        failCall(`Call failed: the media connection to ${c.peer} failed (ICE failed).`);
-        break;
       default:
         break;
     }
-  }
-
-  function startConnectTimer(c) {
-    clearTimeout(c.timer);
-    c.timer = setTimeout(() => {
-      if (call === c && !c.connected) {
-        failCall(`Call failed: no media connection to ${c.peer} within ${CONNECT_TIMEOUT_MS / 1000} s.`);
-      }
-    }, CONNECT_TIMEOUT_MS);
-  }
-
-  function failCall(text) {
-    endCall(text, 'error', { notify: true, reason: 'failed' });
   }
 
   function enterCall(c) {
@@ -860,50 +414,7 @@
     setStatus(`Connecting to ${c.peer}…`);
   }
 
-  function addRemoteTrack(c, track) {
-    if (!c.remoteStream) c.remoteStream = new MediaStream();
-    if (!c.remoteStream.getTrackById(track.id)) c.remoteStream.addTrack(track);
-    // Audio goes out through the <audio> element only; the <video> element stays muted.
-    if (track.kind === 'audio') {
-      el.remoteAudio.srcObject = c.remoteStream;
-      playRemoteAudio();
-    } else if (track.kind === 'video') {
-      el.remoteVideo.srcObject = c.remoteStream;
-      el.remoteVideo.hidden = false;
-      el.audioOnly.hidden = true;
-      el.remoteVideo.play().catch(() => { /* muted video autoplays; ignore */ });
-    }
-  }
-
-  function playRemoteAudio() {
-    const p = el.remoteAudio.play();
-    if (p && p.catch) {
-      p.then(() => { el.unblockAudioBtn.hidden = true; })
-        .catch(() => { el.unblockAudioBtn.hidden = false; });
-    }
-  }
-  el.unblockAudioBtn.addEventListener('click', playRemoteAudio);
-
-  function setupDataChannel(c, dc) {
-    c.dc = dc;
-    dc.onopen = () => { if (call === c) enableChat(true); };
-    dc.onclose = () => {
-      if (call !== c) return;
-      enableChat(false);
-      // The other side closed its connection (its hangup message may be lost or late): end here too.
-      if (c.connected) endCall(`The call with ${c.peer} ended.`, 'info', { notify: true });
-    };
-    dc.onmessage = (e) => {
-      if (call !== c) return;
-      let text = typeof e.data === 'string' ? e.data : '';
-      try {
-        const m = JSON.parse(text);
-        if (m && typeof m.text === 'string') text = m.text;
-      } catch (_) { /* plain text */ }
-      addChat(c.peer, text, 'them');
-    };
-  }
-
+  // ---------------------------------------------------------------- chat, mute
   function enableChat(on) {
     el.chatInput.disabled = !on;
     el.chatSend.disabled = !on;
@@ -956,35 +467,12 @@
   function endCall(text, level = 'info', { notify = true, reason } = {}) {
     const c = call;
     if (!c) return;
-    if (notify && c.signaled) {
-      if (c.role === 'callee' && !c.pc) {
-        send({ type: 'call-reject', to: c.peer, call: c.id, reason: reason || 'declined' });
-      } else {
-        const m = { type: 'hangup', to: c.peer, call: c.id };
-        if (reason) m.reason = reason;
-        send(m);
-      }
-    }
     call = null;
-    clearTimeout(c.timer);
-    stopTone();
-    if (c.dc) { c.dc.onopen = c.dc.onclose = c.dc.onmessage = null; try { c.dc.close(); } catch (_) { /* ignore */ } }
-    if (c.pc) {
-      const pc = c.pc;
-      pc.onicecandidate = pc.ontrack = pc.ondatachannel = pc.oniceconnectionstatechange = pc.onconnectionstatechange = null;
-      try { pc.close(); } catch (_) { /* ignore */ }
-    }
-    stopStream(c.localStream);
-    for (const v of [el.remoteAudio, el.remoteVideo, el.localVideo]) v.srcObject = null;
-    el.remoteVideo.hidden = true;
-    el.localVideo.hidden = true;
-    el.audioOnly.hidden = false;
+    calls.close(c, { notify, reason });
     el.unblockAudioBtn.hidden = true;
     enableChat(false);
-    delete document.body.dataset.ice;
     delete document.body.dataset.chat;
     delete document.body.dataset.muted;
-    delete document.body.dataset.media;
     document.title = baseTitle;
     setState('idle');
     if (text) setStatus(text, level);
@@ -993,7 +481,7 @@
   // ---------------------------------------------------------------- buttons
   el.nameForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    ensureAudioCtx();
+    CallKit.audioContext();
     const v = el.nameInput.value.trim();
     if (!ID_RE.test(v)) {
       showNameError('Use 1–64 characters: letters A–Z a–z, digits 0–9 and . _ ~ -');
@@ -1002,12 +490,12 @@
     }
     showNameError('');
     app.name = v;
-    retryAttempt = 0;
-    connect();
+    sig.start();
   });
   el.changeNameBtn.addEventListener('click', () => {
     if (call) return;
-    disconnect();
+    sig.close();
+    setConn('disconnected');
     setStatus('Pick a name to go online.');
     showLogin();
     el.nameInput.select();
@@ -1035,8 +523,8 @@
     get conn() { return app.conn; },
     get id() { return app.myId; },
     get room() { return app.room; },
-    get peers() { return Array.from(app.peers); },
-    get iceServers() { return app.iceServers; },
+    get peers() { return Array.from(sig.peers); },
+    get iceServers() { return sig.iceServers; },
     get currentCall() { return call ? { id: call.id, peer: call.peer, media: call.media, role: call.role, connected: call.connected } : null; },
     get localStream() { return call ? call.localStream : null; },
     get remoteStream() { return call ? call.remoteStream : null; },
@@ -1047,28 +535,8 @@
   // ---------------------------------------------------------------- start
   setState('idle');
   setConn('disconnected');
-  // Tabs of one browser share the token, so a second tab that went online under the
-  // remembered name would take it from the first (close code 4001). Ask the other tabs first.
-  let tabs = null;
-  try { tabs = new BroadcastChannel('intercom'); } catch (_) { /* old browser */ }
-  if (tabs) {
-    tabs.onmessage = (ev) => {
-      const m = ev.data || {};
-      if (m.q === 'who' && m.name && m.name === app.name && app.conn !== 'disconnected' && app.conn !== 'closed') {
-        tabs.postMessage({ a: 'mine', name: m.name });
-      }
-    };
-  }
-  function nameUsedByAnotherTab(name) {
-    if (!tabs) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const probe = new BroadcastChannel('intercom');
-      const done = (used) => { clearTimeout(timer); probe.close(); resolve(used); };
-      const timer = setTimeout(() => done(false), 250);
-      probe.onmessage = (ev) => { if (ev.data && ev.data.a === 'mine' && ev.data.name === name) done(true); };
-      probe.postMessage({ q: 'who', name });
-    });
-  }
+  // A second tab that went online under the remembered name would take it from the first.
+  const usedByAnotherTab = SignalKit.tabNames((name) => name === app.name && app.conn !== 'disconnected' && app.conn !== 'closed');
 
   const tabName = loadTab();
   const saved = tabName || load(LS_NAME);
@@ -1076,9 +544,9 @@
     el.nameInput.value = saved;
     if (tabName) {
       app.name = saved; // a reload of this tab: take the name back at once
-      connect();
+      sig.start();
     } else {
-      nameUsedByAnotherTab(saved).then((used) => {
+      usedByAnotherTab(saved).then((used) => {
         if (app.name) return; // the user was quicker
         if (used) {
           setStatus(`“${saved}” is online in another tab of this browser. Pick another name for this tab.`, 'warn');
@@ -1086,7 +554,7 @@
           el.nameInput.select();
         } else {
           app.name = saved;
-          connect();
+          sig.start();
         }
       });
     }

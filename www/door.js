@@ -1,8 +1,6 @@
 // Door station (kiosk) page: one big button that rings a peer or the whole room, and
 // automatic answering of calls from the intercom pages. Plain JavaScript, no build step.
-// Speaks the call protocol of app.js over intercomd's /ws (see SPEC.md):
-//   call-request {call, media[, ring:"room"]} → call-accept | call-reject {reason}
-//   → offer / answer / candidate (trickle) → hangup {reason}
+// Speaks app.js's call protocol (call.js, over signal.js's socket; see SPEC.md).
 // A room-wide ring is one call-request to "*" with ring:"room"; the first call-accept wins,
 // every other rung peer gets hangup {reason:"answered-elsewhere", answeredBy}; cancelling or
 // timing out sends one hangup to "*".
@@ -10,18 +8,12 @@
 
 (() => {
   // ---------------------------------------------------------------- constants
-  const ID_RE = /^[A-Za-z0-9._~-]{1,64}$/;
-  const LS_TOKEN = 'intercom.token';   // shared with app.js: one token per browser
+  const { ID_RE, load, store } = SignalKit;
   const LS_CONFIG = 'intercom.door';   // {id, room, call} from the setup form
   const RING_TIMEOUT_MS = 30000;       // nobody accepted within this: "No answer"
-  const CONNECT_TIMEOUT_MS = 30000;    // accepted, but no media connection within this
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
-  const KEEPALIVE_IDLE_MS = 25000;     // nothing heard for this long: probe the server
-  const KEEPALIVE_TIMEOUT_MS = 10000;  // probe unanswered for this long: reconnect
   const RESULT_SHOW_MS = 12000;        // how long "No answer" / "Busy" stays on the ready screen
-  const MAX_OUTBOX = 256;
-  const MAX_PENDING_CANDIDATES = 256;
+  const TAG = '[door]';
+  const RINGBACK = { volume: 0.12, everyMs: 3000, beeps: [[0, 1.0, [440]]] }; // 1 s tone every 3 s
 
   // ---------------------------------------------------------------- elements
   const $ = (id) => document.getElementById(id);
@@ -37,22 +29,7 @@
     remoteAudio: $('remote-audio'), soundOverlay: $('sound-overlay'), enableSoundBtn: $('enable-sound-btn'),
   };
 
-  // ---------------------------------------------------------------- storage, config
-  function load(key) { try { return localStorage.getItem(key); } catch (_) { return null; } }
-  function store(key, value) { try { localStorage.setItem(key, value); } catch (_) { /* private mode */ } }
-
-  function randomHex(bytes) {
-    const a = new Uint8Array(bytes);
-    crypto.getRandomValues(a);
-    return Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
-  }
-
-  let token = load(LS_TOKEN);
-  if (!token || !/^[0-9a-f]{32}$/.test(token)) {
-    token = randomHex(16);
-    store(LS_TOKEN, token);
-  }
-
+  // ---------------------------------------------------------------- config
   // Returns {id, room, call} or {error} for a bad value; call '*' = the whole room.
   function checkConfig(id, room, target) {
     id = (id || '').trim();
@@ -82,12 +59,8 @@
     config: null,         // {id, room, call}
     myId: null,
     room: null,
-    peers: new Set(),
-    iceServers: [],
   };
-  let ws = null;
-  // { id, role: 'caller'|'callee', group, peer (null until someone accepts a room ring), targets: Set,
-  //   replies: Map peer→reason, media, pc, dc, localStream, remoteStream, pending, timer, signaled, connected }
+  // call.js's record plus: group, peer (null until someone accepts a room ring), targets: Set, replies: Map peer→reason
   let call = null;
 
   function setState(s) {
@@ -103,9 +76,7 @@
 
   function setConn(c) {
     app.conn = c;
-    document.body.dataset.conn = c;
-    el.conn.textContent = c === 'connected' ? 'online' : (c === 'connecting' ? 'connecting…' : 'offline');
-    el.conn.dataset.level = c === 'connected' ? 'ok' : (c === 'connecting' || c === 'reconnecting' ? 'warn' : 'off');
+    SignalKit.showConn(el.conn, c);
     if (!call && (app.state === 'ready' || app.state === 'offline' || app.state === 'starting')) setState(idleState());
     else renderReady();
   }
@@ -123,16 +94,7 @@
   }
 
   // ---------------------------------------------------------------- status line, notices, results
-  let statusAction = null;
-  function setStatus(text, level = 'info', action = null) {
-    el.statusText.textContent = text;
-    el.statusText.parentElement.dataset.level = level;
-    statusAction = action;
-    el.retryBtn.hidden = !action;
-    if (action) el.retryBtn.textContent = action.label;
-    if (level === 'error') console.warn('[door]', text);
-  }
-  el.retryBtn.addEventListener('click', () => { const a = statusAction; if (a) a.fn(); });
+  const setStatus = SignalKit.statusLine({ box: el.statusText.parentElement, text: el.statusText, button: el.retryBtn, tag: TAG });
 
   // Notices: persistent problems (insecure page, camera blocked, id taken, sound blocked).
   const notices = new Map(); // key → {text, level, action}
@@ -158,7 +120,7 @@
     }
     el.notices.replaceChildren(...items);
     document.body.dataset.notices = Array.from(notices.keys()).join(' ');
-    if (text && level === 'error') console.warn('[door]', text);
+    if (text && level === 'error') console.warn(TAG, text);
   }
 
   let resultTimer = null;
@@ -178,10 +140,7 @@
   }
 
   // ---------------------------------------------------------------- secure context, permissions
-  function mediaAvailable() {
-    return window.isSecureContext !== false && !!navigator.mediaDevices &&
-      typeof navigator.mediaDevices.getUserMedia === 'function';
-  }
+  // A kiosk's own text: the station's browser runs on the machine of the daemon.
   function insecureText() {
     return 'This page is not in a secure context, so the browser blocks the camera and microphone. ' +
       'Open it as http://localhost:8080/door.html on the machine that runs intercomd, or over https.';
@@ -217,71 +176,25 @@
   async function grantOnce() {
     try {
       const s = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-      stopStream(s);
+      SignalKit.stopStream(s);
       setNotice('permission', '');
     } catch (e) {
       setNotice('permission', mediaErrorText(e), 'error', { label: 'Try again', fn: grantOnce });
     }
   }
 
-  // ---------------------------------------------------------------- sound: tones, autoplay
-  let audioCtx = null;
-  let tone = null;
-  function ensureAudioCtx() {
-    try {
-      if (!audioCtx) {
-        const AC = window.AudioContext || window.webkitAudioContext;
-        if (!AC) return null;
-        audioCtx = new AC();
-      }
-      if (audioCtx.state === 'suspended') audioCtx.resume().catch(() => {});
-    } catch (_) { return null; }
-    return audioCtx;
-  }
-  function startRingback() {
-    stopTone();
-    const ctx = ensureAudioCtx();
-    if (!ctx) return;
-    try {
-      const gain = ctx.createGain();
-      gain.gain.value = 0.12;
-      gain.connect(ctx.destination);
-      const pattern = () => { // ringback: 1 s tone every 3 s
-        const at = ctx.currentTime + 0.05;
-        const env = ctx.createGain();
-        env.gain.setValueAtTime(0, at);
-        env.gain.linearRampToValueAtTime(1, at + 0.03);
-        env.gain.setValueAtTime(1, at + 0.95);
-        env.gain.linearRampToValueAtTime(0, at + 1.0);
-        env.connect(gain);
-        const o = ctx.createOscillator();
-        o.frequency.value = 440;
-        o.connect(env);
-        o.start(at);
-        o.stop(at + 1.0);
-      };
-      pattern();
-      tone = { gain, timer: setInterval(pattern, 3000) };
-    } catch (e) { console.warn('[door] tone failed', e); }
-  }
-  function stopTone() {
-    if (!tone) return;
-    clearInterval(tone.timer);
-    try { tone.gain.disconnect(); } catch (_) { /* ignore */ }
-    tone = null;
-  }
-
+  // ---------------------------------------------------------------- sound: autoplay
   // Autoplay: without --autoplay-policy=no-user-gesture-required Chromium keeps sound off until
   // the first tap. Say so on the ready screen; during a call, a full-screen "Tap to enable sound".
   function checkAutoplay() {
-    const ctx = ensureAudioCtx();
+    const ctx = CallKit.audioContext();
     if (ctx && ctx.state !== 'running' && !(navigator.userActivation && navigator.userActivation.hasBeenActive)) {
       setNotice('sound', 'Sound is blocked until someone touches the screen once ' +
         '(start the kiosk browser with --autoplay-policy=no-user-gesture-required).', 'warn');
     }
   }
   function onUserGesture() {
-    ensureAudioCtx();
+    CallKit.audioContext();
     if (notices.has('sound')) setNotice('sound', ''); // one tap unlocks sound for the page's lifetime
     if (!el.soundOverlay.hidden) playRemoteAudio();
   }
@@ -304,7 +217,7 @@
       }
     });
   }
-  el.enableSoundBtn.addEventListener('click', () => { ensureAudioCtx(); playRemoteAudio(); });
+  el.enableSoundBtn.addEventListener('click', () => { CallKit.audioContext(); playRemoteAudio(); });
 
   // ---------------------------------------------------------------- wake lock
   let wakeLock = null;
@@ -319,80 +232,22 @@
       console.info('[door] screen wake lock not granted:', e && e.message);
     }
   }
+  document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'visible') keepAwake(); });
 
   // ---------------------------------------------------------------- signaling socket
-  let everConnected = false;
-  let fatalReason = null;
-  let lastError = null;
-  let retryAttempt = 0;
-  let retryTimer = null;
-  let retryTick = null;
-  let outbox = [];
-  let lastRx = 0;
-  let probeSentAt = 0;
-  let keepaliveTimer = null;
+  const sig = SignalKit.socket({
+    tag: TAG,
+    serverWord: 'intercom',
+    query: () => (app.config ? { id: app.config.id, room: app.config.room } : null),
+    connectingText: () => `Connecting to the intercom as ${app.config.id}…`,
+    setConn, setStatus,
+    onWelcome, onPeerJoined, onPeerLeft,
+    onMessage: (msg) => calls.onMessage(msg), onUnreachable, onClosed,
+  });
+  const send = sig.send;
 
-  function wsUrl() {
-    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    const c = app.config;
-    return `${proto}://${location.host}/ws?id=${encodeURIComponent(c.id)}&room=${encodeURIComponent(c.room)}` +
-      `&token=${encodeURIComponent(token)}`;
-  }
-
-  function clearRetry() {
-    clearTimeout(retryTimer); retryTimer = null;
-    clearInterval(retryTick); retryTick = null;
-  }
-
-  function dropSocket() {
-    const s = ws;
-    ws = null;
-    stopKeepalive();
-    if (!s) return;
-    s.onopen = s.onmessage = s.onclose = s.onerror = null;
-    try { s.close(1000, 'bye'); } catch (_) { /* ignore */ }
-  }
-
-  function connect() {
-    clearRetry();
-    dropSocket();
-    if (!app.config) return;
-    fatalReason = null;
-    lastError = null;
-    setConn(retryAttempt > 0 ? 'reconnecting' : 'connecting');
-    if (retryAttempt === 0) setStatus(`Connecting to the intercom as ${app.config.id}…`);
-    let s;
-    try {
-      s = new WebSocket(wsUrl());
-    } catch (e) {
-      scheduleReconnect(`Cannot open a connection to the intercom (${e.message})`);
-      return;
-    }
-    ws = s;
-    s.onopen = () => { lastRx = Date.now(); probeSentAt = 0; startKeepalive(); };
-    s.onmessage = (ev) => { if (s === ws) onServerText(ev.data); };
-    s.onerror = () => { /* a close event follows */ };
-    s.onclose = (ev) => {
-      if (s !== ws) return;
-      ws = null;
-      onSocketClosed(ev.code, ev.reason);
-    };
-  }
-
-  function send(msg) {
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(msg));
-      return true;
-    }
-    if (msg.to && outbox.length < MAX_OUTBOX) outbox.push(msg); // sent after the reconnect
-    return false;
-  }
-
-  function onSocketClosed(code, reason) {
-    stopKeepalive();
-    app.peers.clear();
-    const why = fatalReason;
-    if (code === 4000 || why === 'invalid-id' || why === 'invalid-room' || why === 'invalid-token') {
+  function onClosed(code, reason, fatal, lastError) {
+    if (code === 4000 || fatal === 'invalid-id' || fatal === 'invalid-room' || fatal === 'invalid-token') {
       setConn('closed');
       if (call) endCall('', '', { notify: false });
       const text = lastError || `The intercom refused this station's name, room or token${reason ? ` (${reason})` : ''}.`;
@@ -405,134 +260,34 @@
       if (call) endCall('', '', { notify: false });
       setState('offline');
       setStatus('Stopped: this door station was opened in another window or tab.', 'warn',
-        { label: 'Use this window', fn: () => { retryAttempt = 0; connect(); } });
+        { label: 'Use this window', fn: () => sig.start() });
       setNotice('replaced', `The name “${app.config.id}” is now used by another window of this browser; this one stopped.`, 'warn');
       return;
     }
-    let text;
-    if (code === 4002 || why === 'id-taken') {
+    if (code === 4002 || fatal === 'id-taken') {
       // A kiosk keeps trying: the other device may be this station's own dead connection from before a reboot.
       setNotice('id-taken', `The name “${app.config.id}” is in use by another device. ` +
         'This station keeps retrying; give it another name with door.html?setup=1 if the other device stays.', 'error');
-      text = `The name “${app.config.id}” is taken`;
-    } else if (code === 4005 || why === 'server-full') text = 'The intercom server is full';
-    else if (code === 4006 || why === 'room-full') text = 'This room is full';
-    else if (code === 1001) text = 'The intercom server is restarting';
-    else if (code === 4008 || code === 4009) text = 'The intercom server dropped this connection';
-    else if (!everConnected) text = 'Cannot reach the intercom server';
-    else text = 'Lost the connection to the intercom server';
-    scheduleReconnect(text);
-  }
-
-  function scheduleReconnect(text) {
-    clearRetry();
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(retryAttempt, 10));
-    // jitter: 80–120 % of the step, kept within 1 s … 30 s
-    const delay = Math.round(Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, base * (0.8 + 0.4 * Math.random()))));
-    retryAttempt += 1;
-    setConn('reconnecting');
-    const due = Date.now() + delay;
-    const action = { label: 'Retry now', fn: () => connect() };
-    const tick = () => {
-      const left = Math.max(1, Math.round((due - Date.now()) / 1000));
-      setStatus(`${text}: reconnecting in ${left} s…`, 'warn', action);
-    };
-    tick();
-    retryTick = setInterval(tick, 1000);
-    retryTimer = setTimeout(connect, delay);
-  }
-
-  function startKeepalive() {
-    stopKeepalive();
-    keepaliveTimer = setInterval(checkAlive, 5000);
-  }
-  function stopKeepalive() { clearInterval(keepaliveTimer); keepaliveTimer = null; probeSentAt = 0; }
-  function checkAlive() {
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    const now = Date.now();
-    if (probeSentAt && now - probeSentAt > KEEPALIVE_TIMEOUT_MS) {
-      dropSocket();
-      onSocketClosed(1006, 'no answer');
-    } else if (!probeSentAt && now - lastRx > KEEPALIVE_IDLE_MS) {
-      probeSentAt = now;
-      send({ type: 'peers' });
+      sig.reconnect(`The name “${app.config.id}” is taken`);
+      return;
     }
+    sig.reconnect(sig.closeText(code, fatal));
   }
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState !== 'visible') return;
-    keepAwake();
-    if (retryTimer) connect();
-  });
-  window.addEventListener('online', () => { if (retryTimer) connect(); });
 
   // ---------------------------------------------------------------- server messages
-  function onServerText(data) {
-    lastRx = Date.now();
-    probeSentAt = 0;
-    let msg;
-    try { msg = JSON.parse(data); } catch (_) { console.warn('[door] non-JSON from server', data); return; }
-    if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
-    switch (msg.type) {
-      case 'welcome': onWelcome(msg); break;
-      case 'peer-joined':
-        if (typeof msg.id === 'string' && msg.id !== app.myId) { app.peers.add(msg.id); onPeerJoined(msg.id); }
-        break;
-      case 'peer-left':
-        if (typeof msg.id === 'string') { app.peers.delete(msg.id); onPeerLeft(msg.id); }
-        break;
-      case 'peers':
-        if (Array.isArray(msg.peers)) app.peers = new Set(msg.peers.filter((p) => typeof p === 'string' && p !== app.myId));
-        break;
-      case 'error': onServerError(msg); break;
-      default:
-        if (typeof msg.from === 'string') onDirected(msg);
-    }
-  }
-
   function onWelcome(msg) {
-    everConnected = true;
-    retryAttempt = 0;
-    clearRetry();
     app.myId = typeof msg.id === 'string' ? msg.id : app.config.id;
     app.room = typeof msg.room === 'string' ? msg.room : app.config.room;
-    app.peers = new Set((Array.isArray(msg.peers) ? msg.peers : []).filter((p) => typeof p === 'string' && p !== app.myId));
-    if (Array.isArray(msg.iceServers)) app.iceServers = msg.iceServers;
     setNotice('id-taken', '');
     setNotice('replaced', '');
     el.me.textContent = `${app.myId} · ${app.room}`;
     setConn('connected');
     if (call) setStatus(`Back online. Still in the call with ${call.peer || targetText()}.`);
     else setReadyStatus();
-    const queued = outbox;
-    outbox = [];
-    for (const m of queued) send(m);
   }
 
   function setReadyStatus() {
     if (app.conn === 'connected') setStatus(`Online as ${app.myId} in ${app.room}. The button calls ${targetText()}.`, 'ok');
-  }
-
-  function onServerError(msg) {
-    const code = String(msg.code || 'error');
-    const text = typeof msg.message === 'string' && msg.message ? msg.message : code;
-    const ref = msg.ref && typeof msg.ref === 'object' ? msg.ref : {};
-    lastError = text;
-    switch (code) {
-      case 'id-taken': case 'invalid-id': case 'invalid-room': case 'invalid-token':
-      case 'server-full': case 'room-full':
-        fatalReason = code; // the close that follows decides
-        return;
-      case 'unknown-peer':
-      case 'peer-unavailable':
-        onUnreachable(ref);
-        return;
-      case 'rate-limited':
-        setStatus('Sending too fast: the intercom dropped a message.', 'warn');
-        return;
-      default:
-        if (ref.type === 'peers') return; // keepalive probe answered by an error: still alive
-        setStatus(`Intercom error (${code}): ${text}`, 'error');
-    }
   }
 
   // A directed message could not be delivered to ref.to.
@@ -572,26 +327,8 @@
   }
 
   // ---------------------------------------------------------------- media
-  async function getMedia(media) {
-    if (!mediaAvailable()) {
-      const e = new Error('not a secure context');
-      e.name = 'InsecureContext';
-      throw e;
-    }
-    const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
-    if (media !== 'video') return navigator.mediaDevices.getUserMedia({ audio, video: false });
-    try {
-      return await navigator.mediaDevices.getUserMedia({
-        audio, video: { facingMode: 'user', width: { ideal: 640 }, height: { ideal: 480 } },
-      });
-    } catch (e) {
-      if (e && (e.name === 'NotFoundError' || e.name === 'NotReadableError' || e.name === 'OverconstrainedError')) {
-        const s = await navigator.mediaDevices.getUserMedia({ audio, video: false });
-        setNotice('camera', 'No usable camera: calls are audio only.', 'warn');
-        return s;
-      }
-      throw e;
-    }
+  function getMedia(media) {
+    return SignalKit.getMedia(media, { onAudioOnly: () => setNotice('camera', 'No usable camera: calls are audio only.', 'warn') });
   }
 
   function mediaErrorText(e) {
@@ -604,8 +341,6 @@
     }
   }
 
-  function stopStream(s) { if (s) for (const t of s.getTracks()) t.stop(); }
-
   function showLocal(c) {
     if (c.localStream && c.localStream.getVideoTracks().length) {
       el.localVideo.srcObject = c.localStream;
@@ -615,29 +350,26 @@
   }
 
   // ---------------------------------------------------------------- calls
-  function matches(msg) {
-    return !!call && !!call.peer && msg.from === call.peer && (!msg.call || !call.id || msg.call === call.id);
-  }
-
-  function onDirected(msg) {
-    switch (msg.type) {
-      case 'call-request': onCallRequest(msg); break;
-      case 'call-accept': onCallAccept(msg); break;
-      case 'call-reject': onCallReject(msg); break;
-      case 'offer': onOffer(msg); break;
-      case 'answer': onAnswer(msg); break;
-      case 'candidate': onCandidate(msg); break;
-      case 'hangup': onHangup(msg); break;
-      default: break;
-    }
-  }
+  const calls = CallKit.engine({
+    tag: TAG, send, current: () => call, iceServers: () => sig.iceServers,
+    onCallRequest, onCallAccept, onCallReject, onHangup,
+    media: { remoteAudio: el.remoteAudio, remoteVideo: el.remoteVideo, localVideo: el.localVideo, placeholder: el.placeholder },
+    playAudio: playRemoteAudio,
+    fail: (c, why) => {
+      setStatus(`Call failed: ${why}.`, 'error');
+      endCall('failed', 'Call failed', { notify: true, reason: 'failed' }, false);
+    },
+    ice: onIceState,
+    // The panel's chat line (data channel): shown big, e.g. "Please leave the parcel at the door".
+    chat: (c, text) => {
+      el.message.textContent = text.slice(0, 500);
+      el.message.hidden = !text;
+    },
+    dropped: () => endCall('ended', 'Call ended', { notify: true }),
+  });
 
   function newCall(fields) {
-    return {
-      id: null, role: 'caller', group: false, peer: null, targets: new Set(), replies: new Map(),
-      media: 'video', pc: null, dc: null, localStream: null, remoteStream: null, pending: [],
-      timer: null, signaled: false, connected: false, ...fields,
-    };
+    return calls.newCall({ group: false, targets: new Set(), replies: new Map(), media: 'video', ...fields });
   }
 
   function showCallScreen(c, headline, subline) {
@@ -652,14 +384,14 @@
   // The big button: ring the configured peer, or every peer of the room.
   async function ring() {
     if (call || app.state !== 'ready' || app.conn !== 'connected') return;
-    ensureAudioCtx(); // the press is a user gesture: unlock sound
+    CallKit.audioContext(); // the press is a user gesture: unlock sound
     clearResult();
     const group = app.config.call === '*';
-    if (group && app.peers.size === 0) {
+    if (group && sig.peers.size === 0) {
       showResult('nobody', 'Nobody is online to answer');
       return;
     }
-    const c = call = newCall({ id: randomHex(8), role: 'caller', group, peer: group ? null : app.config.call, media: 'video' });
+    const c = call = newCall({ id: SignalKit.randomHex(8), role: 'caller', group, peer: group ? null : app.config.call, media: 'video' });
     showCallScreen(c, 'Ringing…', group ? 'Calling everyone' : `Calling ${c.peer}`);
     el.hangupBtn.textContent = 'Cancel';
     setState('ringing');
@@ -674,13 +406,13 @@
       }
       return;
     }
-    if (call !== c) { stopStream(stream); return; } // cancelled meanwhile
+    if (call !== c) { SignalKit.stopStream(stream); return; } // cancelled meanwhile
     c.localStream = stream;
     if (!stream.getVideoTracks().length) c.media = 'audio';
     showLocal(c);
     const req = { type: 'call-request', call: c.id, media: c.media };
     if (group) {
-      c.targets = new Set(app.peers);
+      c.targets = new Set(sig.peers);
       if (c.targets.size === 0) { endCall('nobody', 'Nobody is online to answer', { notify: false }); return; }
       send({ ...req, to: '*', ring: 'room' });
     } else {
@@ -688,13 +420,13 @@
       send({ ...req, to: c.peer });
     }
     c.signaled = true;
-    startRingback();
+    CallKit.startTone(RINGBACK);
     c.timer = setTimeout(() => {
       if (call === c && app.state === 'ringing') endCall('no-answer', 'No answer', { notify: true, reason: 'no-answer' });
     }, RING_TIMEOUT_MS);
   }
 
-  async function onCallAccept(msg) {
+  function onCallAccept(msg) {
     const c = call;
     if (!c || c.role !== 'caller' || !c.signaled || msg.call !== c.id) return;
     if (app.state !== 'ringing') {
@@ -707,24 +439,15 @@
     if (!c.targets.has(msg.from)) return;
     c.peer = msg.from;
     clearTimeout(c.timer);
-    stopTone();
+    CallKit.stopTone();
     if (c.group) {
       for (const p of c.targets) {
         if (p !== c.peer) send({ type: 'hangup', to: p, call: c.id, reason: 'answered-elsewhere', answeredBy: c.peer });
       }
     }
-    if (!createPeerConnection(c)) return;
-    setupDataChannel(c, c.pc.createDataChannel('chat'));
+    if (!calls.open(c, true)) return;
     enterCall(c);
-    try {
-      const offer = await c.pc.createOffer();
-      if (call !== c) return;
-      await c.pc.setLocalDescription(offer);
-      if (call !== c) return;
-      send({ type: 'offer', to: c.peer, call: c.id, sdp: c.pc.localDescription.sdp });
-    } catch (e) {
-      if (call === c) failCall(`Could not create an offer (${e.message}).`);
-    }
+    calls.sendOffer(c);
   }
 
   function onCallReject(msg) {
@@ -769,10 +492,7 @@
           }
         }
         call = null;
-        clearTimeout(c.timer);
-        stopTone();
-        stopStream(c.localStream);
-        el.localVideo.srcObject = null;
+        calls.close(c, { notify: false });
       } else {
         send({ type: 'call-reject', to: from, call: callId, reason: 'busy' });
         return;
@@ -799,60 +519,12 @@
       }
       return;
     }
-    if (call !== c) { stopStream(stream); return; } // the caller gave up meanwhile
+    if (call !== c) { SignalKit.stopStream(stream); return; } // the caller gave up meanwhile
     c.localStream = stream;
-    if (!createPeerConnection(c)) return;
+    if (!calls.open(c, false)) return;
     showLocal(c);
     enterCall(c);
     send({ type: 'call-accept', to: from, call: c.id, media });
-  }
-
-  async function onOffer(msg) {
-    if (!matches(msg) || call.role !== 'callee' || !call.pc) return;
-    const c = call;
-    const sdp = typeof msg.sdp === 'string' ? msg.sdp : (msg.sdp && msg.sdp.sdp);
-    if (typeof sdp !== 'string') return;
-    try {
-      await c.pc.setRemoteDescription({ type: 'offer', sdp });
-      if (call !== c) return;
-      flushCandidates(c);
-      const answer = await c.pc.createAnswer();
-      if (call !== c) return;
-      await c.pc.setLocalDescription(answer);
-      if (call !== c) return;
-      send({ type: 'answer', to: c.peer, call: c.id, sdp: c.pc.localDescription.sdp });
-    } catch (e) {
-      if (call === c) failCall(`Could not answer the offer (${e.message}).`);
-    }
-  }
-
-  async function onAnswer(msg) {
-    if (!matches(msg) || call.role !== 'caller' || !call.pc) return;
-    const c = call;
-    const sdp = typeof msg.sdp === 'string' ? msg.sdp : (msg.sdp && msg.sdp.sdp);
-    if (typeof sdp !== 'string' || c.pc.signalingState !== 'have-local-offer') return;
-    try {
-      await c.pc.setRemoteDescription({ type: 'answer', sdp });
-      if (call === c) flushCandidates(c);
-    } catch (e) {
-      if (call === c) failCall(`The answer was not accepted (${e.message}).`);
-    }
-  }
-
-  function onCandidate(msg) {
-    if (!matches(msg) || !msg.candidate || typeof msg.candidate !== 'object') return;
-    const c = call;
-    if (!c.pc || !c.pc.remoteDescription) {
-      if (c.pending.length < MAX_PENDING_CANDIDATES) c.pending.push(msg.candidate);
-      return;
-    }
-    c.pc.addIceCandidate(msg.candidate).catch((e) => console.warn('[door] bad candidate', e));
-  }
-
-  function flushCandidates(c) {
-    const list = c.pending;
-    c.pending = [];
-    for (const cand of list) c.pc.addIceCandidate(cand).catch((e) => console.warn('[door] bad candidate', e));
   }
 
   function onHangup(msg) {
@@ -866,54 +538,22 @@
       }
       return;
     }
-    if (!matches(msg)) return;
+    if (!calls.matches(c, msg)) return;
     if (msg.reason === 'failed') endCall('failed', 'Call failed', { notify: false });
     else endCall('ended', 'Call ended', { notify: false });
   }
 
-  function createPeerConnection(c) {
-    let pc;
-    try {
-      pc = new RTCPeerConnection({ iceServers: app.iceServers });
-    } catch (e) {
-      console.warn('[door] ICE server list refused, using none', e);
-      try { pc = new RTCPeerConnection({ iceServers: [] }); } catch (e2) {
-        failCall(`This browser cannot make WebRTC calls (${e2.message}).`);
-        return false;
-      }
-    }
-    c.pc = pc;
-    for (const t of c.localStream.getTracks()) pc.addTrack(t, c.localStream);
-    pc.onicecandidate = (e) => {
-      if (e.candidate && call === c) send({ type: 'candidate', to: c.peer, call: c.id, candidate: e.candidate.toJSON() });
-    };
-    pc.ontrack = (e) => { if (call === c) addRemoteTrack(c, e.track); };
-    pc.ondatachannel = (e) => { if (call === c) setupDataChannel(c, e.channel); };
-    pc.oniceconnectionstatechange = () => { if (call === c) onIceState(c); };
-    pc.onconnectionstatechange = () => {
-      if (call === c && pc.connectionState === 'failed') failCall(`No media connection to ${c.peer} could be established.`);
-    };
-    return true;
-  }
-
-  function onIceState(c) {
-    const s = c.pc.iceConnectionState;
-    document.body.dataset.ice = s;
-    switch (s) {
+  function onIceState(c, state, first) {
+    switch (state) {
       case 'connected':
       case 'completed':
-        clearTimeout(c.timer);
         el.headline.textContent = 'Connected — speak now';
         el.subline.textContent = c.peer;
-        if (!c.connected) setStatus(`In a call with ${c.peer}.`, 'ok');
-        c.connected = true;
+        if (first) setStatus(`In a call with ${c.peer}.`, 'ok');
         break;
       case 'disconnected':
         el.headline.textContent = 'Connection interrupted…';
         setStatus(`The connection to ${c.peer} is interrupted; trying to recover…`, 'warn');
-        break;
-      case 'failed':
-        failCall(`The media connection to ${c.peer} failed.`);
         break;
       default:
         break;
@@ -927,81 +567,16 @@
     el.hangupBtn.textContent = 'Hang up';
     setState('in-call');
     setStatus(`Connecting to ${c.peer}…`);
-    clearTimeout(c.timer);
-    c.timer = setTimeout(() => {
-      if (call === c && !c.connected) failCall(`No media connection to ${c.peer} within ${CONNECT_TIMEOUT_MS / 1000} s.`);
-    }, CONNECT_TIMEOUT_MS);
-  }
-
-  function addRemoteTrack(c, track) {
-    if (!c.remoteStream) c.remoteStream = new MediaStream();
-    if (!c.remoteStream.getTrackById(track.id)) c.remoteStream.addTrack(track);
-    if (track.kind === 'audio') {
-      el.remoteAudio.srcObject = c.remoteStream;
-      playRemoteAudio();
-    } else if (track.kind === 'video') {
-      el.remoteVideo.srcObject = c.remoteStream; // muted: sound goes through <audio> only
-      el.remoteVideo.hidden = false;
-      el.placeholder.hidden = true;
-      el.remoteVideo.play().catch(() => { /* muted video autoplays; ignore */ });
-    }
-  }
-
-  // The panel's chat line (data channel): shown big, e.g. "Please leave the parcel at the door".
-  function setupDataChannel(c, dc) {
-    c.dc = dc;
-    dc.onclose = () => {
-      if (call === c && c.connected) endCall('ended', 'Call ended', { notify: true });
-    };
-    dc.onmessage = (e) => {
-      if (call !== c) return;
-      let text = typeof e.data === 'string' ? e.data : '';
-      try {
-        const m = JSON.parse(text);
-        if (m && typeof m.text === 'string') text = m.text;
-      } catch (_) { /* plain text */ }
-      el.message.textContent = text.slice(0, 500);
-      el.message.hidden = !text;
-    };
-  }
-
-  function failCall(text) {
-    setStatus(`Call failed: ${text}`, 'error');
-    endCall('failed', 'Call failed', { notify: true, reason: 'failed' }, false);
+    calls.startConnectTimer(c);
   }
 
   // End the call (or the ringing) and go back to ready. notify: tell the other side(s).
   function endCall(result, resultText, { notify = true, reason } = {}, updateStatus = true) {
     const c = call;
     if (!c) return;
-    if (notify && c.signaled) {
-      const extra = reason ? { reason } : {};
-      if (c.role === 'caller' && !c.pc) {
-        // Still ringing: cancel it everywhere it rings.
-        send(c.group ? { type: 'hangup', to: '*', call: c.id, ...extra } : { type: 'hangup', to: c.peer, call: c.id, ...extra });
-      } else if (c.role === 'callee' && !c.pc) {
-        send({ type: 'call-reject', to: c.peer, call: c.id, reason: reason || 'declined' });
-      } else {
-        send({ type: 'hangup', to: c.peer, call: c.id, ...extra });
-      }
-    }
     call = null;
-    clearTimeout(c.timer);
-    stopTone();
-    if (c.dc) { c.dc.onopen = c.dc.onclose = c.dc.onmessage = null; try { c.dc.close(); } catch (_) { /* ignore */ } }
-    if (c.pc) {
-      const pc = c.pc;
-      pc.onicecandidate = pc.ontrack = pc.ondatachannel = pc.oniceconnectionstatechange = pc.onconnectionstatechange = null;
-      try { pc.close(); } catch (_) { /* ignore */ }
-    }
-    stopStream(c.localStream);
-    for (const v of [el.remoteAudio, el.remoteVideo, el.localVideo]) v.srcObject = null;
-    el.remoteVideo.hidden = true;
-    el.localVideo.hidden = true;
-    el.placeholder.hidden = false;
+    calls.close(c, { notify, reason });
     el.soundOverlay.hidden = true;
-    delete document.body.dataset.ice;
-    delete document.body.dataset.media;
     delete document.body.dataset.sound;
     setState(idleState());
     if (result) showResult(result, resultText);
@@ -1059,7 +634,7 @@
     store(LS_CONFIG, JSON.stringify(c));
     // The stored setup wins from now on: drop ?setup=1 or a stale ?id= from the address.
     if (location.search) history.replaceState(null, '', location.pathname);
-    ensureAudioCtx();
+    CallKit.audioContext();
     start(c);
   });
 
@@ -1072,7 +647,7 @@
     get id() { return app.myId; },
     get room() { return app.room; },
     get config() { return app.config ? { ...app.config } : null; },
-    get peers() { return Array.from(app.peers); },
+    get peers() { return Array.from(sig.peers); },
     get currentCall() {
       return call ? { id: call.id, peer: call.peer, role: call.role, group: call.group, media: call.media,
         targets: Array.from(call.targets), connected: call.connected } : null;
@@ -1091,7 +666,7 @@
     setNotice('config', '');
     el.me.textContent = `${config.id} · ${config.room}`;
     document.title = `Door station ${config.id}`;
-    if (!mediaAvailable()) {
+    if (!SignalKit.mediaAvailable()) {
       setState('error');
       document.body.dataset.error = 'insecure';
       setNotice('insecure', insecureText(), 'error');
@@ -1099,8 +674,7 @@
       return;
     }
     setState('offline');
-    retryAttempt = 0;
-    connect();
+    sig.start();
     keepAwake();
     checkPermissions();
     checkAutoplay();

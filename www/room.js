@@ -18,24 +18,23 @@
 // is confirmed with room-check, and a peer that no longer has it (it saw us leave) offers anew.
 // Screen sharing: one sharer per room; each start carries seq = highest seq seen + 1, and the
 // higher (seq, id) wins, so two people starting at once still end with exactly one sharer.
+// The signaling socket, storage and media helpers are signal.js's.
 'use strict';
 
 (() => {
   // ---------------------------------------------------------------- constants
-  const ID_RE = /^[A-Za-z0-9._~-]{1,64}$/;
+  const { ID_RE, load, store, randomHex, stopStream } = SignalKit;
   const LS_NAME = 'intercom.name';    // shared with the intercom page
-  const LS_TOKEN = 'intercom.token';  // shared with the intercom page: one token per browser
   const MAX_PEOPLE = 6;               // full mesh: each page sends its media MAX_PEOPLE - 1 times
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
-  const KEEPALIVE_IDLE_MS = 25000;    // nothing heard for this long: probe the server
-  const KEEPALIVE_TIMEOUT_MS = 10000; // probe unanswered for this long: reconnect
   const CONNECT_TIMEOUT_MS = 20000;   // a peer connection that is not connected by then has failed
   const SWEEP_AFTER_MS = 15000;       // after a reconnect, peers missing this long are gone
   const MAX_PC_RETRIES = 4;           // rebuilds of a failed connection to one peer
   const ICE_RESTART_AFTER_MS = 4000;  // "disconnected" this long: the smaller id restarts ICE
-  const MAX_OUTBOX = 256;             // directed messages kept while the socket is down
   const MAX_PENDING_CANDIDATES = 256;
+  const TAG = '[room]';
+  const VIDEO = { facingMode: 'user', width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24, max: 30 } };
+  // Getting the camera failed this way: try the microphone alone (else: listening only).
+  const AUDIO_ONLY_ON = ['NotFoundError', 'NotReadableError', 'OverconstrainedError', 'NotAllowedError', 'AbortError'];
 
   // ---------------------------------------------------------------- elements
   const $ = (id) => document.getElementById(id);
@@ -52,22 +51,6 @@
   };
   const baseTitle = document.title;
 
-  // ---------------------------------------------------------------- storage
-  function load(key) { try { return localStorage.getItem(key); } catch (_) { return null; } }
-  function store(key, value) { try { localStorage.setItem(key, value); } catch (_) { /* private mode */ } }
-
-  function randomHex(bytes) {
-    const a = new Uint8Array(bytes);
-    crypto.getRandomValues(a); // available in insecure contexts too
-    return Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
-  }
-
-  let token = load(LS_TOKEN);
-  if (!token || !/^[0-9a-f]{32}$/.test(token)) {
-    token = randomHex(16);
-    store(LS_TOKEN, token);
-  }
-
   // ---------------------------------------------------------------- state
   const app = {
     state: 'start',        // start | joining | in-room
@@ -76,7 +59,6 @@
     myId: null,            // the id the server confirmed
     room: null,
     presence: new Set(),   // ids in the room (any page), from welcome / peer-joined / peer-left
-    iceServers: [],
     joined: false,         // a welcome arrived since Join was pressed
   };
   let joinSeq = 0;         // bumps on every Join / Leave: stale async work checks it
@@ -96,16 +78,7 @@
   function inRoom() { return app.state === 'in-room'; }
 
   // ---------------------------------------------------------------- status UI
-  let statusAction = null;
-  function setStatus(text, level = 'info', action = null) {
-    el.statusText.textContent = text;
-    el.status.dataset.level = level;
-    statusAction = action;
-    el.retryBtn.hidden = !action;
-    if (action) el.retryBtn.textContent = action.label;
-    if (level === 'error') console.warn('[room]', text);
-  }
-  el.retryBtn.addEventListener('click', () => { const a = statusAction; if (a) a.fn(); });
+  const setStatus = SignalKit.statusLine({ box: el.status, text: el.statusText, button: el.retryBtn, tag: TAG });
 
   function setConn(c) {
     app.conn = c;
@@ -130,28 +103,10 @@
   }
 
   // ---------------------------------------------------------------- secure context
-  function mediaAvailable() {
-    return window.isSecureContext !== false && !!navigator.mediaDevices &&
-      typeof navigator.mediaDevices.getUserMedia === 'function';
-  }
   function canShareScreen() {
     return !!navigator.mediaDevices && typeof navigator.mediaDevices.getDisplayMedia === 'function';
   }
-  function httpsHint() { return `https://${location.hostname}:8443${location.pathname}${location.search}`; }
-  function insecureText() {
-    return 'This page is not in a secure context, so the browser blocks the microphone and camera: ' +
-      'browsers allow them only over https or on localhost. ' +
-      `Open the https address of this intercom instead (by default ${httpsHint()}).`;
-  }
-  if (!mediaAvailable()) {
-    el.secureWarning.hidden = false;
-    el.secureWarning.textContent = insecureText() + ' You can still join to watch and listen. ';
-    const a = document.createElement('a');
-    a.href = httpsHint();
-    a.textContent = 'Open the secure page';
-    a.dataset.testid = 'https-link';
-    el.secureWarning.append(a);
-  }
+  SignalKit.showInsecureWarning(el.secureWarning, 'You can still join to watch and listen. ');
 
   // ---------------------------------------------------------------- address bar
   function roomFromAddress() {
@@ -172,90 +127,33 @@
   }
 
   // ---------------------------------------------------------------- signaling socket
-  let ws = null;
-  let fatalReason = null;
-  let lastError = null;
-  let retryAttempt = 0;
-  let retryTimer = null;
-  let retryTick = null;
-  let outbox = [];
-  let lastRx = 0;
-  let probeSentAt = 0;
-  let keepaliveTimer = null;
+  const sig = SignalKit.socket({
+    tag: TAG,
+    query: () => ({ id: app.name, room: app.room }),
+    connectingText: () => `Joining room ${app.room} as ${app.name}…`,
+    // The texts here are sentences of their own.
+    retryText: (text, s) => `${text}. Reconnecting in ${s} s…`,
+    setConn, setStatus,
+    onWelcome, onPeerJoined, onPeerLeft, onPeers: onPeersList,
+    onMessage, onUnreachable, onClosed,
+  });
+  const send = sig.send;
 
-  function wsUrl() {
-    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    // id, room and token are all of the unreserved alphabet.
-    return `${proto}://${location.host}/ws?id=${encodeURIComponent(app.name)}` +
-      `&room=${encodeURIComponent(app.room)}&token=${encodeURIComponent(token)}`;
-  }
-
-  function clearRetry() {
-    clearTimeout(retryTimer); retryTimer = null;
-    clearInterval(retryTick); retryTick = null;
-  }
-
-  function dropSocket(code = 1000) {
-    const s = ws;
-    ws = null;
-    stopKeepalive();
-    if (!s) return;
-    s.onopen = s.onmessage = s.onclose = s.onerror = null;
-    try { s.close(code, 'bye'); } catch (_) { /* ignore */ }
-  }
-
-  function connect() {
-    clearRetry();
-    dropSocket();
-    fatalReason = null;
-    lastError = null;
-    setConn(retryAttempt > 0 ? 'reconnecting' : 'connecting');
-    if (retryAttempt === 0) setStatus(`Joining room ${app.room} as ${app.name}…`);
-    let s;
-    try {
-      s = new WebSocket(wsUrl());
-    } catch (e) {
-      onSocketClosed(0, e.message);
-      return;
-    }
-    ws = s;
-    s.onopen = () => { lastRx = Date.now(); probeSentAt = 0; startKeepalive(); };
-    s.onmessage = (ev) => { if (s === ws) onServerText(ev.data); };
-    s.onerror = () => { /* a close event follows */ };
-    s.onclose = (ev) => {
-      if (s !== ws) return;
-      ws = null;
-      onSocketClosed(ev.code, ev.reason);
-    };
-  }
-
-  function send(msg) {
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(msg));
-      return true;
-    }
-    // Socket down: keep directed signaling until we are back (the server does the same for us).
-    if (msg.to && outbox.length < MAX_OUTBOX) outbox.push(msg);
-    return false;
-  }
-
-  function onSocketClosed(code, reason) {
-    stopKeepalive();
+  function onClosed(code, reason, fatal, lastError) {
     if (app.state === 'start') return;
-    const why = fatalReason;
-    if (code === 4000 || why === 'invalid-id' || why === 'invalid-room' || why === 'invalid-token') {
+    if (code === 4000 || fatal === 'invalid-id' || fatal === 'invalid-room' || fatal === 'invalid-token') {
       const text = lastError || `The server refused this name or room${reason ? ` (${reason})` : ''}.`;
       leave(`${text} Pick another name or room.`, 'error');
       showFormError(text);
       return;
     }
-    if (code === 4002 || why === 'id-taken') {
+    if (code === 4002 || fatal === 'id-taken') {
       leave(`The name “${app.name}” is already in use on this intercom. Pick another name.`, 'error');
       showFormError('This name is already in use: pick another one.');
       el.nameInput.focus();
       return;
     }
-    if (code === 4006 || why === 'room-full') {
+    if (code === 4006 || fatal === 'room-full') {
       leave(`This room is full: the server lets no more people into ${app.room}.`, 'error');
       return;
     }
@@ -263,64 +161,14 @@
       leave(`“${app.name}” joined again from another tab or window of this browser, so this page left the room.`, 'warn');
       return;
     }
-    let text;
-    if (code === 4005 || why === 'server-full') text = 'The intercom server is full.';
-    else if (code === 1001) text = 'The intercom server is restarting.';
-    else if (code === 4008 || code === 4009) text = 'The server dropped this page’s connection.';
-    else if (!app.joined) text = 'Cannot reach the intercom server.';
-    else text = 'Lost the connection to the intercom server.';
-    if (app.joined && peers.size) text += ' Calls already connected keep going meanwhile.';
-    scheduleReconnect(text);
+    let text = sig.closeText(code, fatal);
+    if (app.joined && peers.size) text += '. Calls already connected keep going meanwhile';
+    sig.reconnect(text);
   }
 
-  function scheduleReconnect(text) {
-    clearRetry();
-    setConn('reconnecting');
-    // Exponential backoff with jitter, 1 s → 30 s: a restarted server is not hit by every page at once.
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(retryAttempt, 10));
-    const delay = Math.round(base / 2 + Math.random() * base / 2);
-    retryAttempt += 1;
-    const at = Date.now() + delay;
-    const show = () => {
-      const s = Math.max(0, Math.ceil((at - Date.now()) / 1000));
-      setStatus(`${text} Reconnecting in ${s} s…`, 'warn', { label: 'Retry now', fn: () => connect() });
-    };
-    show();
-    retryTick = setInterval(show, 1000);
-    retryTimer = setTimeout(() => { clearInterval(retryTick); retryTick = null; connect(); }, delay);
-  }
-
-  // Keepalive: a socket can die without a close event (Wi-Fi gone); probe it when quiet.
-  function startKeepalive() {
-    stopKeepalive();
-    keepaliveTimer = setInterval(() => {
-      if (!ws || ws.readyState !== WebSocket.OPEN) return;
-      const now = Date.now();
-      if (probeSentAt && now - probeSentAt > KEEPALIVE_TIMEOUT_MS) {
-        dropSocket(1000);
-        onSocketClosed(0, 'no answer');
-        return;
-      }
-      if (!probeSentAt && now - lastRx > KEEPALIVE_IDLE_MS) {
-        probeSentAt = now;
-        send({ type: 'peers' });
-      }
-    }, 5000);
-  }
-  function stopKeepalive() { clearInterval(keepaliveTimer); keepaliveTimer = null; }
-
-  function onServerText(text) {
-    lastRx = Date.now();
-    probeSentAt = 0;
-    let msg;
-    try { msg = JSON.parse(text); } catch (_) { return; }
-    if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
+  // Directed messages (msg.from is set by the server).
+  function onMessage(msg) {
     switch (msg.type) {
-      case 'welcome': onWelcome(msg); break;
-      case 'peer-joined': onPeerJoined(msg.id); break;
-      case 'peer-left': onPeerLeft(msg.id); break;
-      case 'peers': onPeersList(msg); break;
-      case 'error': onServerError(msg); break;
       case 'room-offer':
       case 'room-answer':
       case 'room-candidate': onSignal(msg); break;
@@ -330,7 +178,7 @@
       case 'room-check': onCheck(msg); break;
       case 'call-request':
         // Someone on the intercom page calls us: we are busy in a group call.
-        if (typeof msg.from === 'string') send({ type: 'call-reject', to: msg.from, call: msg.call, reason: 'busy' });
+        send({ type: 'call-reject', to: msg.from, call: msg.call, reason: 'busy' });
         break;
       default: break; // not ours
     }
@@ -342,21 +190,18 @@
     if (app.state === 'start') return;
     const firstWelcome = !app.joined;
     app.myId = typeof msg.id === 'string' ? msg.id : app.name;
-    if (Array.isArray(msg.iceServers)) app.iceServers = msg.iceServers;
     const others = (Array.isArray(msg.peers) ? msg.peers : []).filter(validPeer);
     if (others.length >= MAX_PEOPLE) {
       leave(`This room is full (${MAX_PEOPLE} people max).`, 'error');
       return;
     }
-    retryAttempt = 0;
-    clearRetry();
     app.joined = true;
     store(LS_NAME, app.myId);
     el.me.textContent = app.myId;
     setConn('connected');
     // Signaling queued while the socket was down belongs to negotiations that are decided
     // afresh below; the daemon held what the others sent us and delivers it now.
-    outbox = [];
+    sig.clearOutbox();
     app.presence = new Set(others);
     ensureTile(app.myId, true);
     renderLocalTile();
@@ -445,67 +290,37 @@
     renderAll();
   }
 
-  function onPeersList(msg) {
-    if (!inRoom() || !Array.isArray(msg.peers)) return;
-    const list = new Set(msg.peers.filter(validPeer));
+  function onPeersList(ids) {
+    if (!inRoom()) return;
+    const list = new Set(ids.filter(validPeer));
     for (const id of Array.from(app.presence)) if (!list.has(id)) onPeerLeft(id);
     for (const id of list) app.presence.add(id);
   }
 
-  function onServerError(msg) {
-    const code = String(msg.code || 'error');
-    const text = typeof msg.message === 'string' && msg.message ? msg.message : code;
-    const ref = msg.ref && typeof msg.ref === 'object' ? msg.ref : {};
-    lastError = text;
-    switch (code) {
-      case 'id-taken':
-      case 'invalid-id':
-      case 'invalid-room':
-      case 'invalid-token':
-      case 'room-full':
-      case 'server-full':
-        fatalReason = code;
-        return;
-      case 'unknown-peer':
-      case 'peer-unavailable':
-        // The target of our signaling is gone: drop what we have with it.
-        if (typeof ref.to === 'string' && ref.to !== '*' && String(ref.type || '').startsWith('room-')) onPeerLeft(ref.to);
-        return;
-      case 'rate-limited':
-        setStatus('Sending too fast: the server dropped a message.', 'warn');
-        return;
-      default:
-        if (ref.type === 'peers') return; // keepalive probe answered by an error: still alive
-        setStatus(`Server error (${code}): ${text}`, 'error');
-    }
+  // A message of ours was not delivered: the target of our signaling is gone, drop what we have with it.
+  function onUnreachable(ref) {
+    if (typeof ref.to === 'string' && ref.to !== '*' && String(ref.type || '').startsWith('room-')) onPeerLeft(ref.to);
   }
 
   // ---------------------------------------------------------------- media
   let mediaNote = null; // { text, level }: shown when the room is joined
+  // Microphone and camera, or the microphone alone, or null: listening only.
   async function getLocalMedia() {
     listenOnly = false;
     mediaNote = null;
-    if (!mediaAvailable()) {
+    if (!SignalKit.mediaAvailable()) {
       listenOnly = true;
-      mediaNote = { text: `${insecureText()} You joined listening only.`, level: 'error' };
+      mediaNote = { text: `${SignalKit.insecureText()} You joined listening only.`, level: 'error' };
       return null;
     }
-    const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
-    const video = { facingMode: 'user', width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24, max: 30 } };
     try {
-      return await navigator.mediaDevices.getUserMedia({ audio, video });
-    } catch (e) {
-      const name = e && e.name;
-      if (!['NotFoundError', 'NotReadableError', 'OverconstrainedError', 'NotAllowedError', 'AbortError'].includes(name)) {
-        listenOnly = true;
-        mediaNote = { text: `${mediaErrorText(e)} You joined listening only: others cannot hear you.`, level: 'error' };
-        return null;
-      }
-    }
-    try {
-      const s = await navigator.mediaDevices.getUserMedia({ audio, video: false });
-      mediaNote = { text: 'No usable camera (missing, busy or not allowed): you are in the room with audio only.', level: 'warn' };
-      return s;
+      return await SignalKit.getMedia('video', {
+        video: VIDEO,
+        audioOnlyOn: AUDIO_ONLY_ON,
+        onAudioOnly: () => {
+          mediaNote = { text: 'No usable camera (missing, busy or not allowed): you are in the room with audio only.', level: 'warn' };
+        },
+      });
     } catch (e) {
       listenOnly = true;
       mediaNote = { text: `${mediaErrorText(e)} You joined listening only: others cannot hear you.`, level: 'error' };
@@ -513,20 +328,7 @@
     }
   }
 
-  function mediaErrorText(e) {
-    switch (e && e.name) {
-      case 'NotAllowedError':
-      case 'PermissionDeniedError':
-      case 'SecurityError':
-        return 'Access to the microphone was denied. Allow it for this site in the browser settings ' +
-          '(the lock or camera icon next to the address), then leave and join again.';
-      case 'NotFoundError': return 'No microphone was found on this device.';
-      case 'NotReadableError': return 'The microphone is in use by another application or could not be started.';
-      default: return `Could not start the microphone: ${e && e.name ? e.name + ': ' : ''}${e && e.message ? e.message : e}`;
-    }
-  }
-
-  function stopStream(s) { if (s) for (const t of s.getTracks()) t.stop(); }
+  function mediaErrorText(e) { return SignalKit.mediaErrorText(e, 'microphone', 'leave and join again'); }
 
   function sendMediaState(to) {
     if (!localStream) return;
@@ -547,7 +349,7 @@
   function createPeer(id, offerer) {
     let pc;
     try {
-      pc = new RTCPeerConnection({ iceServers: app.iceServers });
+      pc = new RTCPeerConnection({ iceServers: sig.iceServers });
     } catch (e) {
       console.warn('[room] ICE server list refused, using none', e);
       try { pc = new RTCPeerConnection({ iceServers: [] }); } catch (e2) {
@@ -1045,16 +847,8 @@
   });
 
   // ---------------------------------------------------------------- join / leave
-  function nameUsedByAnotherTab(name) {
-    if (!tabs) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const probe = new BroadcastChannel('intercom');
-      const done = (used) => { clearTimeout(timer); probe.close(); resolve(used); };
-      const timer = setTimeout(() => done(false), 250);
-      probe.onmessage = (ev) => { if (ev.data && ev.data.a === 'mine' && ev.data.name === name) done(true); };
-      probe.postMessage({ q: 'who', name, tab: tabId }); // tab: so this page does not answer itself
-    });
-  }
+  // Other tabs of this browser (the intercom page too) ask before taking a name.
+  const nameUsedByAnotherTab = SignalKit.tabNames((name) => name === app.name && app.state !== 'start');
 
   async function roomPeopleCount(room) {
     // Best effort: a server that cannot tell (older daemon, unreachable) lets the welcome decide.
@@ -1097,7 +891,7 @@
       leave(`This room is full (${MAX_PEOPLE} people max).`, 'error');
       return;
     }
-    setStatus(mediaAvailable() ? 'Starting the microphone and camera…' : insecureText());
+    setStatus(SignalKit.mediaAvailable() ? 'Starting the microphone and camera…' : SignalKit.insecureText());
     const stream = await getLocalMedia();
     if (seq !== joinSeq) { stopStream(stream); return; }
     localStream = stream;
@@ -1110,8 +904,7 @@
     app.myId = name; // until the welcome confirms it
     renderLocalTile();
     renderControls();
-    retryAttempt = 0;
-    connect();
+    sig.start();
   }
 
   // Close everything and return to the start form.
@@ -1123,11 +916,8 @@
     stopStream(localStream);
     localStream = null;
     listenOnly = false;
-    clearRetry();
     clearTimeout(sweepTimer);
-    dropSocket(1000);
-    outbox = [];
-    retryAttempt = 0;
+    sig.close();
     app.presence.clear();
     failures.clear();
     app.joined = false;
@@ -1227,19 +1017,6 @@
   // Leaving the page: tell the others now (the share stops, the socket closes cleanly).
   window.addEventListener('pagehide', () => { if (app.state !== 'start') leave(); });
 
-  // Other tabs of this browser (the intercom page too) ask before taking a name.
-  const tabId = randomHex(8);
-  let tabs = null;
-  try { tabs = new BroadcastChannel('intercom'); } catch (_) { /* old browser */ }
-  if (tabs) {
-    tabs.onmessage = (ev) => {
-      const m = ev.data || {};
-      if (m.q === 'who' && m.tab !== tabId && m.name && m.name === app.name && app.state !== 'start') {
-        tabs.postMessage({ a: 'mine', name: m.name });
-      }
-    };
-  }
-
   // ---------------------------------------------------------------- test / debug handle
   window.room = {
     get id() { return app.myId; },
@@ -1262,7 +1039,7 @@
     startShare, stopShare: () => stopShare(),
     toggleMute, toggleCamera,
     /** Debug: close the signaling socket as a network drop would (media keeps flowing; the page reconnects). */
-    dropSignaling() { if (ws) ws.close(); },
+    dropSignaling() { sig.interrupt(); },
   };
 
   // ---------------------------------------------------------------- start

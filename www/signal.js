@@ -1,0 +1,397 @@
+// Plumbing shared by the three pages (index.html → app.js, door.html → door.js, room.html → room.js):
+// browser storage and the per-browser token, the status line, secure-context checks,
+// getUserMedia, tab coordination, and the client of intercomd's signaling socket /ws (see
+// SPEC.md) with reconnect backoff, keepalive and an outbox for directed messages while it is down.
+// A classic script: it defines the one global SignalKit and is loaded before the page's script.
+'use strict';
+
+const SignalKit = (() => {
+  const ID_RE = /^[A-Za-z0-9._~-]{1,64}$/;     // ids and rooms (SPEC.md)
+  const LS_TOKEN = 'intercom.token';           // one token per browser, shared by every page
+  const BACKOFF_MIN_MS = 1000;
+  const BACKOFF_MAX_MS = 30000;
+  const KEEPALIVE_CHECK_MS = 5000;
+  const KEEPALIVE_IDLE_MS = 25000;             // nothing heard for this long: probe the server
+  const KEEPALIVE_TIMEOUT_MS = 10000;          // probe unanswered for this long: reconnect
+  const MAX_OUTBOX = 256;                      // directed messages kept while the socket is down
+  // Errors after which the server closes the socket; the close that follows decides what to show.
+  const FATAL = new Set(['id-taken', 'invalid-id', 'invalid-room', 'invalid-token', 'server-full', 'room-full']);
+
+  // ---------------------------------------------------------------- storage
+  function load(key) { try { return localStorage.getItem(key); } catch (_) { return null; } }
+  function store(key, value) { try { localStorage.setItem(key, value); } catch (_) { /* private mode */ } }
+
+  function randomHex(bytes) {
+    const a = new Uint8Array(bytes);
+    crypto.getRandomValues(a); // available in insecure contexts too
+    return Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  // With the token, a reload (or a second tab) takes its id back instead of getting id-taken.
+  let token = load(LS_TOKEN);
+  if (!token || !/^[0-9a-f]{32}$/.test(token)) {
+    token = randomHex(16);
+    store(LS_TOKEN, token);
+  }
+
+  // ---------------------------------------------------------------- status line, connection pill
+  // setStatus(text, level = info | ok | warn | error, action = {label, fn} for the button, or null).
+  function statusLine({ box, text, button, tag }) {
+    let action = null;
+    button.addEventListener('click', () => { const a = action; if (a) a.fn(); });
+    return function setStatus(value, level = 'info', act = null) {
+      text.textContent = value;
+      box.dataset.level = level;
+      action = act;
+      button.hidden = !act;
+      if (act) button.textContent = act.label;
+      if (level === 'error') console.warn(tag, value);
+    };
+  }
+
+  function showConn(pill, c) {
+    document.body.dataset.conn = c;
+    pill.textContent = c === 'connected' ? 'online' : (c === 'connecting' ? 'connecting…' : 'offline');
+    pill.dataset.level = c === 'connected' ? 'ok' : (c === 'connecting' || c === 'reconnecting' ? 'warn' : 'off');
+  }
+
+  // ---------------------------------------------------------------- secure context, media
+  function mediaAvailable() {
+    return window.isSecureContext !== false && !!navigator.mediaDevices &&
+      typeof navigator.mediaDevices.getUserMedia === 'function';
+  }
+  // The daemon's default https port; the query keeps ?room= on the way.
+  function httpsHint() { return `https://${location.hostname}:8443${location.pathname}${location.search}`; }
+  function insecureText() {
+    return 'This page is not in a secure context, so the browser blocks the microphone and camera: ' +
+      'browsers allow them only over https or on localhost. ' +
+      `Open the https address of this intercom instead (by default ${httpsHint()}).`;
+  }
+  // Fills the page's warning box (hidden otherwise) when the microphone cannot work here.
+  function showInsecureWarning(box, extra = '') {
+    if (mediaAvailable()) return;
+    box.hidden = false;
+    box.textContent = `${insecureText()} ${extra}`;
+    const a = document.createElement('a');
+    a.href = httpsHint();
+    a.textContent = 'Open the secure page';
+    a.dataset.testid = 'https-link';
+    box.append(a);
+  }
+
+  const AUDIO = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  const VIDEO = { facingMode: 'user', width: { ideal: 640 }, height: { ideal: 480 } };
+  // No camera, a busy one or impossible constraints: go on with the microphone alone.
+  const NO_CAMERA = ['NotFoundError', 'NotReadableError', 'OverconstrainedError'];
+
+  // Microphone ('audio') or microphone and camera ('video'). A video request that fails with one of
+  // audioOnlyOn retries with audio alone and calls onAudioOnly(); any other error is thrown.
+  async function getMedia(media, { video = VIDEO, audioOnlyOn = NO_CAMERA, onAudioOnly = () => {} } = {}) {
+    if (!mediaAvailable()) {
+      const e = new Error('not a secure context');
+      e.name = 'InsecureContext';
+      throw e;
+    }
+    if (media !== 'video') return navigator.mediaDevices.getUserMedia({ audio: AUDIO, video: false });
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio: AUDIO, video });
+    } catch (e) {
+      if (!(e && audioOnlyOn.includes(e.name))) throw e;
+    }
+    const s = await navigator.mediaDevices.getUserMedia({ audio: AUDIO, video: false });
+    onAudioOnly();
+    return s;
+  }
+
+  // what: 'microphone' or 'microphone and camera'; then: what to do after allowing it.
+  function mediaErrorText(e, what = 'microphone', then = 'try again') {
+    switch (e && e.name) {
+      case 'InsecureContext': return insecureText();
+      case 'NotAllowedError':
+      case 'PermissionDeniedError':
+      case 'SecurityError':
+        return `Access to the ${what} was denied. Allow it for this site in the browser settings ` +
+          `(the lock or camera icon next to the address), then ${then}.`;
+      case 'NotFoundError': return `No ${what} was found on this device.`;
+      case 'NotReadableError': return `The ${what} is in use by another application or could not be started.`;
+      default: return `Could not start the ${what}: ${e && e.name ? e.name + ': ' : ''}${e && e.message ? e.message : e}`;
+    }
+  }
+
+  function stopStream(s) { if (s) for (const t of s.getTracks()) t.stop(); }
+
+  // ---------------------------------------------------------------- other tabs
+  // Tabs of one browser share the token, so a tab that went online under a name another tab
+  // uses would take it over (close code 4001). Pages ask the other tabs first: this answers
+  // for names owns(name) says are ours, and returns usedElsewhere(name) → Promise<boolean>.
+  function tabNames(owns) {
+    const tabId = randomHex(8); // so that a page does not answer its own question
+    let tabs = null;
+    try { tabs = new BroadcastChannel('intercom'); } catch (_) { /* old browser */ }
+    if (tabs) {
+      tabs.onmessage = (ev) => {
+        const m = ev.data || {};
+        if (m.q === 'who' && m.tab !== tabId && m.name && owns(m.name)) tabs.postMessage({ a: 'mine', name: m.name });
+      };
+    }
+    return function usedElsewhere(name) {
+      if (!tabs) return Promise.resolve(false);
+      return new Promise((resolve) => {
+        const probe = new BroadcastChannel('intercom');
+        const done = (used) => { clearTimeout(timer); probe.close(); resolve(used); };
+        const timer = setTimeout(() => done(false), 250);
+        probe.onmessage = (ev) => { if (ev.data && ev.data.a === 'mine' && ev.data.name === name) done(true); };
+        probe.postMessage({ q: 'who', name, tab: tabId });
+      });
+    };
+  }
+
+  // ---------------------------------------------------------------- signaling socket
+  // One client per page. The page keeps its UI; the client tells it what happens:
+  //   tag                console prefix
+  //   query()            {id, room?} to connect with (the token is added), or null: do not connect
+  //   serverWord         how status texts name the daemon ('server' or 'intercom')
+  //   connectingText()   status while the first attempt connects
+  //   retryText(text, s) status while waiting s seconds to reconnect after text
+  //   setConn(c)         'connecting' | 'reconnecting' (the page itself sets connected, closed, disconnected)
+  //   setStatus(text, level, action)
+  //   onWelcome(msg)     after the client took peers, iceServers and the backoff reset from it;
+  //                      what was queued while down is sent after it returns (see clearOutbox)
+  //   onPeerJoined(id), onPeerLeft(id), onPeers(list)   the room changed (peers below is updated
+  //                      first); onPeers, the answer to {type:"peers"}, is optional
+  //   onMessage(msg)     a directed message (msg.from is a string)
+  //   onUnreachable(ref) unknown-peer / peer-unavailable: a message of ours was not delivered
+  //   onClosed(code, reason, fatal, lastError)  the socket closed; fatal: the code of the fatal
+  //                      error before it, if any. Call reconnect(text) to try again later.
+  function socket(opts) {
+    const h = {
+      serverWord: 'server',
+      retryText: (text, s) => `${text}: reconnecting in ${s} s…`,
+      onPeers: () => {},
+      ...opts,
+    };
+    let ws = null;
+    let myId = null;
+    let peers = new Set();      // other ids in our room
+    let iceServers = [];
+    let everConnected = false;  // a welcome since the page loaded or the last close(): "Lost the connection", not "Cannot reach"
+    let fatalReason = null;     // set by a fatal server error, read when the socket closes
+    let lastError = null;       // text of the last server error message
+    let attempt = 0;
+    let retryTimer = null;
+    let retryTick = null;
+    let outbox = [];
+    let lastRx = 0;
+    let probeSentAt = 0;
+    let keepaliveTimer = null;
+
+    function url(q) {
+      const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+      // id, room and token are all of the unreserved alphabet: encodeURIComponent keeps them as they are.
+      let query = `id=${encodeURIComponent(q.id)}`;
+      if (q.room) query += `&room=${encodeURIComponent(q.room)}`;
+      return `${proto}://${location.host}/ws?${query}&token=${encodeURIComponent(token)}`;
+    }
+
+    function others(list) {
+      return new Set((Array.isArray(list) ? list : []).filter((p) => typeof p === 'string' && p !== myId));
+    }
+
+    function clearRetry() {
+      clearTimeout(retryTimer); retryTimer = null;
+      clearInterval(retryTick); retryTick = null;
+    }
+
+    // Forgets the socket without its close event.
+    function dropSocket() {
+      const s = ws;
+      ws = null;
+      stopKeepalive();
+      if (!s) return;
+      s.onopen = s.onmessage = s.onclose = s.onerror = null;
+      try { s.close(1000, 'bye'); } catch (_) { /* ignore */ }
+    }
+
+    function connect() {
+      clearRetry();
+      dropSocket();
+      const q = h.query();
+      if (!q) return;
+      fatalReason = null;
+      lastError = null;
+      h.setConn(attempt > 0 ? 'reconnecting' : 'connecting');
+      if (attempt === 0) h.setStatus(h.connectingText());
+      let s;
+      try {
+        s = new WebSocket(url(q));
+      } catch (e) {
+        reconnect(`Cannot open a connection to the ${h.serverWord} (${e.message})`);
+        return;
+      }
+      ws = s;
+      s.onopen = () => { lastRx = Date.now(); probeSentAt = 0; startKeepalive(); };
+      s.onmessage = (ev) => { if (s === ws) onText(ev.data); };
+      s.onerror = () => { /* a close event follows */ };
+      s.onclose = (ev) => {
+        if (s !== ws) return;
+        ws = null;
+        closed(ev.code, ev.reason);
+      };
+    }
+
+    function closed(code, reason) {
+      stopKeepalive();
+      peers.clear();
+      h.onClosed(code, reason, fatalReason, lastError);
+    }
+
+    // Exponential backoff with jitter (80–120 % of the step, kept within 1 s … 30 s), so that a
+    // restarted server is not hit by every page at once; the status line counts down.
+    function reconnect(text) {
+      clearRetry();
+      const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(attempt, 10));
+      const delay = Math.round(Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, base * (0.8 + 0.4 * Math.random()))));
+      attempt += 1;
+      h.setConn('reconnecting');
+      const due = Date.now() + delay;
+      const action = { label: 'Retry now', fn: () => connect() };
+      const tick = () => {
+        const left = Math.max(1, Math.round((due - Date.now()) / 1000));
+        h.setStatus(h.retryText(text, left), 'warn', action);
+      };
+      tick();
+      retryTick = setInterval(tick, 1000);
+      retryTimer = setTimeout(connect, delay);
+    }
+
+    // What a close that the page does not treat itself means, without a final period.
+    function closeText(code, fatal) {
+      if (code === 4005 || fatal === 'server-full') return 'The intercom server is full';
+      if (code === 4006 || fatal === 'room-full') return 'This room is full';
+      if (code === 1001) return 'The intercom server is restarting';
+      if (code === 4008 || code === 4009) return 'The intercom server dropped this connection';
+      if (!everConnected) return 'Cannot reach the intercom server';
+      return 'Lost the connection to the intercom server';
+    }
+
+    function send(msg) {
+      if (ws && ws.readyState === WebSocket.OPEN) {
+        ws.send(JSON.stringify(msg));
+        return true;
+      }
+      // Socket down: keep directed signaling until we are back (the server does the same for us).
+      if (msg.to && outbox.length < MAX_OUTBOX) outbox.push(msg);
+      return false;
+    }
+
+    // Keepalive: a socket on a phone that lost Wi-Fi can look open for minutes.
+    // When nothing was heard for a while ask the server for the peer list; no answer means reconnect.
+    function startKeepalive() {
+      stopKeepalive();
+      keepaliveTimer = setInterval(checkAlive, KEEPALIVE_CHECK_MS);
+    }
+    function stopKeepalive() { clearInterval(keepaliveTimer); keepaliveTimer = null; probeSentAt = 0; }
+    function probe() { probeSentAt = Date.now(); send({ type: 'peers' }); }
+    function checkAlive() {
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      const now = Date.now();
+      if (probeSentAt && now - probeSentAt > KEEPALIVE_TIMEOUT_MS) {
+        dropSocket();
+        closed(1006, 'no answer');
+      } else if (!probeSentAt && now - lastRx > KEEPALIVE_IDLE_MS) {
+        probe();
+      }
+    }
+    // Back to the page (phone unlocked, tab shown) or the network: check at once instead of waiting.
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState !== 'visible') return;
+      if (ws && ws.readyState === WebSocket.OPEN && !probeSentAt && Date.now() - lastRx > KEEPALIVE_CHECK_MS) probe();
+      else if (retryTimer) connect();
+    });
+    window.addEventListener('online', () => { if (retryTimer) connect(); });
+
+    function onText(data) {
+      lastRx = Date.now();
+      probeSentAt = 0;
+      let msg;
+      try { msg = JSON.parse(data); } catch (_) { console.warn(h.tag, 'non-JSON from server', data); return; }
+      if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
+      switch (msg.type) {
+        case 'welcome': onWelcome(msg); break;
+        case 'peer-joined':
+          if (typeof msg.id === 'string' && msg.id !== myId) { peers.add(msg.id); h.onPeerJoined(msg.id); }
+          break;
+        case 'peer-left':
+          if (typeof msg.id === 'string') { peers.delete(msg.id); h.onPeerLeft(msg.id); }
+          break;
+        case 'peers':
+          if (Array.isArray(msg.peers)) { peers = others(msg.peers); h.onPeers(msg.peers); }
+          break;
+        case 'error': onError(msg); break;
+        default:
+          if (typeof msg.from === 'string') h.onMessage(msg);
+      }
+    }
+
+    function onWelcome(msg) {
+      everConnected = true;
+      attempt = 0;
+      clearRetry();
+      myId = typeof msg.id === 'string' ? msg.id : h.query().id;
+      peers = others(msg.peers);
+      // The daemon's welcome always lists the STUN servers (the same list as /api/ice-servers).
+      if (Array.isArray(msg.iceServers)) iceServers = msg.iceServers;
+      h.onWelcome(msg);
+      const queued = outbox;
+      outbox = [];
+      for (const m of queued) send(m);
+    }
+
+    function onError(msg) {
+      const code = String(msg.code || 'error');
+      const text = typeof msg.message === 'string' && msg.message ? msg.message : code;
+      const ref = msg.ref && typeof msg.ref === 'object' ? msg.ref : {};
+      lastError = text;
+      if (FATAL.has(code)) {
+        fatalReason = code;
+      } else if (code === 'unknown-peer' || code === 'peer-unavailable') {
+        h.onUnreachable(ref);
+      } else if (code === 'rate-limited') {
+        h.setStatus(`Sending too fast: the ${h.serverWord} dropped a message.`, 'warn');
+      } else if (ref.type !== 'peers') { // an error answering the keepalive probe still says the socket is alive
+        const word = h.serverWord[0].toUpperCase() + h.serverWord.slice(1);
+        h.setStatus(`${word} error (${code}): ${text}`, 'error');
+      }
+    }
+
+    const api = {
+      /** Connects afresh (backoff reset): going online, or taking the id back after close code 4001. */
+      start() { attempt = 0; connect(); },
+      /** Goes offline for good: no reconnect, nothing queued. */
+      close() {
+        clearRetry();
+        dropSocket();
+        outbox = [];
+        attempt = 0;
+        everConnected = false;
+        peers.clear();
+      },
+      send,
+      reconnect,
+      closeText,
+      /** Drops what was queued while the socket was down (before onWelcome returns: nothing is sent). */
+      clearOutbox() { outbox = []; },
+      /** Debug: close the socket as a network drop would (the page reconnects). */
+      interrupt() { if (ws) ws.close(); },
+      get peers() { return peers; },
+      get iceServers() { return iceServers; },
+    };
+    return api;
+  }
+
+  return {
+    ID_RE, load, store, randomHex, statusLine, showConn,
+    mediaAvailable, insecureText, showInsecureWarning, getMedia, mediaErrorText, stopStream,
+    tabNames, socket,
+  };
+})();
