@@ -10,6 +10,7 @@
 const CallKit = (() => {
   const CONNECT_TIMEOUT_MS = 30000;   // accepted, but no media connection within this
   const MAX_PENDING_CANDIDATES = 256;
+  const DROP_GRACE_MS = 1500;         // data channel closed by the other side: wait this long for its hangup
 
   // ---------------------------------------------------------------- the call engine
   // The page owns the current call and its UI; current() returns it (or null). Every event or
@@ -190,8 +191,10 @@ const CallKit = (() => {
       dc.onclose = () => {
         if (!live(c)) return;
         if (opts.chatOpen) opts.chatOpen(c, false);
-        // The other side closed its connection (its hangup message may be lost or late): end here too.
-        if (c.connected) opts.dropped(c);
+        // The other side closed its connection. Its hangup message, which says why, travels through
+        // the server and usually lands a moment after the channel closes (the close comes straight
+        // from the other browser): give it DROP_GRACE_MS, then end here anyway in case it was lost.
+        if (c.connected) setTimeout(() => { if (live(c)) opts.dropped(c); }, DROP_GRACE_MS);
       };
       dc.onmessage = (e) => {
         if (!live(c)) return;
