@@ -38,6 +38,40 @@ pub fn peers(router: &Router) -> Response {
     json(&PeersBody { peers })
 }
 
+/// Where the local CA's certificate can be downloaded (DER, the form every
+/// phone and desktop installer takes).
+pub const CA_CERTIFICATE_PATH: &str = "/intercomd-ca.crt";
+
+/// What a page needs to send people to the secure address: `{"port":8443,
+/// "ca":"/intercomd-ca.crt","caFingerprint":"AB:CD:.."}`; `port` is null
+/// without an HTTPS listener, `ca` and `caFingerprint` are null unless the
+/// daemon made its own certificate authority.
+pub fn https(port: Option<u16>, ca_der: Option<&[u8]>) -> Response {
+    let fingerprint = ca_der.map(|der| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        digest.as_ref().iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
+    });
+    let body = serde_json::json!({
+        "port": port,
+        "ca": ca_der.map(|_| CA_CERTIFICATE_PATH),
+        "caFingerprint": fingerprint,
+    });
+    json(&body)
+}
+
+/// The local CA's certificate as a download; 404 when there is none (with
+/// `--tls-cert` the user's own CA is theirs to hand out).
+pub fn ca_certificate(ca_der: Option<&[u8]>) -> Response {
+    match ca_der {
+        Some(der) => Response::new(200, "application/x-x509-ca-cert", der.to_vec())
+            .with_header("Content-Disposition", "attachment; filename=\"intercomd-ca.crt\"")
+            .with_header("Cache-Control", "no-cache"),
+        None => {
+            Response::text(404, "this intercom serves a certificate of its own (--tls-cert): no local CA to download")
+        }
+    }
+}
+
 /// Bytes of randomness in a fresh room name: 128 bits, so a room's name is
 /// its access control (nobody guesses a link shared in a family chat).
 const ROOM_NAME_BYTES: usize = 16;

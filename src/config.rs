@@ -97,6 +97,30 @@ pub struct Flags {
     #[argh(option)]
     pub allow_origin: Vec<String>,
 
+    /// address of the HTTPS and secure WebSocket listener: the same pages
+    /// and API, and the only way phones may use the microphone (default
+    /// [::]:8443)
+    #[argh(option, default = "default_https_listen()")]
+    pub https_listen: SocketAddr,
+
+    /// no HTTPS listener (when a reverse proxy in front does TLS)
+    #[argh(switch)]
+    pub no_https: bool,
+
+    /// where the generated certificate authority and server certificate
+    /// are kept (default $STATE_DIRECTORY, which systemd sets, else ./state)
+    #[argh(option)]
+    pub state_dir: Option<PathBuf>,
+
+    /// PEM certificate chain to serve instead of the generated one (with
+    /// --tls-key)
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
@@ -104,6 +128,19 @@ pub struct Flags {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0u16; 8], 8080))
+}
+
+fn default_https_listen() -> SocketAddr {
+    SocketAddr::from(([0u16; 8], 8443))
+}
+
+/// systemd's `StateDirectory=` sets `$STATE_DIRECTORY` (a colon-separated
+/// list when the unit names several; ours names one).
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("state"))
 }
 
 /// Whole or fractional seconds: `10`, `0.5`.
@@ -153,7 +190,25 @@ pub struct Config {
     /// Extra origins (scheme://host[:port], lower case) allowed to open the
     /// WebSocket besides the daemon's own.
     pub allowed_origins: Vec<String>,
+    /// The HTTPS listener; `None` with `--no-https`.
+    pub https: Option<Https>,
     pub log_level: LevelFilter,
+}
+
+/// The HTTPS listener and the certificate it presents.
+#[derive(Debug, Clone)]
+pub struct Https {
+    pub listen: SocketAddr,
+    pub certificate: CertificateSource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CertificateSource {
+    /// Made and renewed by the daemon's own local certificate authority,
+    /// kept in this directory.
+    Generated { state_dir: PathBuf },
+    /// The user's own certificate chain and key (PEM files).
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 impl Config {
@@ -203,6 +258,26 @@ impl Config {
                 return Err(format!("error: --www {}: not a directory", dir.display()));
             }
         }
+        let https = match (flags.no_https, flags.tls_cert, flags.tls_key) {
+            (true, None, None) if flags.state_dir.is_none() => None,
+            (true, ..) => return Err("error: --no-https contradicts --tls-cert, --tls-key and --state-dir".into()),
+            (false, Some(cert), Some(key)) => {
+                Some(Https { listen: flags.https_listen, certificate: CertificateSource::Files { cert, key } })
+            }
+            (false, None, None) => Some(Https {
+                listen: flags.https_listen,
+                certificate: CertificateSource::Generated {
+                    state_dir: flags.state_dir.unwrap_or_else(default_state_dir),
+                },
+            }),
+            (false, Some(_), None) => return Err("error: --tls-cert needs --tls-key".into()),
+            (false, None, Some(_)) => return Err("error: --tls-key needs --tls-cert".into()),
+        };
+        if let Some(https) = &https {
+            if https.listen == flags.listen && https.listen.port() != 0 {
+                return Err(format!("error: --https-listen {} is the same address as --listen", https.listen));
+            }
+        }
         let stun_servers = if flags.no_stun {
             Vec::new()
         } else if flags.stun.is_empty() {
@@ -224,6 +299,7 @@ impl Config {
             ping_timeout: flags.ping_timeout,
             reconnect_grace: flags.reconnect_grace,
             allowed_origins,
+            https,
             log_level: flags.log_level,
         })
     }
@@ -308,6 +384,25 @@ mod tests {
         check(&["--reconnect-grace", "-1"], Err("--reconnect-grace"));
         check(&["--www", "/definitely/not/here"], Err("--www"));
         check(&["--frobnicate"], Err("--frobnicate"));
+        check(&["--https-listen", "nowhere"], Err("--https-listen"));
+        check(&["--tls-cert", "a.pem"], Err("--tls-cert needs --tls-key"));
+        check(&["--tls-key", "a.key"], Err("--tls-key needs --tls-cert"));
+        check(&["--no-https", "--tls-cert", "a.pem", "--tls-key", "a.key"], Err("--no-https"));
+        check(&["--listen", "127.0.0.1:9000", "--https-listen", "127.0.0.1:9000"], Err("--https-listen"));
+    }
+
+    #[test]
+    fn https_is_on_by_default_with_a_generated_certificate() {
+        let config = Config::from_args(&[]).unwrap();
+        let https = config.https.expect("HTTPS on by default");
+        assert_eq!(https.listen.to_string(), "[::]:8443");
+        assert!(matches!(https.certificate, CertificateSource::Generated { .. }));
+        let config = Config::from_args(&["--tls-cert", "a.pem", "--tls-key", "a.key", "--state-dir", "/x"]).unwrap();
+        assert_eq!(
+            config.https.unwrap().certificate,
+            CertificateSource::Files { cert: "a.pem".into(), key: "a.key".into() }
+        );
+        assert!(Config::from_args(&["--no-https"]).unwrap().https.is_none());
     }
 
     #[test]

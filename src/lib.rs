@@ -23,7 +23,9 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod stream;
 pub mod systemd;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;

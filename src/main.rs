@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use async_signal::{Signal, Signals};
 use intercomd::config::Config;
+use intercomd::server::Listeners;
 use intercomd::systemd;
+use intercomd::tls::Certificates;
 use log::{error, info, LevelFilter};
 use smol::stream::StreamExt;
 
@@ -53,6 +55,28 @@ fn main() -> ExitCode {
             }
         };
         info!("intercomd {} starting", env!("CARGO_PKG_VERSION"));
+        let https = match &config.https {
+            None => None,
+            Some(https) => {
+                // Made or read before the listener exists, so a bad key file
+                // is a clear error at start rather than failed handshakes.
+                let certificates = match Certificates::load(&https.certificate) {
+                    Ok(certificates) => certificates,
+                    Err(err) => {
+                        error!("cannot set up HTTPS: {err}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match async_net::TcpListener::bind(https.listen).await {
+                    Ok(listener) => Some((listener, certificates)),
+                    Err(err) => {
+                        error!("cannot listen on {} (--https-listen): {err}", https.listen);
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
+        let listeners = Listeners { http: listener, https };
         let shutdown = async move {
             let mut signals = signals;
             if let Some(Ok(signal)) = signals.next().await {
@@ -70,7 +94,7 @@ fn main() -> ExitCode {
                 None => std::future::pending().await,
             }
         };
-        let running = smol::future::or(intercomd::server::run(config, listener, shutdown), async {
+        let running = smol::future::or(intercomd::server::run(config, listeners, shutdown), async {
             keep_alive.await;
             Ok(())
         });

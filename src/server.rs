@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
+use futures_rustls::TlsAcceptor;
 use log::{debug, info, warn};
 use smol::channel::{self, Receiver};
 use smol::future::or;
@@ -36,6 +37,8 @@ use crate::hub::Hub;
 use crate::protocol::{self, Hello, Rejection};
 use crate::router::Limits;
 use crate::static_files;
+use crate::stream::Stream;
+use crate::tls::{self, Certificates};
 use crate::with_timeout;
 use crate::ws;
 
@@ -70,10 +73,25 @@ pub struct Shared {
     /// When we last warned about the connection cap, to keep the log calm
     /// during a flood.
     last_cap_warning: Cell<Option<Instant>>,
+    /// The HTTPS listener's certificate (swapped when renewed) and port.
+    https: Option<HttpsState>,
+}
+
+struct HttpsState {
+    certificates: RefCell<Certificates>,
+    /// The port it listens on, for `/api/https` (the bound one, so that
+    /// `--https-listen 127.0.0.1:0` in tests reports the real port).
+    port: u16,
+}
+
+/// The sockets `run` serves: plain HTTP, and HTTPS with its certificate.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: Option<(TcpListener, Certificates)>,
 }
 
 impl Shared {
-    fn new(config: Config) -> Shared {
+    fn new(config: Config, https: Option<HttpsState>) -> Shared {
         let limits = Limits {
             max_peers: config.max_peers,
             max_rate: config.max_rate,
@@ -88,6 +106,7 @@ impl Shared {
             connections: Cell::new(ConnectionStats::default()),
             per_client: RefCell::new(HashMap::new()),
             last_cap_warning: Cell::new(None),
+            https,
         }
     }
 
@@ -98,66 +117,41 @@ impl Shared {
     }
 }
 
-/// Serve on `listener` until `shutdown` resolves, then close every
+/// Serve on the listeners until `shutdown` resolves, then close every
 /// WebSocket with 1001 and return within `SHUTDOWN_GRACE`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    let local = listener.local_addr()?;
-    info!("listening on http://{local}");
-    let shared = Rc::new(Shared::new(config));
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let Listeners { http, https } = listeners;
+    info!("listening on http://{}", http.local_addr()?);
+    let (https_listener, https_state) = match https {
+        Some((listener, certificates)) => {
+            let local = listener.local_addr()?;
+            info!("listening on https://{local} ({})", certificates.summary);
+            let state = HttpsState { certificates: RefCell::new(certificates), port: local.port() };
+            (Some(listener), Some(state))
+        }
+        None => (None, None),
+    };
+    let shared = Rc::new(Shared::new(config, https_state));
     let executor = LocalExecutor::new();
     // Closed (not sent on) to tell idle HTTP connections to go.
     let (stop_sender, stop) = channel::bounded::<()>(1);
     // Each connection task holds a clone; once all are dropped, `recv` ends.
     let (alive, all_gone) = channel::bounded::<()>(1);
-    let max_connections = shared.config.max_peers + HTTP_CONNECTION_HEADROOM;
 
     executor
         .run(async {
-            let accepting = async {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, address)) => {
-                            let client = address.ip().to_canonical();
-                            if shared.connections.get().open >= max_connections {
-                                refuse(&shared, address, "connection limit");
-                                continue;
-                            }
-                            let from_client = shared.per_client.borrow().get(&client).copied().unwrap_or(0);
-                            if from_client >= shared.config.max_connections_per_ip {
-                                refuse(&shared, address, "per-address connection limit");
-                                continue;
-                            }
-                            shared.per_client.borrow_mut().insert(client, from_client + 1);
-                            shared.update_connections(|stats| {
-                                stats.open += 1;
-                                stats.accepted += 1;
-                            });
-                            let (shared, stop, alive) = (shared.clone(), stop.clone(), alive.clone());
-                            executor
-                                .spawn(async move {
-                                    serve_connection(&shared, stream, address, stop).await;
-                                    shared.update_connections(|stats| stats.open -= 1);
-                                    let mut per_client = shared.per_client.borrow_mut();
-                                    if let Some(count) = per_client.get_mut(&client) {
-                                        *count -= 1;
-                                        if *count == 0 {
-                                            per_client.remove(&client);
-                                        }
-                                    }
-                                    drop(alive);
-                                })
-                                .detach();
-                        }
-                        Err(error) => {
-                            warn!("accept failed: {error}");
-                            Timer::after(ACCEPT_ERROR_PAUSE).await;
-                        }
+            let accepting = or(accept_loop(&executor, &shared, &http, false, &stop, &alive), async {
+                match &https_listener {
+                    Some(listener) => {
+                        or(accept_loop(&executor, &shared, listener, true, &stop, &alive), renew_certificates(&shared))
+                            .await
                     }
+                    None => std::future::pending().await,
                 }
-            };
+            });
             or(accepting, shutdown).await;
             info!("shutting down: closing {} sockets", shared.hub.borrow().websocket_count());
-            drop(listener);
+            drop((http, https_listener));
             stop_sender.close();
             shared.hub.borrow_mut().shutdown();
             drop(alive);
@@ -171,6 +165,74 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         })
         .await;
     Ok(())
+}
+
+/// Accept connections on one listener forever. Both listeners share one
+/// connection cap and one per-address count.
+async fn accept_loop<'a>(
+    executor: &LocalExecutor<'a>,
+    shared: &Rc<Shared>,
+    listener: &TcpListener,
+    tls: bool,
+    stop: &Receiver<()>,
+    alive: &channel::Sender<()>,
+) {
+    let max_connections = shared.config.max_peers + HTTP_CONNECTION_HEADROOM;
+    loop {
+        match listener.accept().await {
+            Ok((stream, address)) => {
+                let client = address.ip().to_canonical();
+                if shared.connections.get().open >= max_connections {
+                    refuse(shared, address, "connection limit");
+                    continue;
+                }
+                let from_client = shared.per_client.borrow().get(&client).copied().unwrap_or(0);
+                if from_client >= shared.config.max_connections_per_ip {
+                    refuse(shared, address, "per-address connection limit");
+                    continue;
+                }
+                shared.per_client.borrow_mut().insert(client, from_client + 1);
+                shared.update_connections(|stats| {
+                    stats.open += 1;
+                    stats.accepted += 1;
+                });
+                let (shared, stop, alive) = (shared.clone(), stop.clone(), alive.clone());
+                executor
+                    .spawn(async move {
+                        serve_connection(&shared, stream, tls, address, stop).await;
+                        shared.update_connections(|stats| stats.open -= 1);
+                        let mut per_client = shared.per_client.borrow_mut();
+                        if let Some(count) = per_client.get_mut(&client) {
+                            *count -= 1;
+                            if *count == 0 {
+                                per_client.remove(&client);
+                            }
+                        }
+                        drop(alive);
+                    })
+                    .detach();
+            }
+            Err(error) => {
+                warn!("accept failed: {error}");
+                Timer::after(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Every `tls::CHECK_INTERVAL`, renew the generated certificate if it is
+/// close to expiry or the machine's names or addresses changed. New
+/// handshakes get the new certificate; open connections keep theirs.
+async fn renew_certificates(shared: &Shared) {
+    let Some(https) = &shared.https else { return std::future::pending().await };
+    loop {
+        Timer::after(tls::CHECK_INTERVAL).await;
+        match https.certificates.borrow_mut().refresh() {
+            Ok(Some(reason)) => info!("renewed the server certificate: {reason}"),
+            Ok(None) => {}
+            Err(error) => warn!("cannot renew the server certificate, keeping the old one: {error}"),
+        }
+    }
 }
 
 /// Close a new connection at once (dropping it does), count it, and warn
@@ -196,7 +258,27 @@ enum ReadFailure {
 /// upgrades to. The HTTP phase is boxed and freed before the WebSocket phase
 /// starts, so an idle peer's task holds only what its socket needs (the
 /// task's size is the largest of its states, and HTTP's are the larger).
-async fn serve_connection(shared: &Rc<Shared>, stream: TcpStream, address: SocketAddr, stop: Receiver<()>) {
+async fn serve_connection(shared: &Rc<Shared>, tcp: TcpStream, tls: bool, address: SocketAddr, stop: Receiver<()>) {
+    // Signaling is small and latency-bound: no Nagle delay.
+    let _ = tcp.set_nodelay(true);
+    let stream = if tls {
+        let Some(https) = &shared.https else { return };
+        let acceptor = TlsAcceptor::from(https.certificates.borrow().server_config.clone());
+        // The handshake is part of the request head's time budget.
+        match with_timeout(HEAD_TIMEOUT, Box::pin(acceptor.accept(tcp))).await {
+            Some(Ok(stream)) => Stream::Tls(Box::new(stream)),
+            Some(Err(error)) => {
+                debug!("{address}: TLS handshake failed: {error}");
+                return;
+            }
+            None => {
+                debug!("{address}: no TLS handshake within {HEAD_TIMEOUT:?}");
+                return;
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
     let upgrade = Box::pin(serve_http(shared, stream, address, stop.clone())).await;
     if let Some(Upgrade { stream, leftover, hello }) = upgrade {
         Box::pin(ws::serve(shared, stream, leftover, hello, stop)).await;
@@ -205,21 +287,14 @@ async fn serve_connection(shared: &Rc<Shared>, stream: TcpStream, address: Socke
 
 /// What the HTTP phase hands on when a request upgrades to a WebSocket.
 struct Upgrade {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes the client sent after its request head.
     leftover: Vec<u8>,
     hello: Result<Hello, Rejection>,
 }
 
 /// Answer requests until the connection closes (`None`) or upgrades.
-async fn serve_http(
-    shared: &Shared,
-    mut stream: TcpStream,
-    address: SocketAddr,
-    stop: Receiver<()>,
-) -> Option<Upgrade> {
-    // Signaling is small and latency-bound: no Nagle delay.
-    let _ = stream.set_nodelay(true);
+async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, stop: Receiver<()>) -> Option<Upgrade> {
     let mut buffer = Vec::new();
     loop {
         let head = with_timeout(
@@ -270,14 +345,19 @@ async fn serve_http(
 
         let keep_alive = request.keep_alive() && !request.has_body();
         let response = with_cors(respond(shared, &request), &request, &shared.config.allowed_origins);
-        if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await || !keep_alive {
+        if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await {
+            return None;
+        }
+        if !keep_alive {
+            // An orderly end: TLS clients are owed a close_notify.
+            let _ = with_timeout(WRITE_TIMEOUT, stream.close()).await;
             return None;
         }
     }
 }
 
 /// Read until `buffer` holds a complete head (or the limit is passed).
-async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(Request, usize), ReadFailure> {
+async fn read_head(stream: &mut Stream, buffer: &mut Vec<u8>) -> Result<(Request, usize), ReadFailure> {
     let mut chunk = [0u8; 2048];
     loop {
         if let Some(parsed) = http::parse_head(buffer).map_err(ReadFailure::Head)? {
@@ -296,8 +376,8 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(Requ
 /// unread input makes the kernel send a reset, which can destroy the
 /// response before the client reads it. So stop writing, then read and
 /// discard what the client still sends, for a bounded time and amount.
-async fn linger_close(mut stream: TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+async fn linger_close(mut stream: Stream) {
+    let _ = with_timeout(WRITE_TIMEOUT, stream.close()).await;
     let mut sink = vec![0u8; READ_CHUNK];
     let mut left = LINGER_BYTES;
     with_timeout(LINGER_TIME, async {
@@ -312,7 +392,7 @@ async fn linger_close(mut stream: TcpStream) {
 }
 
 /// Write a whole response within `WRITE_TIMEOUT`. False if it failed.
-async fn write_response(stream: &mut TcpStream, response: &Response, head_only: bool, keep_alive: bool) -> bool {
+async fn write_response(stream: &mut Stream, response: &Response, head_only: bool, keep_alive: bool) -> bool {
     let written = with_timeout(WRITE_TIMEOUT, async {
         stream.write_all(&response.head_bytes(keep_alive)).await?;
         if !head_only {
@@ -342,6 +422,13 @@ fn respond(shared: &Shared, request: &Request) -> Response {
             _ => Response::json_error(400, "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"),
         },
         Some(Endpoint::Health) => api::healthz(),
+        Some(Endpoint::Https) => match &shared.https {
+            Some(https) => api::https(Some(https.port), https.certificates.borrow().ca_der.as_deref()),
+            None => api::https(None, None),
+        },
+        Some(Endpoint::CaCertificate) => api::ca_certificate(
+            shared.https.as_ref().and_then(|https| https.certificates.borrow().ca_der.clone()).as_deref(),
+        ),
         Some(Endpoint::Metrics) => {
             let hub = shared.hub.borrow();
             let mut stats = shared.connections.get();
@@ -376,6 +463,9 @@ enum Endpoint<'a> {
     Room(&'a str),
     Health,
     Metrics,
+    /// `/api/https`: the secure address and the local CA.
+    Https,
+    CaCertificate,
 }
 
 impl Endpoint<'_> {
@@ -386,6 +476,8 @@ impl Endpoint<'_> {
             "/api/rooms" => Some(Endpoint::Rooms),
             "/healthz" => Some(Endpoint::Health),
             "/metrics" => Some(Endpoint::Metrics),
+            "/api/https" => Some(Endpoint::Https),
+            api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
             _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
         }
     }

@@ -16,7 +16,6 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_net::TcpStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -33,6 +32,7 @@ use crate::http::{parse_query, Request, Response};
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{close, ErrorCode, Hello, Rejection};
 use crate::server::Shared;
+use crate::stream::Stream;
 use crate::with_timeout;
 
 /// Bytes read from a socket at a time. Signaling messages are small; this
@@ -146,7 +146,7 @@ enum First {
 /// sent after its request head; `stop` closes when the daemon shuts down.
 pub async fn serve(
     shared: &Rc<Shared>,
-    stream: TcpStream,
+    stream: Stream,
     leftover: Vec<u8>,
     hello: Result<Hello, Rejection>,
     stop: Receiver<()>,
@@ -212,7 +212,7 @@ pub async fn serve(
 async fn read_loop(
     shared: &Shared,
     conn: crate::router::ConnId,
-    receiver: &mut WebSocketReceiver<TcpStream>,
+    receiver: &mut WebSocketReceiver<Stream>,
     last_heard: &Cell<Instant>,
 ) -> ReadEnd {
     let mut saw_close = false;
@@ -273,7 +273,7 @@ async fn watch_liveness(outbox: &Outbox, last_heard: &Cell<Instant>, interval: D
 
 /// Drain the outbox into the socket until a close frame has gone out or the
 /// socket fails. A peer dropped for not reading is given up on at once.
-async fn write_loop(sender: &mut WebSocketSender<TcpStream>, outbox: &Outbox) -> WriteEnd {
+async fn write_loop(sender: &mut WebSocketSender<Stream>, outbox: &Outbox) -> WriteEnd {
     loop {
         let message = match outbox.recv().await {
             Outgoing::Text(text) => Message::text(text.to_string()),
