@@ -16,8 +16,12 @@ const PEERS: usize = 100;
 
 fn main() {
     let binary = std::env::var("INTERCOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
+    let state_dir = std::env::temp_dir().join(format!("intercomd-idle-{}", std::process::id()));
     let mut child = Command::new(&binary)
         .args(["--listen", "127.0.0.1:0", "--max-connections-per-ip", "1000"])
+        // HTTPS on as by default (its renewal timer must not wake an idle daemon).
+        .args(["--https-listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -44,6 +48,7 @@ fn main() {
     drop(peers);
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&state_dir);
 
     println!("intercomd idle wakeups ({binary})");
     println!(

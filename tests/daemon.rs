@@ -23,6 +23,8 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (&["--allow-origin", "*"], "--allow-origin"),
         (&["--log-level", "chatty"], "--log-level"),
         (&["--www", "/no/such/dir"], "--www"),
+        (&["--https-listen", "here"], "--https-listen"),
+        (&["--tls-cert", "a.pem"], "--tls-cert"),
         (&["--no-such-flag"], "--no-such-flag"),
     ] {
         let output = Command::new(binary()).args(args).output().unwrap();
@@ -48,6 +50,11 @@ fn help_lists_every_flag() {
         "--max-rate",
         "--allow-origin",
         "--log-level",
+        "--https-listen",
+        "--no-https",
+        "--state-dir",
+        "--tls-cert",
+        "--tls-key",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

@@ -39,7 +39,9 @@ export const CHROMIUM_ARGS = [
  * address valid); `port` resolves once it logs its address.
  */
 export function startDaemon(cwd, port = 0) {
-  const args = ['--listen', `127.0.0.1:${port}`];
+  // HTTPS on a free port of its own (test files run in parallel, so never the default 8443);
+  // its generated certificate goes to ./state under cwd.
+  const args = ['--listen', `127.0.0.1:${port}`, '--https-listen', '127.0.0.1:0'];
   if (process.env.INTERCOMD_WWW) args.push('--www', process.env.INTERCOMD_WWW);
   const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

@@ -27,13 +27,17 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct Daemon {
     pub addr: SocketAddr,
+    /// The HTTPS listener's address, when the flags asked for one (tests
+    /// run with `--no-https` unless they name an HTTPS flag).
+    pub https_addr: Option<SocketAddr>,
     child: Child,
     /// Every line the daemon logged so far.
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
-    /// Start the daemon with these flags (plus `--listen 127.0.0.1:0`).
+    /// Start the daemon with these flags (plus `--listen 127.0.0.1:0`, and
+    /// `--no-https` unless a flag is about HTTPS).
     pub fn start(flags: &[&str]) -> Daemon {
         Daemon::start_with_env(flags, &[])
     }
@@ -41,8 +45,12 @@ impl Daemon {
     /// The same, with extra environment variables.
     pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Daemon {
         let binary = std::env::var("INTERCOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
+        let wants_https = flags
+            .iter()
+            .any(|flag| ["--https-listen", "--tls-cert", "--tls-key", "--state-dir", "--no-https"].contains(flag));
         let mut child = Command::new(&binary)
             .args(["--listen", "127.0.0.1:0"])
+            .args(if wants_https { &[][..] } else { &["--no-https"][..] })
             .args(flags)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -72,7 +80,14 @@ impl Daemon {
                 panic!("the daemon did not log 'listening on' within {WAIT:?}; its log: {:?}", log.lock().unwrap());
             }
         };
-        Daemon { addr, child, log }
+        let mut daemon = Daemon { addr, https_addr: None, child, log };
+        if flags.contains(&"--https-listen") {
+            daemon.wait_for_log("listening on https://");
+            let line = daemon.log().into_iter().find(|line| line.contains("listening on https://")).unwrap();
+            let addr = line.split("listening on https://").nth(1).unwrap().split(' ').next().unwrap();
+            daemon.https_addr = Some(addr.parse().expect("a socket address in the https listening line"));
+        }
+        daemon
     }
 
     pub fn pid(&self) -> u32 {
