@@ -110,6 +110,10 @@ check "it runs as a dynamic user, not root" in_sh "[ \$(stat -c %u /proc/$pid) -
 check "\$STATE_DIRECTORY is /var/lib/intercomd, private to it" \
   in_sh "tr '\\0' '\\n' </proc/$pid/environ | grep -qx STATE_DIRECTORY=/var/lib/intercomd &&
     [ \"\$(stat -L -c %a /var/lib/intercomd)\" = 700 ]"
+check "HTTPS on 8443 is trusted through the generated CA, for a LAN address (netlink allowed)" \
+  in_sh '[ "$(curl -sS --max-time 5 --cacert /var/lib/intercomd/ca.crt --interface 192.168.77.1 https://192.168.77.1:8443/healthz)" = ok ]'
+check "the generated keys are readable by the service only (0600)" \
+  in_sh '[ "$(stat -L -c %a /var/lib/intercomd/ca.key)" = 600 ] && [ "$(stat -L -c %a /var/lib/intercomd/server.key)" = 600 ]'
 check "it raised its open-file soft limit to the hard limit" \
   in_sh "awk '/open files/ { exit !(\$4 == \$5) }' /proc/$pid/limits"
 check "the seccomp filter and the rest are in force" \

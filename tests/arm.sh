@@ -10,7 +10,8 @@
 #   3. build:     the release daemon for aarch64 and armv7 with that rustc
 #                 (through a RUSTC wrapper; rustup's cargo drives it), into
 #                 target/arm/TRIPLE/release/intercomd; prints each stripped
-#                 size (aarch64 must stay within 1 MiB) and its minimum glibc;
+#                 size (aarch64 must stay within 2 MiB: 1 MiB for the daemon,
+#                 about 0.9 MiB for HTTPS) and its minimum glibc;
 #   4. unit:      systemd-analyze verify, and security (must rate <= 2.0);
 #   5. qemu:      starts each binary under qemu-user on loopback and asks it;
 #   6. tests:     the loopback integration tests against each ARM binary
@@ -39,7 +40,7 @@ DEB_DIR=$ARM_TARGET_DIR/debian
 LOG_DIR=$ARM_TARGET_DIR/logs
 TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 SUITES=(--test http --test websocket --test rooms --test reliability --test hostile --test daemon)
-SIZE_LIMIT_AARCH64=$((1024 * 1024))
+SIZE_LIMIT_AARCH64=$((2 * 1024 * 1024))
 SECURITY_LIMIT=2.0
 
 # Per target: Debian architecture, C cross compiler (the linker), qemu, sysroot.
@@ -223,7 +224,7 @@ for target in "${TARGETS[@]}"; do
   say "  the symbols that need GLIBC_${GLIBC[$target]}: $(readelf -W --dyn-syms "$binary" | grep -o "[A-Za-z0-9_]*@GLIBC_${GLIBC[$target]}" | sort -u | tr '\n' ' ')"
 done
 if [ "${SIZE[aarch64-unknown-linux-gnu]}" -gt "$SIZE_LIMIT_AARCH64" ]; then
-  fail "the aarch64 binary is ${SIZE[aarch64-unknown-linux-gnu]} bytes, over the 1 MiB budget"
+  fail "the aarch64 binary is ${SIZE[aarch64-unknown-linux-gnu]} bytes, over the 2 MiB budget"
 fi
 # The x86_64 release binary, with rustup's Rust: for the amd64 package (the
 # one that can be installed here) and for comparison.
