@@ -121,6 +121,20 @@ pub struct Flags {
     #[argh(option)]
     pub tls_key: Option<PathBuf>,
 
+    /// URL path of the PeerJS-compatible endpoint, for apps written with
+    /// the PeerJS client (default /peerjs)
+    #[argh(option, default = "String::from(\"/peerjs\")")]
+    pub peerjs_path: String,
+
+    /// the key PeerJS clients must give (default peerjs)
+    #[argh(option, default = "String::from(\"peerjs\")")]
+    pub peerjs_key: String,
+
+    /// let PeerJS clients list the ids connected through the PeerJS
+    /// endpoint (GET <peerjs-path>/<key>/peers)
+    #[argh(switch)]
+    pub peerjs_discovery: bool,
+
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
@@ -192,7 +206,17 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// The HTTPS listener; `None` with `--no-https`.
     pub https: Option<Https>,
+    pub peerjs: PeerJs,
     pub log_level: LevelFilter,
+}
+
+/// The PeerJS-compatible endpoint.
+#[derive(Debug, Clone)]
+pub struct PeerJs {
+    /// Without a trailing slash: `/peerjs`, or empty for `--peerjs-path /`.
+    pub path: String,
+    pub key: String,
+    pub discovery: bool,
 }
 
 /// The HTTPS listener and the certificate it presents.
@@ -278,6 +302,15 @@ impl Config {
                 return Err(format!("error: --https-listen {} is the same address as --listen", https.listen));
             }
         }
+        let peerjs = PeerJs {
+            path: normalize_peerjs_path(&flags.peerjs_path)
+                .map_err(|why| format!("error: --peerjs-path {:?}: {why}", flags.peerjs_path))?,
+            key: flags.peerjs_key,
+            discovery: flags.peerjs_discovery,
+        };
+        if !crate::protocol::is_valid_name(&peerjs.key) {
+            return Err(format!("error: --peerjs-key {:?}: 1 to 64 characters of A-Z a-z 0-9 . _ ~ -", peerjs.key));
+        }
         let stun_servers = if flags.no_stun {
             Vec::new()
         } else if flags.stun.is_empty() {
@@ -300,9 +333,26 @@ impl Config {
             reconnect_grace: flags.reconnect_grace,
             allowed_origins,
             https,
+            peerjs,
             log_level: flags.log_level,
         })
     }
+}
+
+/// `/peerjs/` -> `/peerjs`; `/` -> `` (PeerJS' own default). Letters,
+/// digits and `. _ ~ - /`; not under `/api/` and not `/ws`, which are ours.
+fn normalize_peerjs_path(path: &str) -> Result<String, &'static str> {
+    if !path.starts_with('/') {
+        return Err("must start with /");
+    }
+    if !path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-' | b'/')) {
+        return Err("letters, digits and . _ ~ - / only");
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed == "/ws" || trimmed == "/api" || trimmed.starts_with("/api/") || trimmed.contains("//") {
+        return Err("must not be /ws or under /api/");
+    }
+    Ok(trimmed.to_string())
 }
 
 fn first_line(text: &str) -> String {
@@ -385,6 +435,11 @@ mod tests {
         check(&["--www", "/definitely/not/here"], Err("--www"));
         check(&["--frobnicate"], Err("--frobnicate"));
         check(&["--https-listen", "nowhere"], Err("--https-listen"));
+        check(&["--peerjs-path", "peerjs"], Err("--peerjs-path"));
+        check(&["--peerjs-path", "/api/peerjs"], Err("--peerjs-path"));
+        check(&["--peerjs-path", "/p?x"], Err("--peerjs-path"));
+        check(&["--peerjs-path", "/apps/peer/", "--peerjs-key", "k-1", "--peerjs-discovery"], Ok(()));
+        check(&["--peerjs-key", "a key"], Err("--peerjs-key"));
         check(&["--tls-cert", "a.pem"], Err("--tls-cert needs --tls-key"));
         check(&["--tls-key", "a.key"], Err("--tls-key needs --tls-cert"));
         check(&["--no-https", "--tls-cert", "a.pem", "--tls-key", "a.key"], Err("--no-https"));

@@ -17,13 +17,24 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use crate::outbox::{Outbox, SendError};
-use crate::protocol::{self, close, Hello, IceServer, Rejection};
+use smol::channel::{self, Receiver, Sender};
+
+use crate::peerjs;
+use crate::protocol::{self, close, Codec, Hello, IceServer, Rejection};
 use crate::router::{Action, ConnId, Delivery, Limits, Router};
 
 pub struct Hub {
     pub router: Router,
     /// The outgoing queue of every open WebSocket, joined or not.
     outboxes: HashMap<ConnId, Outbox>,
+    /// The wire format of every open WebSocket, known from its endpoint
+    /// before it is a peer (a refusal must be in the client's language).
+    codecs: HashMap<ConnId, Codec>,
+    /// Nudged when the router starts holding messages for an id nobody
+    /// holds; the server's expiry task waits on `pending_wake` so that no
+    /// timer runs while nothing is pending.
+    wake: Sender<()>,
+    pub pending_wake: Receiver<()>,
     /// Peer id of each joined connection, for log lines.
     names: HashMap<ConnId, String>,
     next_conn: u64,
@@ -37,9 +48,13 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(limits: Limits, ice_servers: Vec<IceServer>) -> Hub {
+        let (wake, pending_wake) = channel::bounded(1);
         Hub {
             router: Router::new(limits),
             outboxes: HashMap::new(),
+            codecs: HashMap::new(),
+            wake,
+            pending_wake,
             names: HashMap::new(),
             next_conn: 0,
             ice_servers,
@@ -48,12 +63,13 @@ impl Hub {
         }
     }
 
-    /// A WebSocket was accepted: give it an id and an outbox.
-    pub fn open(&mut self) -> (ConnId, Outbox) {
+    /// A WebSocket speaking `codec` was accepted: give it an id and an outbox.
+    pub fn open(&mut self, codec: Codec) -> (ConnId, Outbox) {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         let outbox = Outbox::new();
         self.outboxes.insert(conn, outbox.clone());
+        self.codecs.insert(conn, codec);
         (conn, outbox)
     }
 
@@ -68,7 +84,10 @@ impl Hub {
             Ok(hello) => match self.router.connect(conn, hello, now) {
                 Ok(joined) => {
                     info!("peer {} joined room {} ({} peers)", joined.id, joined.room, self.router.peer_count());
-                    let welcome = protocol::welcome(&joined.id, &joined.room, &joined.peers, &self.ice_servers);
+                    let welcome = match self.codecs.get(&conn) {
+                        Some(Codec::PeerJs) => peerjs::open(),
+                        _ => protocol::welcome(&joined.id, &joined.room, &joined.peers, &self.ice_servers),
+                    };
                     self.names.insert(conn, joined.id);
                     // The welcome goes first, before anything the actions
                     // below might queue for this connection.
@@ -89,6 +108,16 @@ impl Hub {
     pub fn receive(&mut self, conn: ConnId, text: &str, now: Instant) {
         let actions = self.router.receive(conn, text, now);
         self.dispatch(actions);
+        if self.router.next_pending_expiry().is_some() {
+            // Full means the expiry task is already awake.
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// Messages held for ids that never connected expire now.
+    pub fn expire_pending(&mut self, now: Instant) {
+        let actions = self.router.expire_pending(now);
+        self.dispatch(actions);
     }
 
     /// Send a non-fatal error to `conn`.
@@ -99,7 +128,8 @@ impl Hub {
 
     /// Send a fatal error to `conn`, then close it with `close_code`.
     pub fn fail(&mut self, conn: ConnId, rejection: Rejection, close_code: u16) {
-        let error = self.router.error_to(conn, rejection);
+        let codec = self.codecs.get(&conn).copied().unwrap_or(Codec::Native);
+        let error = self.router.error_as(conn, codec, rejection);
         // What is queued still goes out, ahead of the error and the close.
         let mut actions = self.router.disconnect(conn, Vec::new());
         self.forget(conn, &format!("closed: {}", close_reason(close_code)));
@@ -111,6 +141,7 @@ impl Hub {
     /// The socket task of `conn` is ending after a close: forget it, tell
     /// its room, and bounce what it never got.
     pub fn close(&mut self, conn: ConnId) {
+        self.codecs.remove(&conn);
         let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
         let actions = self.router.disconnect(conn, unsent);
         self.forget(conn, "left");
@@ -121,6 +152,7 @@ impl Hub {
     /// it is now away: the caller waits out the reconnect grace, then calls
     /// `expire`.
     pub fn close_abruptly(&mut self, conn: ConnId) -> Option<String> {
+        self.codecs.remove(&conn);
         let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
         let (actions, away) = self.router.drop_abruptly(conn, unsent);
         match &away {
@@ -230,7 +262,7 @@ mod tests {
     use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
 
     fn hello(id: &str) -> Result<Hello, Rejection> {
-        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: None })
+        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: None, codec: Codec::Native })
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -251,8 +283,8 @@ mod tests {
             Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
             Vec::new(),
         );
-        let (alice, alice_box) = hub.open();
-        let (bob, bob_box) = hub.open();
+        let (alice, alice_box) = hub.open(Codec::Native);
+        let (bob, bob_box) = hub.open(Codec::Native);
         hub.join(alice, hello("alice"), Instant::now());
         hub.join(bob, hello("bob"), Instant::now());
         drain(&alice_box);
@@ -280,7 +312,7 @@ mod tests {
             Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
             protocol::ice_servers(&["stun:s.example".into()]),
         );
-        let (conn, outbox) = hub.open();
+        let (conn, outbox) = hub.open(Codec::Native);
         hub.join(conn, hello("door"), Instant::now());
         assert_eq!(
             drain(&outbox),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod outbox;
+pub mod peerjs;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -120,13 +120,25 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
-/// What a client asks for in `GET /ws?id=..&room=..&token=..`.
+/// The wire format a peer speaks. The router keeps one per peer and
+/// encodes what it sends to that peer accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// This file: `GET /ws`, JSON objects with `to` and `from`.
+    Native,
+    /// The PeerServer protocol (`peerjs.rs`).
+    PeerJs,
+}
+
+/// What a client asks for in `GET /ws?id=..&room=..&token=..` (or the
+/// PeerJS endpoint's query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// `None`: the server picks a random id.
     pub id: Option<String>,
     pub room: String,
     pub token: Option<String>,
+    pub codec: Codec,
 }
 
 impl Hello {
@@ -155,7 +167,7 @@ impl Hello {
                 ));
             }
         }
-        Ok(Hello { id, room, token })
+        Ok(Hello { id, room, token, codec: Codec::Native })
     }
 }
 
@@ -379,7 +391,10 @@ mod tests {
         let pairs =
             |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         let hello = Hello::from_query(&pairs(&[("id", "door"), ("token", "s3cret")])).unwrap();
-        assert_eq!(hello, Hello { id: Some("door".into()), room: "lobby".into(), token: Some("s3cret".into()) });
+        assert_eq!(
+            hello,
+            Hello { id: Some("door".into()), room: "lobby".into(), token: Some("s3cret".into()), codec: Codec::Native }
+        );
         assert_eq!(Hello::from_query(&[]).unwrap().id, None);
         let code = |list: &[(&str, &str)]| Hello::from_query(&pairs(list)).unwrap_err().code;
         assert_eq!(code(&[("id", "no spaces")]), ErrorCode::InvalidId);

@@ -18,12 +18,23 @@
 //! - A peer that dropped off abruptly and holds a token stays in its room,
 //!   *away*, for the reconnect grace: its id is kept, presence is unchanged,
 //!   and messages for it are held in order, up to `MAX_HELD_MESSAGES`.
+//! - Each peer speaks one `Codec`; everything sent to it is encoded for that
+//!   codec here, so native and PeerJS peers share one id space, one set of
+//!   limits and one delivery promise. Presence messages go to native peers
+//!   only (PeerJS has none).
+//! - A PeerJS peer's message for an id nobody holds is held for the
+//!   reconnect grace too (`pending`, bounded by `MAX_PENDING_IDS` and the
+//!   per-id bounds), as PeerServer does: an offer may race the other side's
+//!   connect. Native senders get `unknown-peer` at once.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, close, ErrorCode, Hello, Inbound, Reference, Rejection};
+use serde_json::{Map, Value};
+
+use crate::peerjs;
+use crate::protocol::{self, close, Codec, ErrorCode, Hello, Inbound, Reference, Rejection};
 
 /// The hub's handle for one WebSocket connection. Ids are never reused
 /// within a process, so a stale `ConnId` can never hit a newer peer.
@@ -52,6 +63,9 @@ pub struct Delivery {
 pub const MAX_HELD_MESSAGES: usize = 64;
 /// Bytes held for one away peer (one message of any size always fits).
 pub const MAX_HELD_BYTES: usize = 256 * 1024;
+/// Ids not connected yet that may have messages from PeerJS senders waiting
+/// at once; past this, such a message expires at once.
+pub const MAX_PENDING_IDS: usize = 256;
 
 /// Whom to tell, and about which message, when a directed message cannot be
 /// queued for its target.
@@ -123,7 +137,18 @@ pub struct Router {
     ids: HashMap<ConnId, String>,
     /// Room name -> member ids, sorted so that lists are stable.
     rooms: HashMap<String, BTreeSet<String>>,
+    /// Id nobody holds -> messages PeerJS senders sent it, waiting for it to
+    /// connect within the reconnect grace.
+    pending: HashMap<String, Pending>,
     pub stats: Stats,
+}
+
+struct Pending {
+    since: Instant,
+    /// In order: the message in the router's form, its sender's id, whom to
+    /// tell if it expires.
+    messages: Vec<(Map<String, Value>, String, Bounce)>,
+    bytes: usize,
 }
 
 struct Peer {
@@ -138,11 +163,20 @@ struct Peer {
     /// Messages that arrived while away, in order.
     held: VecDeque<Delivery>,
     held_bytes: usize,
+    /// Its wire format: how everything sent to it is encoded.
+    codec: Codec,
 }
 
 impl Router {
     pub fn new(limits: Limits) -> Router {
-        Router { limits, peers: HashMap::new(), ids: HashMap::new(), rooms: HashMap::new(), stats: Stats::default() }
+        Router {
+            limits,
+            peers: HashMap::new(),
+            ids: HashMap::new(),
+            rooms: HashMap::new(),
+            pending: HashMap::new(),
+            stats: Stats::default(),
+        }
     }
 
     pub fn peer_count(&self) -> usize {
@@ -196,6 +230,7 @@ impl Router {
                 let old = std::mem::replace(&mut peer.conn, conn);
                 peer.away = false;
                 peer.token = hello.token;
+                peer.codec = hello.codec;
                 let held = std::mem::take(&mut peer.held);
                 peer.held_bytes = 0;
                 self.ids.remove(&old);
@@ -229,15 +264,25 @@ impl Router {
             bucket,
             held: VecDeque::new(),
             held_bytes: 0,
+            codec: hello.codec,
         });
         peer.conn = conn;
         peer.away = false;
         peer.room = room.clone();
         peer.token = hello.token;
+        peer.codec = hello.codec;
         peer.held_bytes = 0;
         let held = std::mem::take(&mut peer.held);
+        let codec = peer.codec;
         self.insert(id.clone(), peer, &mut actions);
         actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
+        // Messages PeerJS senders sent before this id existed.
+        if let Some(pending) = self.pending.remove(&id) {
+            for (message, from, bounce) in pending.messages {
+                let text = encode(codec, message, &from);
+                actions.push(Action::Send { conn, text, bounce: Some(bounce) });
+            }
+        }
         Ok(Joined { id, room, peers, actions })
     }
 
@@ -247,20 +292,27 @@ impl Router {
             return Vec::new();
         };
         let peer = self.peers.get_mut(&from).expect("ids and peers agree");
+        let codec = peer.codec;
+        let parse = |text: &str| match codec {
+            Codec::Native => protocol::parse_inbound(text).map(Some),
+            Codec::PeerJs => peerjs::parse_inbound(text),
+        };
         if !peer.bucket.take(now) {
             let rejection = Rejection::new(
                 ErrorCode::RateLimited,
                 format!("more than {} messages per second; this one was dropped", self.limits.max_rate),
             );
-            let reference = protocol::parse_inbound(text).ok().map(|inbound| inbound.reference());
+            let reference = parse(text).ok().flatten().map(|inbound| inbound.reference());
             let rejection = match reference {
                 Some(reference) => rejection.about(reference),
                 None => rejection,
             };
             return vec![self.error_to(conn, rejection)];
         }
-        let inbound = match protocol::parse_inbound(text) {
-            Ok(inbound) => inbound,
+        let inbound = match parse(text) {
+            Ok(Some(inbound)) => inbound,
+            // A PeerJS heartbeat: the frame itself showed the peer is alive.
+            Ok(None) => return Vec::new(),
             Err(rejection) => return vec![self.error_to(conn, rejection)],
         };
         match inbound {
@@ -269,24 +321,35 @@ impl Router {
                     kind: message.get("type").and_then(|t| t.as_str()).map(str::to_string),
                     to: Some(to.clone()),
                 };
-                if !self.peers.contains_key(&to) {
-                    let rejection =
-                        Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected")).about(reference);
-                    return vec![self.error_to(conn, rejection)];
-                }
-                self.stats.routed += 1;
                 let mut actions = Vec::new();
-                let text = protocol::stamp(message, &from).into();
-                self.deliver(&to, text, Some(Bounce { sender: conn, reference }), &mut actions);
+                let bounce = Bounce { sender: conn, reference };
+                let Some(target_codec) = self.peers.get(&to).map(|peer| peer.codec) else {
+                    if codec == Codec::PeerJs {
+                        self.hold_pending(to, message, from, bounce, now, &mut actions);
+                        return actions;
+                    }
+                    let rejection = Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected"))
+                        .about(bounce.reference);
+                    return vec![self.error_to(conn, rejection)];
+                };
+                self.stats.routed += 1;
+                let text = encode(target_codec, message, &from);
+                self.deliver(&to, text, Some(bounce), &mut actions);
                 actions
             }
             Inbound::Broadcast { message } => {
-                let text: Rc<str> = protocol::stamp(message, &from).into();
                 let room = &self.peers[&from].room;
                 let others: Vec<String> = self.rooms[room].iter().filter(|member| **member != from).cloned().collect();
                 let mut actions = Vec::new();
+                // Encoded at most once per codec present in the room.
+                let (mut native, mut peerjs) = (None, None);
                 for member in &others {
-                    self.deliver(member, text.clone(), None, &mut actions);
+                    let text = match self.peers[member].codec {
+                        Codec::Native => native.get_or_insert_with(|| encode(Codec::Native, message.clone(), &from)),
+                        Codec::PeerJs => peerjs.get_or_insert_with(|| encode(Codec::PeerJs, message.clone(), &from)),
+                    }
+                    .clone();
+                    self.deliver(member, text, None, &mut actions);
                 }
                 self.stats.routed += others.len() as u64;
                 actions
@@ -406,10 +469,78 @@ impl Router {
         }
     }
 
-    /// Count and encode an error for `conn`.
+    /// Count and encode an error for `conn`, in its peer's codec.
     pub fn error_to(&mut self, conn: ConnId, rejection: Rejection) -> Action {
+        let codec = self.ids.get(&conn).map_or(Codec::Native, |id| self.peers[id].codec);
+        self.error_as(conn, codec, rejection)
+    }
+
+    /// The same for a connection that may not be a peer (yet), whose codec
+    /// the caller knows from the endpoint it came to.
+    pub fn error_as(&mut self, conn: ConnId, codec: Codec, rejection: Rejection) -> Action {
         self.stats.count(rejection.code);
-        Action::Send { conn, text: protocol::error(&rejection).into(), bounce: None }
+        let text = match codec {
+            Codec::Native => protocol::error(&rejection),
+            Codec::PeerJs => peerjs::error(&rejection, self.ids.get(&conn).map_or("", String::as_str)),
+        };
+        Action::Send { conn, text: text.into(), bounce: None }
+    }
+
+    /// Hold a PeerJS sender's message for `to`, which nobody holds, until
+    /// `to` connects or the reconnect grace ends ([`Router::expire_pending`]).
+    fn hold_pending(
+        &mut self,
+        to: String,
+        message: Map<String, Value>,
+        from: String,
+        bounce: Bounce,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let size = message.get("payload").map_or(0, |payload| payload.to_string().len()) + 64;
+        let room_for_id = self.pending.contains_key(&to) || self.pending.len() < MAX_PENDING_IDS;
+        if self.limits.reconnect_grace.is_zero() || !room_for_id {
+            let rejection =
+                Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected")).about(bounce.reference);
+            actions.push(self.error_to(bounce.sender, rejection));
+            return;
+        }
+        let pending =
+            self.pending.entry(to.clone()).or_insert_with(|| Pending { since: now, messages: Vec::new(), bytes: 0 });
+        let fits = pending.messages.is_empty()
+            || (pending.messages.len() < MAX_HELD_MESSAGES && pending.bytes + size <= MAX_HELD_BYTES);
+        if fits {
+            pending.bytes += size;
+            pending.messages.push((message, from, bounce));
+            self.stats.routed += 1;
+        } else {
+            let why = format!("{to:?} is not connected and has {} messages waiting already", pending.messages.len());
+            self.bounce_all(vec![Delivery { text: "".into(), bounce: Some(bounce) }], &why, actions);
+        }
+    }
+
+    /// When the oldest message held for an id nobody holds expires.
+    pub fn next_pending_expiry(&self) -> Option<Instant> {
+        self.pending.values().map(|pending| pending.since + self.limits.reconnect_grace).min()
+    }
+
+    /// Messages held for ids that did not connect within the grace expire:
+    /// their senders are told (PeerJS: `EXPIRE`).
+    pub fn expire_pending(&mut self, now: Instant) -> Vec<Action> {
+        let grace = self.limits.reconnect_grace;
+        let due: Vec<String> =
+            self.pending.iter().filter(|(_, pending)| pending.since + grace <= now).map(|(id, _)| id.clone()).collect();
+        let mut actions = Vec::new();
+        for id in due {
+            let pending = self.pending.remove(&id).expect("just listed");
+            let deliveries = pending
+                .messages
+                .into_iter()
+                .map(|(_, _, bounce)| Delivery { text: "".into(), bounce: Some(bounce) })
+                .collect();
+            self.bounce_all(deliveries, &format!("nobody connected as {id:?} within {grace:?}"), &mut actions);
+        }
+        actions
     }
 
     /// Count a refusal that happens before a peer exists (bad hello).
@@ -464,13 +595,14 @@ impl Router {
         self.peers.insert(id, peer);
     }
 
-    /// Queue `text` for every member of `room`.
+    /// Queue `text` (presence) for every native member of `room`.
     fn announce(&self, room: &str, text: String, actions: &mut Vec<Action>) {
         let Some(members) = self.rooms.get(room) else {
             return;
         };
         let text: Rc<str> = text.into();
-        for peer in members.iter().map(|member| &self.peers[member]).filter(|peer| !peer.away) {
+        let present = members.iter().map(|member| &self.peers[member]);
+        for peer in present.filter(|peer| !peer.away && peer.codec == Codec::Native) {
             actions.push(Action::Send { conn: peer.conn, text: text.clone(), bounce: None });
         }
     }
@@ -489,7 +621,8 @@ impl Router {
         peer
     }
 
-    fn fresh_id(&self) -> String {
+    /// An id nobody holds: random, 10 characters of an unambiguous alphabet.
+    pub fn fresh_id(&self) -> String {
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
         loop {
             let id: String = (0..10).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect();
@@ -497,6 +630,15 @@ impl Router {
                 return id;
             }
         }
+    }
+}
+
+/// A directed or broadcast message from `from`, as a peer speaking `codec`
+/// receives it.
+fn encode(codec: Codec, message: Map<String, Value>, from: &str) -> Rc<str> {
+    match codec {
+        Codec::Native => protocol::stamp(message, from).into(),
+        Codec::PeerJs => peerjs::relay(&message, from).into(),
     }
 }
 
@@ -567,7 +709,7 @@ mod tests {
         Limits { max_peers: 3, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE };
 
     fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
-        Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into) }
+        Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into), codec: Codec::Native }
     }
 
     /// Render actions as short strings: `1<-{"type":..}` or `1 close 4001`.
@@ -704,7 +846,11 @@ mod tests {
         let mut seen = BTreeSet::new();
         for conn in 0..100 {
             let joined = router
-                .connect(ConnId(conn), Hello { id: None, room: "lobby".into(), token: None }, Instant::now())
+                .connect(
+                    ConnId(conn),
+                    Hello { id: None, room: "lobby".into(), token: None, codec: Codec::Native },
+                    Instant::now(),
+                )
                 .unwrap();
             assert!(protocol::is_valid_name(&joined.id));
             assert!(seen.insert(joined.id));

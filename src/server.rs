@@ -34,7 +34,8 @@ use crate::api::{self, ConnectionStats};
 use crate::config::Config;
 use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
-use crate::protocol::{self, Hello, Rejection};
+use crate::peerjs;
+use crate::protocol::{self, Codec, Hello, Rejection};
 use crate::router::Limits;
 use crate::static_files;
 use crate::stream::Stream;
@@ -140,7 +141,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
 
     executor
         .run(async {
-            let accepting = or(accept_loop(&executor, &shared, &http, false, &stop, &alive), async {
+            let serving = or(accept_loop(&executor, &shared, &http, false, &stop, &alive), expire_pending(&shared));
+            let accepting = or(serving, async {
                 match &https_listener {
                     Some(listener) => {
                         or(accept_loop(&executor, &shared, listener, true, &stop, &alive), renew_certificates(&shared))
@@ -220,6 +222,21 @@ async fn accept_loop<'a>(
     }
 }
 
+/// Messages PeerJS senders sent to ids nobody holds wait for the reconnect
+/// grace; this expires them. It sleeps on `pending_wake` while nothing is
+/// held, so an idle daemon has no timer.
+async fn expire_pending(shared: &Shared) {
+    let wake = shared.hub.borrow().pending_wake.clone();
+    while wake.recv().await.is_ok() {
+        loop {
+            let next = shared.hub.borrow().router.next_pending_expiry();
+            let Some(at) = next else { break };
+            Timer::at(at).await;
+            shared.hub.borrow_mut().expire_pending(Instant::now());
+        }
+    }
+}
+
 /// Every `tls::CHECK_INTERVAL`, renew the generated certificate if it is
 /// close to expiry or the machine's names or addresses changed. New
 /// handshakes get the new certificate; open connections keep theirs.
@@ -280,8 +297,8 @@ async fn serve_connection(shared: &Rc<Shared>, tcp: TcpStream, tls: bool, addres
         Stream::Plain(tcp)
     };
     let upgrade = Box::pin(serve_http(shared, stream, address, stop.clone())).await;
-    if let Some(Upgrade { stream, leftover, hello }) = upgrade {
-        Box::pin(ws::serve(shared, stream, leftover, hello, stop)).await;
+    if let Some(Upgrade { stream, leftover, hello, codec }) = upgrade {
+        Box::pin(ws::serve(shared, stream, leftover, hello, codec, stop)).await;
     }
 }
 
@@ -291,6 +308,7 @@ struct Upgrade {
     /// Bytes the client sent after its request head.
     leftover: Vec<u8>,
     hello: Result<Hello, Rejection>,
+    codec: Codec,
 }
 
 /// Answer requests until the connection closes (`None`) or upgrades.
@@ -325,12 +343,23 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
         };
         buffer.drain(..length);
 
-        if request.path == "/ws" {
+        let codec = if request.path == "/ws" {
+            Some(Codec::Native)
+        } else {
+            let peerjs = &shared.config.peerjs;
+            (request.path.strip_prefix(peerjs.path.as_str()) == Some("/peerjs")).then_some(Codec::PeerJs)
+        };
+        if let Some(codec) = codec {
             match ws::check_upgrade(&request, &shared.config) {
                 Ok(switching) => {
                     with_timeout(WRITE_TIMEOUT, stream.write_all(&switching)).await?.ok()?;
                     buffer.shrink_to_fit();
-                    return Some(Upgrade { stream, leftover: buffer, hello: ws::hello_from(&request) });
+                    let hello = match codec {
+                        Codec::Native => ws::hello_from(&request),
+                        Codec::PeerJs => ws::query_pairs(&request)
+                            .and_then(|pairs| peerjs::hello_from_query(&pairs, &shared.config.peerjs.key)),
+                    };
+                    return Some(Upgrade { stream, leftover: buffer, hello, codec });
                 }
                 Err(response) => {
                     if response.status == 403 {
@@ -344,7 +373,7 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
         }
 
         let keep_alive = request.keep_alive() && !request.has_body();
-        let response = with_cors(respond(shared, &request), &request, &shared.config.allowed_origins);
+        let response = with_cors(respond(shared, &request), &request, &shared.config);
         if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await {
             return None;
         }
@@ -404,6 +433,45 @@ async fn write_response(stream: &mut Stream, response: &Response, head_only: boo
     matches!(written, Some(Ok(())))
 }
 
+/// The part of `path` after `--peerjs-path`, when it is one of the PeerJS
+/// HTTP endpoints: `""` (the server's description, not at the root),
+/// `<key>/id` or `<key>/peers`.
+fn peerjs_route<'p>(path: &'p str, peerjs_path: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(peerjs_path)?;
+    if rest.is_empty() || rest == "/" {
+        return (!peerjs_path.is_empty()).then_some("");
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (key, what) = rest.split_once('/')?;
+    (!key.is_empty() && matches!(what, "id" | "peers")).then_some(rest)
+}
+
+/// The PeerJS HTTP endpoints (`rest` from `peerjs_route`).
+fn peerjs_http(shared: &Shared, rest: &str) -> Response {
+    let config = &shared.config.peerjs;
+    let Some((key, what)) = rest.split_once('/') else {
+        let body = serde_json::json!({
+            "name": "PeerJS Server",
+            "description": "intercomd: a PeerJS-compatible signaling endpoint on a LAN intercom",
+            "website": "https://peerjs.com/",
+        });
+        return Response::json(200, body.to_string());
+    };
+    if key != config.key {
+        return Response::text(401, "Invalid key provided");
+    }
+    let hub = shared.hub.borrow();
+    match what {
+        "id" => Response::text(200, hub.router.fresh_id()).with_header("Cache-Control", "no-store"),
+        _ if !config.discovery => Response::text(401, "discovery is off (start intercomd with --peerjs-discovery)"),
+        _ => {
+            let ids = hub.router.room_members(peerjs::ROOM);
+            Response::json(200, serde_json::to_string(&ids).expect("strings serialize"))
+                .with_header("Cache-Control", "no-store")
+        }
+    }
+}
+
 /// Pick the answer for a plain HTTP request.
 fn respond(shared: &Shared, request: &Request) -> Response {
     let method = request.method.as_str();
@@ -411,7 +479,7 @@ fn respond(shared: &Shared, request: &Request) -> Response {
     let not_allowed = |allow: &'static str| {
         Response::json_error(405, &format!("this endpoint takes {allow}")).with_header("Allow", allow)
     };
-    match Endpoint::of(&request.path) {
+    match Endpoint::of(&request.path, &shared.config.peerjs.path) {
         Some(Endpoint::Rooms) if method == "POST" => api::new_room(&shared.hub.borrow().router),
         Some(Endpoint::Rooms) => not_allowed("POST"),
         Some(_) if !readable => not_allowed("GET, HEAD"),
@@ -436,6 +504,7 @@ fn respond(shared: &Shared, request: &Request) -> Response {
             stats.dropped_slow = hub.dropped_slow;
             api::metrics(&hub.router, stats)
         }
+        Some(Endpoint::PeerJs(rest)) => peerjs_http(shared, rest),
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, shared.config.www.as_deref()),
         None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
@@ -445,10 +514,11 @@ fn respond(shared: &Shared, request: &Request) -> Response {
 /// Pages of an origin allowed by `--allow-origin` may read the JSON API
 /// across origins; nobody else gets any CORS header, so other sites'
 /// scripts cannot read it from a visitor's browser.
-fn with_cors(response: Response, request: &Request, allowed: &[String]) -> Response {
+fn with_cors(response: Response, request: &Request, config: &Config) -> Response {
     let Some(origin) = request.header("origin") else { return response };
     let origin = origin.trim().to_ascii_lowercase();
-    if request.path.starts_with("/api/") && allowed.contains(&origin) {
+    let api = request.path.starts_with("/api/") || peerjs_route(&request.path, &config.peerjs.path).is_some();
+    if api && config.allowed_origins.contains(&origin) {
         response.with_header("Access-Control-Allow-Origin", origin).with_header("Vary", "Origin")
     } else {
         response
@@ -466,10 +536,15 @@ enum Endpoint<'a> {
     /// `/api/https`: the secure address and the local CA.
     Https,
     CaCertificate,
+    /// Under `--peerjs-path` (the WebSocket aside): what follows it.
+    PeerJs(&'a str),
 }
 
 impl Endpoint<'_> {
-    fn of(path: &str) -> Option<Endpoint<'_>> {
+    fn of<'p>(path: &'p str, peerjs_path: &str) -> Option<Endpoint<'p>> {
+        if let Some(rest) = peerjs_route(path, peerjs_path) {
+            return Some(Endpoint::PeerJs(rest));
+        }
         match path {
             "/api/ice-servers" => Some(Endpoint::IceServers),
             "/api/peers" => Some(Endpoint::Peers),

@@ -30,7 +30,7 @@ use smol::Timer;
 use crate::config::Config;
 use crate::http::{parse_query, Request, Response};
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{close, ErrorCode, Hello, Rejection};
+use crate::protocol::{close, Codec, ErrorCode, Hello, Rejection};
 use crate::server::Shared;
 use crate::stream::Stream;
 use crate::with_timeout;
@@ -110,9 +110,13 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
 
 /// The `Hello` from the upgrade request's query.
 pub fn hello_from(request: &Request) -> Result<Hello, Rejection> {
-    let pairs = parse_query(request.query.as_deref().unwrap_or(""))
-        .ok_or_else(|| Rejection::new(ErrorCode::InvalidId, "the query string has a broken %-escape"))?;
-    Hello::from_query(&pairs)
+    Hello::from_query(&query_pairs(request)?)
+}
+
+/// The upgrade request's query, decoded.
+pub fn query_pairs(request: &Request) -> Result<Vec<(String, String)>, Rejection> {
+    parse_query(request.query.as_deref().unwrap_or(""))
+        .ok_or_else(|| Rejection::new(ErrorCode::InvalidId, "the query string has a broken %-escape"))
 }
 
 /// Why the reader stopped.
@@ -149,13 +153,14 @@ pub async fn serve(
     stream: Stream,
     leftover: Vec<u8>,
     hello: Result<Hello, Rejection>,
+    codec: Codec,
     stop: Receiver<()>,
 ) {
     let config = websocket_config(shared.config.max_message_bytes);
     // Boxed so that the handshake's state is freed once it is done instead
     // of staying part of every idle peer's task.
     let socket = Box::pin(WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config))).await;
-    let (conn, outbox) = shared.hub.borrow_mut().open();
+    let (conn, outbox) = shared.hub.borrow_mut().open(codec);
     shared.hub.borrow_mut().join(conn, hello, Instant::now());
     let (mut sender, mut receiver) = socket.split();
     let last_heard = Cell::new(Instant::now());

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use intercomd::http::{parse_head, parse_query, percent_decode, HeadError, MAX_HEAD_BYTES};
-use intercomd::protocol::{is_valid_name, parse_inbound, stamp, Hello, Inbound};
+use intercomd::protocol::{is_valid_name, parse_inbound, stamp, Codec, Hello, Inbound};
 use intercomd::router::{ConnId, Delivery, Limits, Router};
 use intercomd::static_files::safe_segments;
 use proptest::prelude::*;
@@ -181,6 +181,8 @@ proptest! {
                         id: Some(format!("p{id}")),
                         room: format!("r{room}"),
                         token: token.map(|t| format!("t{t}")),
+                        // Every third id speaks PeerJS: the invariants hold across codecs.
+                        codec: if id % 3 == 0 { Codec::PeerJs } else { Codec::Native },
                     };
                     let _ = router.connect(ConnId(u64::from(conn)), hello, now);
                 }

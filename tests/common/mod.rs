@@ -208,7 +208,12 @@ impl Client {
     }
 
     pub async fn try_connect(daemon: &Daemon, query: &str, origin: Option<&str>) -> Result<Client, String> {
-        let mut request = format!("ws://{}/ws?{}", daemon.addr, query).into_client_request().unwrap();
+        Client::try_connect_to(daemon, &format!("/ws?{query}"), origin).await
+    }
+
+    /// Open the WebSocket at `target` (path and query), e.g. the PeerJS one.
+    pub async fn try_connect_to(daemon: &Daemon, target: &str, origin: Option<&str>) -> Result<Client, String> {
+        let mut request = format!("ws://{}{}", daemon.addr, target).into_client_request().unwrap();
         if let Some(origin) = origin {
             request.headers_mut().insert("Origin", origin.parse().unwrap());
         }
