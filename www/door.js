@@ -98,8 +98,9 @@
 
   // Notices: persistent problems (insecure page, camera blocked, id taken, sound blocked).
   const notices = new Map(); // key → {text, level, action}
-  function setNotice(key, text, level = 'error', action = null) {
-    if (!text) notices.delete(key); else notices.set(key, { text, level, action });
+  // extra: an element shown after the text (links).
+  function setNotice(key, text, level = 'error', action = null, extra = null) {
+    if (!text) notices.delete(key); else notices.set(key, { text, level, action, extra });
     const items = [];
     for (const [k, n] of notices) {
       const p = document.createElement('p');
@@ -107,6 +108,7 @@
       p.dataset.level = n.level;
       p.dataset.testid = `notice-${k}`;
       p.textContent = n.text;
+      if (n.extra) p.append(' ', n.extra);
       if (n.action) {
         const b = document.createElement('button');
         b.type = 'button';
@@ -141,9 +143,14 @@
 
   // ---------------------------------------------------------------- secure context, permissions
   // A kiosk's own text: the station's browser runs on the machine of the daemon.
+  // The https part comes from SignalKit (the daemon's real https port, once /api/https answered).
   function insecureText() {
+    const local = `http://localhost${location.port ? `:${location.port}` : ''}${location.pathname}${location.search}`;
+    const url = SignalKit.httpsHint();
+    const elsewhere = url ? `On any other machine open its https address: ${url}`
+      : 'This intercom has no HTTPS listener, so on any other machine only an HTTPS proxy in front of it helps.';
     return 'This page is not in a secure context, so the browser blocks the camera and microphone. ' +
-      'Open it as http://localhost:8080/door.html on the machine that runs intercomd, or over https.';
+      `Open it as ${local} on the machine that runs intercomd. ${elsewhere}`;
   }
 
   const deniedText = 'Camera or microphone blocked for this page. Allow them in Chromium ' +
@@ -669,8 +676,10 @@
     if (!SignalKit.mediaAvailable()) {
       setState('error');
       document.body.dataset.error = 'insecure';
-      setNotice('insecure', insecureText(), 'error');
       setStatus('Not a secure context: calls are impossible here.', 'error');
+      // With the https address the daemon gives (it answers at once; a guess if it cannot), and
+      // the links to it and to trust.html.
+      SignalKit.httpsReady.then(() => setNotice('insecure', insecureText(), 'error', null, SignalKit.secureLinks()));
       return;
     }
     setState('offline');

@@ -60,23 +60,88 @@ const SignalKit = (() => {
     return window.isSecureContext !== false && !!navigator.mediaDevices &&
       typeof navigator.mediaDevices.getUserMedia === 'function';
   }
-  // The daemon's default https port; the query keeps ?room= on the way.
-  function httpsHint() { return `https://${location.hostname}:8443${location.pathname}${location.search}`; }
-  function insecureText() {
-    return 'This page is not in a secure context, so the browser blocks the microphone and camera: ' +
-      'browsers allow them only over https or on localhost. ' +
-      `Open the https address of this intercom instead (by default ${httpsHint()}).`;
+  // Where the https page is. Only a page that is not a secure context asks the daemon, once, at
+  // load (GET /api/https: {port, ca, caFingerprint}); until it answers, or if it cannot, the
+  // address uses the daemon's default https port 8443.
+  const DEFAULT_HTTPS_PORT = 8443;
+  const HTTPS_INFO_TIMEOUT_MS = 4000;
+  // known: the daemon answered; port: its https port or null (no HTTPS listener); ca: the path
+  // of its local CA's certificate or null (no CA of its own, or unknown).
+  const https = { known: false, port: DEFAULT_HTTPS_PORT, ca: null, caFingerprint: null };
+  const httpsReady = window.isSecureContext === false ? loadHttpsInfo() : Promise.resolve(https);
+
+  async function loadHttpsInfo() {
+    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    const timer = setTimeout(() => { if (ctl) ctl.abort(); }, HTTPS_INFO_TIMEOUT_MS);
+    try {
+      const r = await fetch('/api/https', { cache: 'no-store', signal: ctl ? ctl.signal : undefined });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      const info = await r.json();
+      const port = info && info.port;
+      https.port = Number.isInteger(port) && port > 0 && port < 65536 ? port : null;
+      https.ca = info && typeof info.ca === 'string' && info.ca ? info.ca : null;
+      https.caFingerprint = info && typeof info.caFingerprint === 'string' ? info.caFingerprint : null;
+      https.known = true;
+    } catch (e) {
+      console.warn('[signal]', `cannot read /api/https (${e && e.message}): assuming https port ${DEFAULT_HTTPS_PORT}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    return https;
   }
-  // Fills the page's warning box (hidden otherwise) when the microphone cannot work here.
+
+  // The https address of this page (the query keeps ?room= on the way), or null without an HTTPS listener.
+  function httpsHint() {
+    if (https.port === null) return null;
+    // location.hostname keeps the brackets of an IPv6 address.
+    return `https://${location.hostname}:${https.port}${location.pathname}${location.search}`;
+  }
+  // What to do instead.
+  function httpsAdvice() {
+    const url = httpsHint();
+    if (!url) {
+      return 'This intercom has no HTTPS listener, so the microphone works only on the machine that runs it ' +
+        '(opened as localhost) or behind an HTTPS proxy.';
+    }
+    return https.known ? `Open the https address of this intercom instead: ${url}`
+      : `Open the https address of this intercom instead (by default ${url}).`;
+  }
+  const INSECURE = 'This page is not in a secure context, so the browser blocks the microphone and camera: ' +
+    'browsers allow them only over https or on localhost.';
+  function insecureText() { return `${INSECURE} ${httpsAdvice()}`; }
+  // The links that go with the text: the https page, and the page that installs the local CA.
+  function secureLinks() {
+    const box = document.createElement('span');
+    box.className = 'secure-links';
+    const url = httpsHint();
+    if (url) {
+      const a = document.createElement('a');
+      a.href = url;
+      a.textContent = 'Open the secure page';
+      a.dataset.testid = 'https-link';
+      box.append(a);
+    }
+    if (https.ca) {
+      const t = document.createElement('a');
+      t.href = 'trust.html';
+      t.textContent = 'Trust this intercom on this device';
+      t.dataset.testid = 'trust-link';
+      box.append(t);
+    }
+    return box;
+  }
+  // Fills the page's warning box (hidden otherwise) when the microphone cannot work here, once
+  // the daemon said where its https page is.
   function showInsecureWarning(box, extra = '') {
-    if (mediaAvailable()) return;
-    box.hidden = false;
-    box.textContent = `${insecureText()} ${extra}`;
-    const a = document.createElement('a');
-    a.href = httpsHint();
-    a.textContent = 'Open the secure page';
-    a.dataset.testid = 'https-link';
-    box.append(a);
+    if (mediaAvailable()) return Promise.resolve(false);
+    return httpsReady.then(() => {
+      const text = document.createElement('span');
+      text.className = 'secure-text';
+      text.textContent = `${INSECURE} ${extra ? `${extra.trim()} ` : ''}${httpsAdvice()}`;
+      box.replaceChildren(text, secureLinks());
+      box.hidden = false;
+      return true;
+    });
   }
 
   const AUDIO = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
@@ -391,7 +456,7 @@ const SignalKit = (() => {
 
   return {
     ID_RE, load, store, randomHex, statusLine, showConn,
-    mediaAvailable, insecureText, showInsecureWarning, getMedia, mediaErrorText, stopStream,
+    mediaAvailable, insecureText, httpsHint, httpsReady, secureLinks, showInsecureWarning, getMedia, mediaErrorText, stopStream,
     tabNames, socket,
   };
 })();

@@ -253,8 +253,12 @@ describe('intercom page', { timeout: 180_000 }, () => {
     const text = await page.textContent('#secure-warning');
     assert.match(text, /not in a secure context/, 'the message should say the page is not a secure context');
     assert.match(text, /microphone/, 'the message should say the microphone is blocked');
-    assert.equal(await page.getAttribute('[data-testid="https-link"]', 'href'), `https://${INSECURE_HOST}:8443/`,
-      'the message should link to the https address of the same host');
+    // The daemon's real https port, from /api/https (restarted above: the port of the new one).
+    const httpsPort = await daemon.httpsPort;
+    assert.equal(await page.getAttribute('[data-testid="https-link"]', 'href'), `https://${INSECURE_HOST}:${httpsPort}/`,
+      'the message should link to the https address of the same host, on the daemon\'s https port');
+    assert.equal(await page.getAttribute('[data-testid="trust-link"]', 'href'), 'trust.html',
+      'the message should link to the page that installs the intercom\'s CA');
 
     // The page still works for what needs no microphone: going online.
     await page.fill('#name-input', 'carol');

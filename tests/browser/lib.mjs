@@ -11,11 +11,16 @@
 //                   SCREENSHOTS=docs refreshes the ones README shows)
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const BIN = process.env.INTERCOMD_BIN;
 export const INSECURE_HOST = 'intercom.test';
+// The name the daemon's generated server certificate holds for this machine: <host name>.local,
+// or the host name itself when it already has a domain (src/tls.rs local_names).
+const HOST = hostname().trim().replace(/\.$/, '').toLowerCase();
+export const LOCAL_HOST = HOST.includes('.') ? HOST : `${HOST}.local`;
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
   '--use-fake-device-for-media-stream',
@@ -29,39 +34,54 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
   '--autoplay-policy=no-user-gesture-required',
-  // A host name that is not localhost, for the insecure-context test: Chromium counts all of
-  // 127.0.0.0/8 and localhost as secure, http://intercom.test:PORT/ is not.
-  `--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1`,
+  // Host names that are not localhost, for the insecure-context tests: Chromium counts all of
+  // 127.0.0.0/8 and localhost as secure, http://intercom.test:PORT/ is not. LOCAL_HOST is the
+  // name the daemon's certificate holds, for https with a trusted CA (https.test.mjs).
+  `--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1, MAP ${LOCAL_HOST} 127.0.0.1`,
 ];
 
 /**
  * Starts the daemon on loopback, on a free port or on `port` (a restart keeps the pages'
- * address valid); `port` resolves once it logs its address.
+ * address valid), with `extraArgs` added to its command line. `port` resolves once it logs its
+ * http address, `httpsPort` once it logs its https one (null with --no-https).
  */
-export function startDaemon(cwd, port = 0) {
+export function startDaemon(cwd, port = 0, extraArgs = []) {
   // HTTPS on a free port of its own (test files run in parallel, so never the default 8443);
   // its generated certificate goes to ./state under cwd.
   const args = ['--listen', `127.0.0.1:${port}`, '--https-listen', '127.0.0.1:0'];
   if (process.env.INTERCOMD_WWW) args.push('--www', process.env.INTERCOMD_WWW);
+  args.push(...extraArgs);
+  const noHttps = extraArgs.includes('--no-https');
   const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  const listening = new Promise((resolve, reject) => {
+  // Resolves with the port in the first line `re` matches; rejects after 10 s or when the daemon ends first.
+  const waitLog = (re, what) => new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(
-      `intercomd did not log "listening on http://127.0.0.1:PORT" within 10 s; its output so far:\n${output}`)), 10_000);
-    const onData = (chunk) => {
-      output += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      `intercomd did not log "${what}" within 10 s; its output so far:\n${output}`)), 10_000);
+    const check = () => {
+      const m = re.exec(output);
+      if (!m) return false;
+      clearTimeout(timer);
+      resolve(Number(m[1]));
+      return true;
     };
-    child.stdout.setEncoding('utf8').on('data', onData);
-    child.stderr.setEncoding('utf8').on('data', onData);
+    // After the listeners below that collect `output` (registered first).
+    child.stdout.on('data', check);
+    child.stderr.on('data', check);
     child.on('error', (e) => { clearTimeout(timer); reject(new Error(`cannot start ${BIN}: ${e.message}`)); });
     child.on('exit', (code, sig) => {
       clearTimeout(timer);
-      reject(new Error(`intercomd exited (code ${code}, signal ${sig}) before listening; output:\n${output}`));
+      if (!check()) reject(new Error(`intercomd exited (code ${code}, signal ${sig}) before logging "${what}"; output:\n${output}`));
     });
   });
-  return { child, port: listening, output: () => output };
+  child.stdout.setEncoding('utf8').on('data', (chunk) => { output += chunk; });
+  child.stderr.setEncoding('utf8').on('data', (chunk) => { output += chunk; });
+  const listening = waitLog(/listening on http:\/\/127\.0\.0\.1:(\d+)/, 'listening on http://127.0.0.1:PORT');
+  const httpsPort = noHttps ? listening.then(() => null)
+    : waitLog(/listening on https:\/\/127\.0\.0\.1:(\d+)/, 'listening on https://127.0.0.1:PORT');
+  // A caller that never asks for httpsPort must not get an unhandled rejection from it.
+  httpsPort.catch(() => {});
+  return { child, port: listening, httpsPort, output: () => output };
 }
 
 export async function stopDaemon(child) {
@@ -126,12 +146,19 @@ export async function waitAudioAbove(page, above, timeoutMs) {
 }
 
 
-/** Launches headless Chromium with a fresh temporary profile (removed on close). */
-export function launchBrowser() {
+/**
+ * Launches headless Chromium with a fresh temporary profile (removed on close).
+ * options.env: its environment (default: this process's), e.g. another HOME, whose
+ * .pki/nssdb is the certificate store Chromium on Linux trusts besides its own roots;
+ * options.args: more command-line flags.
+ */
+export function launchBrowser(options = {}) {
+  const { env, args = [] } = options;
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: !process.env.HEADFUL,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
+    ...(env ? { env } : {}),
     timeout: 30_000,
   });
 }

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Real-browser test of the intercom pages against a daemon binary.
 #   tests/browser/run.sh DAEMON_BINARY
-# Installs what it needs on a bare Debian 12 machine (Chromium via apt, playwright-core
-# via npm ci), then runs the test inside its own network namespace so that nothing
+# Installs what it needs on a bare Debian 12 machine (Chromium and certutil via apt,
+# playwright-core via npm ci), then runs the test inside its own network namespace so that nothing
 # (WebRTC, STUN lookups, the daemon) can leave loopback. Needs root (apt, unshare -n).
 # Optional environment: INTERCOMD_WWW=DIR serves the pages from DIR (--www) instead of
 # the copy compiled into the binary; SCREENSHOTS=DIR is where the suite saves its
@@ -40,6 +40,11 @@ apt_install() {
 if [ ! -x /usr/bin/chromium ]; then
   echo "run.sh: installing Debian's chromium" >&2
   apt_install chromium
+fi
+if ! command -v certutil >/dev/null 2>&1; then
+  # https.test.mjs makes Chromium trust the daemon's CA through an NSS database, as on a desktop.
+  echo "run.sh: installing Debian's libnss3-tools (certutil)" >&2
+  apt_install libnss3-tools
 fi
 if ! command -v unshare >/dev/null 2>&1; then apt_install util-linux; fi
 if ! command -v ip >/dev/null 2>&1; then apt_install iproute2; fi
