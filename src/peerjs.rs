@@ -20,12 +20,14 @@
 //! Where intercomd differs (README lists it for users): ids use the native
 //! alphabet (`A-Z a-z 0-9 . _ ~ -`, no spaces); the same token takes an id
 //! back at once, answered with `OPEN` again; a malformed frame gets an
-//! `ERROR` and the relay goes on; messages for an id that is away or not
-//! yet connected are held for `--reconnect-grace`, bounded, then expire.
+//! `ERROR` and the relay goes on (the PeerJS client itself gives up on
+//! any `ERROR`, but never sends such a frame); a `dst` no id here can be
+//! gets `EXPIRE`, not `ERROR`; messages for an id that is away or not yet
+//! connected are held for `--reconnect-grace`, bounded, then expire.
 
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{is_valid_name, Codec, ErrorCode, Hello, Inbound, Rejection, MAX_TOKEN_LEN};
+use crate::protocol::{is_valid_name, Codec, ErrorCode, Hello, Inbound, Reference, Rejection, MAX_TOKEN_LEN};
 
 /// The room every PeerJS peer is in. PeerJS has no rooms; one shared room
 /// keeps PeerJS ids visible to each other (discovery) and in `/api/peers`,
@@ -73,6 +75,15 @@ pub fn parse_inbound(text: &str) -> Result<Option<Inbound>, Rejection> {
     }
     let to = match frame.get("dst") {
         Some(Value::String(dst)) if is_valid_name(dst) => dst.clone(),
+        // An id no peer can have here (PeerJS allows spaces, say): the peer
+        // is unavailable (`EXPIRE`), which the client takes as such for that
+        // one connection. An `ERROR` would make it give up on the server.
+        Some(Value::String(dst)) => {
+            let reference = Reference { kind: Some(kind), to: Some(dst.clone()) };
+            return Err(
+                Rejection::new(ErrorCode::UnknownPeer, format!("no peer can be called {dst:?}")).about(reference)
+            );
+        }
         _ => return Err(Rejection::new(ErrorCode::BadMessage, format!("{kind} needs a \"dst\" id"))),
     };
     // The router's form of a directed message; `src` is the server's to set.
@@ -125,7 +136,6 @@ pub fn open() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Reference;
 
     fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
         query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -170,6 +180,7 @@ mod tests {
             (r#"{"type":"OPEN","dst":"b"}"#, ErrorCode::BadMessage),
             (r#"{"type":"OFFER"}"#, ErrorCode::BadMessage),
             (r#"{"type":"OFFER","dst":7}"#, ErrorCode::BadMessage),
+            (r#"{"type":"OFFER","dst":"with space"}"#, ErrorCode::UnknownPeer),
         ] {
             assert_eq!(parse_inbound(frame).unwrap_err().code, code, "{frame}");
         }

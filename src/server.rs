@@ -462,7 +462,9 @@ fn peerjs_http(shared: &Shared, rest: &str) -> Response {
     }
     let hub = shared.hub.borrow();
     match what {
-        "id" => Response::text(200, hub.router.fresh_id()).with_header("Cache-Control", "no-store"),
+        // The bare id: the client takes the body as it is, newline and all.
+        "id" => Response::new(200, "text/plain; charset=utf-8", hub.router.fresh_id().into_bytes())
+            .with_header("Cache-Control", "no-store"),
         _ if !config.discovery => Response::text(401, "discovery is off (start intercomd with --peerjs-discovery)"),
         _ => {
             let ids = hub.router.room_members(peerjs::ROOM);

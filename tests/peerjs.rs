@@ -121,6 +121,16 @@ fn a_malformed_frame_gets_an_error_and_the_relay_goes_on() {
 }
 
 #[test]
+fn a_dst_no_peer_can_have_expires_at_once_instead_of_an_error() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&[]);
+        let mut a = open(&daemon, "a", "ta").await;
+        a.send(json!({"type": "OFFER", "dst": "has space", "payload": {}})).await;
+        assert_eq!(next(&mut a).await, json!({"type": "EXPIRE", "src": "has space", "dst": "a"}));
+    });
+}
+
+#[test]
 fn a_message_for_an_id_not_connected_is_held_then_expires() {
     smol::block_on(async {
         let daemon = Daemon::start(&["--reconnect-grace", "0.5"]);
@@ -229,12 +239,13 @@ fn http_endpoints_hand_out_ids_and_list_peers_only_with_discovery() {
         assert_eq!(status, 200);
         assert!(common::header(&headers, "content-type").unwrap().starts_with("text/plain"));
         let id = String::from_utf8(body).unwrap();
-        let id = id.trim();
+        let id = id.as_str();
         assert!(intercomd::protocol::is_valid_name(id), "{id:?}");
         assert_eq!(common::http_get(daemon.addr, "/peerjs/wrong/id", "").0, 401);
         assert_eq!(common::http_get(daemon.addr, "/peerjs/peerjs/peers", "").0, 401, "no discovery by default");
         let about = common::json_body(&common::http_get(daemon.addr, "/peerjs", "").2);
         assert_eq!(about["name"], "PeerJS Server");
+        assert!(!id.contains(char::is_whitespace), "the bare id, no newline: the client uses the body as it is");
         let _a = open(&daemon, id, "t").await;
 
         let daemon = Daemon::start(&["--peerjs-discovery", "--peerjs-path", "/apps/p2p", "--peerjs-key", "k1"]);

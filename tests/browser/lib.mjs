@@ -49,7 +49,8 @@ export function startDaemon(cwd, port = 0, extraArgs = []) {
   // HTTPS on a free port of its own (test files run in parallel, so never the default 8443);
   // its generated certificate goes to ./state under cwd.
   const args = ['--listen', `127.0.0.1:${port}`, '--https-listen', '127.0.0.1:0'];
-  if (process.env.INTERCOMD_WWW) args.push('--www', process.env.INTERCOMD_WWW);
+  // INTERCOMD_WWW is for the product pages: a test that serves its own folder (--www) keeps it.
+  if (process.env.INTERCOMD_WWW && !extraArgs.includes('--www')) args.push('--www', process.env.INTERCOMD_WWW);
   args.push(...extraArgs);
   const noHttps = extraArgs.includes('--no-https');
   const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });

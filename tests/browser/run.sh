@@ -2,7 +2,7 @@
 # Real-browser test of the intercom pages against a daemon binary.
 #   tests/browser/run.sh DAEMON_BINARY
 # Installs what it needs on a bare Debian 12 machine (Chromium and certutil via apt,
-# playwright-core via npm ci), then runs the test inside its own network namespace so that nothing
+# playwright-core and peerjs via npm ci), then runs the test inside its own network namespace so that nothing
 # (WebRTC, STUN lookups, the daemon) can leave loopback. Needs root (apt, unshare -n).
 # Optional environment: INTERCOMD_WWW=DIR serves the pages from DIR (--www) instead of
 # the copy compiled into the binary; SCREENSHOTS=DIR is where the suite saves its
@@ -58,7 +58,8 @@ if [ "$NODE_MAJOR" -lt 20 ]; then
   exit 1
 fi
 
-if [ ! -d "$HERE/node_modules/playwright-core" ]; then
+# Again when package.json gained a package since the last install (peerjs for peerjs.test.mjs).
+if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/peerjs" ]; then
   echo "run.sh: npm ci in $HERE" >&2
   (cd "$HERE" && npm ci --no-audit --no-fund)
 fi
