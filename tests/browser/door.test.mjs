@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot, openPage } from './lib.mjs';
 
 const KIOSK_VIEWPORT = { width: 800, height: 480 }; // the usual Raspberry Pi touchscreen
 
@@ -29,14 +29,7 @@ describe('door station', { timeout: 120_000 }, () => {
   const expect = makeExpect(pages, logs);
   const pageErrors = () => logs.filter((l) => l.includes('PAGE ERROR'));
 
-  async function newPage(name, options = {}) {
-    const ctx = await browser.newContext(options); // separate storage: separate tokens
-    const page = await ctx.newPage();
-    page.on('console', (m) => logs.push(`${name} console.${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`${name} PAGE ERROR: ${e.message}`));
-    pages[name] = page;
-    return page;
-  }
+  const newPage = (name, options = {}) => openPage(browser, name, pages, logs, options);
 
   const stateIs = (page, states, ms) => page.waitForFunction(
     (s) => s.includes(document.body.dataset.state), states, { timeout: ms });

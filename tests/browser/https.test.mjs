@@ -22,7 +22,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  BIN, LOCAL_HOST, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot,
+  BIN, LOCAL_HOST, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot, openPage,
 } from './lib.mjs';
 
 // A phone: narrow, and an Android user agent, so that trust.html opens the Android steps first.
@@ -92,14 +92,7 @@ describe('https with the local certificate authority', { timeout: 180_000 }, () 
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  async function newPage(name, browser = trusting, options = {}) {
-    const ctx = await browser.newContext(options);
-    const page = await ctx.newPage();
-    page.on('console', (m) => logs.push(`${name} console.${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`${name} PAGE ERROR: ${e.message}`));
-    pages[name] = page;
-    return page;
-  }
+  const newPage = (name, browser = trusting, options = {}) => openPage(browser, name, pages, logs, options);
 
   async function closePage(name) {
     await pages[name].context().close();

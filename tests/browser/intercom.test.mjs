@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   BIN, INSECURE_HOST, startDaemon, stopDaemon, makeExpect, waitAudioAbove, inboundAudioBytes, launchBrowser,
-  poll, remoteVideo, screenshot,
+  poll, remoteVideo, screenshot, openPage,
 } from './lib.mjs';
 
 describe('intercom page', { timeout: 180_000 }, () => {
@@ -51,12 +51,7 @@ describe('intercom page', { timeout: 180_000 }, () => {
   async function newPage(name) {
     // A context of its own: separate storage, so a token of its own. Sized like a tablet
     // in landscape, which is what the screenshot in README shows.
-    const ctx = await browser.newContext({ viewport: { width: 1024, height: 700 } });
-    const page = await ctx.newPage();
-    page.on('console', (m) => logs.push(`${name} console.${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`${name} PAGE ERROR: ${e.message}`));
-    pages[name] = page;
-    return page;
+    return openPage(browser, name, pages, logs, { viewport: { width: 1024, height: 700 } });
   }
 
   const stateIs = (name, state, ms) => pages[name].waitForFunction(

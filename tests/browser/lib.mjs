@@ -202,3 +202,16 @@ export async function screenshot(page, name) {
   await page.screenshot({ path, fullPage: true, caret: 'hide' });
   return path;
 }
+
+/**
+ * A page in a browser context of its own (separate storage, so a token of its own), registered
+ * in `pages` under `name`, its console and uncaught errors collected in `logs` for failure messages.
+ */
+export async function openPage(browser, name, pages, logs, contextOptions = {}) {
+  const ctx = await browser.newContext(contextOptions);
+  const page = await ctx.newPage();
+  page.on('console', (m) => logs.push(`${name} console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`${name} PAGE ERROR: ${e.message}`));
+  pages[name] = page;
+  return page;
+}

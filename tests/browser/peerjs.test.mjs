@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'nod
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, openPage } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const PEERJS_DIR = dirname(require.resolve('peerjs/package.json'));
@@ -113,12 +113,8 @@ describe(`PeerJS client ${PEERJS_VERSION} against intercomd`, { timeout: 180_000
   };
   const pageErrors = () => logs.filter((l) => l.includes('PAGE ERROR'));
 
-  async function openPage(name) {
-    const ctx = await browser.newContext();
-    const page = await ctx.newPage();
-    page.on('console', (m) => logs.push(`${name} console.${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`${name} PAGE ERROR: ${e.message}`));
-    pages[name] = page;
+  async function openPeerPage(name) {
+    const page = await openPage(browser, name, pages, logs);
     const response = await expect(`${name}'s page did not load from ${url}`, 10_000, (ms) => page.goto(url, { timeout: ms }));
     assert.equal(response.status(), 200, `GET ${url} answered ${response.status()}: the daemon does not serve the --www folder`);
     assert.ok(await page.evaluate(() => typeof window.Peer === 'function'), `${name}: peerjs.min.js did not define window.Peer`);
@@ -181,9 +177,9 @@ describe(`PeerJS client ${PEERJS_VERSION} against intercomd`, { timeout: 180_000
   });
 
   it('two Peers open with the ids they ask for, one without an id gets one from the server, /api/peers lists them', async () => {
-    await openPage('alice');
-    await openPage('bob');
-    await openPage('anon');
+    await openPeerPage('alice');
+    await openPeerPage('bob');
+    await openPeerPage('anon');
     await startPeer('alice', 'alice');
     await startPeer('bob', 'bob');
 
@@ -261,7 +257,7 @@ describe(`PeerJS client ${PEERJS_VERSION} against intercomd`, { timeout: 180_000
   });
 
   it('a Peer asking for an id in use gets the "unavailable-id" error; the holder keeps it', async () => {
-    await openPage('taker');
+    await openPeerPage('taker');
     await pages.taker.evaluate(() => window.pj.start('alice'));
     const err = await peerError('taker', 1, 10_000, 'the Peer asking for "alice" got no error event');
     assert.equal(err.type, 'unavailable-id', `error event: ${JSON.stringify(err)}`);

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, screenshot } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, screenshot, openPage } from './lib.mjs';
 
 const ROOM = 'test';
 
@@ -95,11 +95,7 @@ test('room page: 3-way call, leave, screen share handover, late joiner sees the 
   const pageErrors = () => logs.filter((l) => l.includes('PAGE ERROR'));
 
   async function open(name, contextOptions = {}) {
-    const ctx = await browser.newContext(contextOptions); // separate storage: separate tokens
-    const page = await ctx.newPage();
-    page.on('console', (m) => logs.push(`${name} console.${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`${name} PAGE ERROR: ${e.message}`));
-    pages[name] = page;
+    const page = await openPage(browser, name, pages, logs, contextOptions);
     const response = await expect(`${name}'s page did not load from ${url}`, 10_000, (ms) => page.goto(url, { timeout: ms }));
     assert.equal(response.status(), 200, `GET /room.html answered ${response.status()}: the daemon does not serve the room ` +
       'page (rebuild it with cargo build so that its embedded pages include www/room.html, or set INTERCOMD_WWW=www)');
