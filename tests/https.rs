@@ -395,3 +395,27 @@ fn bad_or_missing_key_files_stop_the_start_with_a_clear_error() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot make the state directory"), "{stderr}");
 }
+
+#[test]
+fn garbage_or_plain_http_on_the_https_port_is_dropped_and_disturbs_nobody() {
+    smol::block_on(async {
+        let dir = temp_dir("garbage");
+        let daemon = start(&dir);
+        let https = daemon.https_addr.unwrap();
+        let (mut a, _) = common::Client::join(&daemon, "a", None).await;
+        let (mut b, _) = common::Client::join(&daemon, "b", None).await;
+        a.recv_type("peer-joined").await;
+        for bytes in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0], &[0u8; 4096]]
+        {
+            let mut stream = TcpStream::connect(https).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            let mut rest = Vec::new();
+            // The daemon ends the connection (a TLS alert at most): no hang.
+            let _ = within(WAIT, "the daemon to drop a bad TLS client", stream.read_to_end(&mut rest)).await;
+            assert!(rest.len() < 64, "at most an alert back, got {} bytes", rest.len());
+        }
+        common::assert_nothing_more(&mut a, &mut b, "b").await;
+        let mut stream = handshake(&connector(read_cert(&dir.join("ca.crt"))), https, "localhost").await.unwrap();
+        assert_eq!(get(&mut stream, "/healthz").await, (200, b"ok\n".to_vec()), "the HTTPS listener still serves");
+    });
+}
