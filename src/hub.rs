@@ -27,9 +27,6 @@ pub struct Hub {
     pub router: Router,
     /// The outgoing queue of every open WebSocket, joined or not.
     outboxes: HashMap<ConnId, Outbox>,
-    /// The wire format of every open WebSocket, known from its endpoint
-    /// before it is a peer (a refusal must be in the client's language).
-    codecs: HashMap<ConnId, Codec>,
     /// Nudged when the router starts holding messages for an id nobody
     /// holds; the server's expiry task waits on `pending_wake` so that no
     /// timer runs while nothing is pending.
@@ -52,7 +49,6 @@ impl Hub {
         Hub {
             router: Router::new(limits),
             outboxes: HashMap::new(),
-            codecs: HashMap::new(),
             wake,
             pending_wake,
             names: HashMap::new(),
@@ -63,13 +59,12 @@ impl Hub {
         }
     }
 
-    /// A WebSocket speaking `codec` was accepted: give it an id and an outbox.
-    pub fn open(&mut self, codec: Codec) -> (ConnId, Outbox) {
+    /// A WebSocket was accepted: give it an id and an outbox.
+    pub fn open(&mut self) -> (ConnId, Outbox) {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         let outbox = Outbox::new();
         self.outboxes.insert(conn, outbox.clone());
-        self.codecs.insert(conn, codec);
         (conn, outbox)
     }
 
@@ -78,15 +73,16 @@ impl Hub {
     }
 
     /// The connection asks to join with the query of its upgrade request.
-    /// Sends the welcome, or the error and the close code.
-    pub fn join(&mut self, conn: ConnId, hello: Result<Hello, Rejection>, now: Instant) {
+    /// Sends the welcome, or the error and the close code, in `codec` (the
+    /// endpoint's: a refused connection is no peer whose codec is known).
+    pub fn join(&mut self, conn: ConnId, codec: Codec, hello: Result<Hello, Rejection>, now: Instant) {
         let refused = match hello {
             Ok(hello) => match self.router.connect(conn, hello, now) {
                 Ok(joined) => {
                     info!("peer {} joined room {} ({} peers)", joined.id, joined.room, self.router.peer_count());
-                    let welcome = match self.codecs.get(&conn) {
-                        Some(Codec::PeerJs) => peerjs::open(),
-                        _ => protocol::welcome(&joined.id, &joined.room, &joined.peers, &self.ice_servers),
+                    let welcome = match codec {
+                        Codec::PeerJs => peerjs::open(),
+                        Codec::Native => protocol::welcome(&joined.id, &joined.room, &joined.peers, &self.ice_servers),
                     };
                     self.names.insert(conn, joined.id);
                     // The welcome goes first, before anything the actions
@@ -101,7 +97,8 @@ impl Hub {
             Err(rejection) => self.router.refuse(rejection, close::INVALID_HELLO),
         };
         info!("connection refused: {} ({})", refused.rejection.code.as_str(), refused.rejection.message);
-        self.fail(conn, refused.rejection, refused.close_code);
+        let error = self.router.error_as(conn, codec, refused.rejection);
+        self.close_with(conn, error, refused.close_code);
     }
 
     /// A text frame arrived.
@@ -128,8 +125,12 @@ impl Hub {
 
     /// Send a fatal error to `conn`, then close it with `close_code`.
     pub fn fail(&mut self, conn: ConnId, rejection: Rejection, close_code: u16) {
-        let codec = self.codecs.get(&conn).copied().unwrap_or(Codec::Native);
-        let error = self.router.error_as(conn, codec, rejection);
+        let error = self.router.error_to(conn, rejection);
+        self.close_with(conn, error, close_code);
+    }
+
+    /// Queue `error`, then close `conn` with `close_code`.
+    fn close_with(&mut self, conn: ConnId, error: Action, close_code: u16) {
         // What is queued still goes out, ahead of the error and the close.
         let mut actions = self.router.disconnect(conn, Vec::new());
         self.forget(conn, &format!("closed: {}", close_reason(close_code)));
@@ -141,7 +142,6 @@ impl Hub {
     /// The socket task of `conn` is ending after a close: forget it, tell
     /// its room, and bounce what it never got.
     pub fn close(&mut self, conn: ConnId) {
-        self.codecs.remove(&conn);
         let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
         let actions = self.router.disconnect(conn, unsent);
         self.forget(conn, "left");
@@ -152,7 +152,6 @@ impl Hub {
     /// it is now away: the caller waits out the reconnect grace, then calls
     /// `expire`.
     pub fn close_abruptly(&mut self, conn: ConnId) -> Option<String> {
-        self.codecs.remove(&conn);
         let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
         let (actions, away) = self.router.drop_abruptly(conn, unsent);
         match &away {
@@ -283,10 +282,10 @@ mod tests {
             Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
             Vec::new(),
         );
-        let (alice, alice_box) = hub.open(Codec::Native);
-        let (bob, bob_box) = hub.open(Codec::Native);
-        hub.join(alice, hello("alice"), Instant::now());
-        hub.join(bob, hello("bob"), Instant::now());
+        let (alice, alice_box) = hub.open();
+        let (bob, bob_box) = hub.open();
+        hub.join(alice, Codec::Native, hello("alice"), Instant::now());
+        hub.join(bob, Codec::Native, hello("bob"), Instant::now());
         drain(&alice_box);
         drain(&bob_box);
         for _ in 0..MAX_QUEUED_MESSAGES {
@@ -312,8 +311,8 @@ mod tests {
             Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
             protocol::ice_servers(&["stun:s.example".into()]),
         );
-        let (conn, outbox) = hub.open(Codec::Native);
-        hub.join(conn, hello("door"), Instant::now());
+        let (conn, outbox) = hub.open();
+        hub.join(conn, Codec::Native, hello("door"), Instant::now());
         assert_eq!(
             drain(&outbox),
             [r#"{"type":"welcome","id":"door","room":"lobby","peers":[],"iceServers":[{"urls":["stun:s.example"]}]}"#]

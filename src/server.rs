@@ -496,9 +496,10 @@ fn respond(shared: &Shared, request: &Request) -> Response {
             Some(https) => api::https(Some(https.port), https.certificates.borrow().ca_der.as_deref()),
             None => api::https(None, None),
         },
-        Some(Endpoint::CaCertificate) => api::ca_certificate(
-            shared.https.as_ref().and_then(|https| https.certificates.borrow().ca_der.clone()).as_deref(),
-        ),
+        Some(Endpoint::CaCertificate) => match &shared.https {
+            Some(https) => api::ca_certificate(https.certificates.borrow().ca_der.as_deref()),
+            None => api::ca_certificate(None),
+        },
         Some(Endpoint::Metrics) => {
             let hub = shared.hub.borrow();
             let mut stats = shared.connections.get();

@@ -160,8 +160,8 @@ pub async fn serve(
     // Boxed so that the handshake's state is freed once it is done instead
     // of staying part of every idle peer's task.
     let socket = Box::pin(WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config))).await;
-    let (conn, outbox) = shared.hub.borrow_mut().open(codec);
-    shared.hub.borrow_mut().join(conn, hello, Instant::now());
+    let (conn, outbox) = shared.hub.borrow_mut().open();
+    shared.hub.borrow_mut().join(conn, codec, hello, Instant::now());
     let (mut sender, mut receiver) = socket.split();
     let last_heard = Cell::new(Instant::now());
 
