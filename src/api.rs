@@ -1,13 +1,11 @@
 //! The JSON and text endpoints: `/api/ice-servers`, `/api/peers`,
-//! `/healthz`, `/metrics`. Each is a pure function from state to a
-//! `Response`; `server.rs` picks which one answers.
-
-use std::fmt::Write as _;
+//! `/api/rooms`, `/api/https`, the CA download, `/healthz`. Each is a pure
+//! function from state to a `Response`; `routes.rs` picks which one answers.
 
 use serde::Serialize;
 
 use crate::http::Response;
-use crate::protocol::{ErrorCode, IceServer};
+use crate::protocol::IceServer;
 use crate::router::Router;
 
 #[derive(Serialize)]
@@ -96,26 +94,17 @@ pub fn new_room(router: &Router) -> Response {
     }
 }
 
-/// 26 characters of lower-case base32 (RFC 4648 alphabet, no padding): fits
-/// the room alphabet and reads aloud without case mistakes.
+/// A fresh room name from the system's random source.
 fn random_name() -> Result<String, getrandom::Error> {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut bytes = [0u8; ROOM_NAME_BYTES];
     getrandom::fill(&mut bytes)?;
-    let mut name = String::with_capacity(26);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            name.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        name.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    Ok(name)
+    Ok(room_name(&bytes))
+}
+
+/// 26 characters of lower-case base32 (RFC 4648 alphabet, no padding): fits
+/// the room alphabet and reads aloud without case mistakes.
+fn room_name(bytes: &[u8; ROOM_NAME_BYTES]) -> String {
+    data_encoding::BASE32_NOPAD.encode(bytes).to_ascii_lowercase()
 }
 
 #[derive(Serialize)]
@@ -133,60 +122,6 @@ pub fn healthz() -> Response {
     Response::text(200, "ok")
 }
 
-/// Connection counters kept by the accept loop.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ConnectionStats {
-    /// TCP connections open now (HTTP and WebSocket).
-    pub open: usize,
-    /// WebSocket connections open now, joined or on their way out.
-    pub websockets: usize,
-    /// TCP connections accepted since start.
-    pub accepted: u64,
-    /// TCP connections refused because the connection limit was reached.
-    pub refused: u64,
-    /// Peers dropped because their outgoing queue stayed full.
-    pub dropped_slow: u64,
-}
-
-/// Prometheus text format, version 0.0.4.
-pub fn metrics(router: &Router, connections: ConnectionStats) -> Response {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ =
-            writeln!(out, "# HELP intercomd_{name} {help}\n# TYPE intercomd_{name} {kind}\nintercomd_{name} {value}");
-    };
-    metric("peers", "gauge", "Peers connected now.", router.peer_count().to_string());
-    metric("rooms", "gauge", "Rooms with at least one peer.", router.room_count().to_string());
-    metric("connections", "gauge", "TCP connections open now (HTTP and WebSocket).", connections.open.to_string());
-    metric("websockets", "gauge", "WebSocket connections open now.", connections.websockets.to_string());
-    metric("connections_accepted_total", "counter", "TCP connections accepted.", connections.accepted.to_string());
-    metric(
-        "connections_refused_total",
-        "counter",
-        "TCP connections closed at once because the connection limit was reached.",
-        connections.refused.to_string(),
-    );
-    metric(
-        "messages_routed_total",
-        "counter",
-        "Messages passed from one peer to another.",
-        router.stats.routed.to_string(),
-    );
-    metric(
-        "peers_dropped_slow_total",
-        "counter",
-        "Peers disconnected because their outgoing queue stayed full.",
-        connections.dropped_slow.to_string(),
-    );
-    let _ = writeln!(out, "# HELP intercomd_messages_rejected_total Error messages sent, by code.");
-    let _ = writeln!(out, "# TYPE intercomd_messages_rejected_total counter");
-    for (code, count) in ErrorCode::ALL.iter().zip(router.stats.rejected) {
-        let _ = writeln!(out, "intercomd_messages_rejected_total{{reason=\"{}\"}} {count}", code.as_str());
-    }
-    Response::new(200, "text/plain; version=0.0.4; charset=utf-8", out.into_bytes())
-        .with_header("Cache-Control", "no-store")
-}
-
 fn json(body: &impl Serialize) -> Response {
     Response::json(200, serde_json::to_string(body).unwrap_or_default()).with_header("Cache-Control", "no-store")
 }
@@ -194,6 +129,18 @@ fn json(body: &impl Serialize) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_are_rfc_4648_base32_in_lower_case() {
+        assert_eq!(room_name(&[0; 16]), "a".repeat(26));
+        assert_eq!(room_name(&[0xff; 16]), "77777777777777777777777774");
+        // RFC 4648's test vector "foobar" (MZXW6YTBOI), padded with zeros.
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(b"foobar");
+        assert_eq!(room_name(&bytes), "mzxw6ytboiaaaaaaaaaaaaaaaa");
+        let counting: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(room_name(&counting), "aaaqeayeaudaocajbifqydiob4");
+    }
 
     #[test]
     fn room_names_are_long_valid_and_distinct() {

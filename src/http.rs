@@ -1,5 +1,5 @@
 //! HTTP/1.1 request heads in, responses out. Parsing is pure (bytes in,
-//! `Request` out); the reading and writing happens in `server.rs`.
+//! `Request` out); the reading and writing happens in `conn.rs`.
 //!
 //! Only what the daemon needs: GET and HEAD of small resources, a body-less
 //! POST, and the WebSocket upgrade. Requests with a body are answered and
@@ -137,19 +137,21 @@ pub fn percent_decode(input: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `a=1&b=x%20y` -> `[("a","1"),("b","x y")]`; `None` for a broken escape.
-pub fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
+/// `a=1&b=x%20y` -> `[("a",Some("1")),("b",Some("x y"))]`. A value whose
+/// %-escape is broken is `None`, so the caller can name the parameter in its
+/// error; a pair whose name cannot be decoded names nothing and is left out.
+pub fn parse_query(query: &str) -> Vec<(String, Option<String>)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .map(|pair| {
+        .filter_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(key, true)?, percent_decode(value, true)?))
+            Some((percent_decode(key, true)?, percent_decode(value, true)))
         })
         .collect()
 }
 
-/// A response, written by `server.rs` as head + body.
+/// A response, written by `conn.rs` as head + body.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
@@ -273,8 +275,14 @@ mod tests {
         assert_eq!(percent_decode("%2", false), None);
         assert_eq!(percent_decode("%ff", false), None, "not UTF-8");
         assert_eq!(
-            parse_query("id=door&room=&token=a%26b").unwrap(),
-            [("id".into(), "door".into()), ("room".into(), "".into()), ("token".into(), "a&b".into())]
+            parse_query("id=door&room=&token=a%26b"),
+            [
+                ("id".into(), Some("door".into())),
+                ("room".into(), Some("".into())),
+                ("token".into(), Some("a&b".into()))
+            ]
         );
+        assert_eq!(parse_query("token=a%2&id=b"), [("token".into(), None), ("id".into(), Some("b".into()))]);
+        assert_eq!(parse_query("%zz=1&id=b"), [("id".into(), Some("b".into()))], "a name that is no name");
     }
 }

@@ -1,120 +1,131 @@
-//! The rim around the router: it owns every peer's outbox and carries out
-//! the router's actions with `try_send`.
+//! The rim around the router: it owns every socket's outbox, carries out
+//! the router's actions with `try_send`, and keeps the daemon's one timer.
 //!
-//! Socket tasks call in with events (a peer connected, a frame arrived, a
+//! Socket tasks call in with events (a socket opened, a frame arrived, a
 //! socket ended); the hub asks the router what to do and fills outboxes. It
-//! never awaits, so it is only ever borrowed for the length of one event.
+//! holds no protocol logic and no peer state of its own (the router is the
+//! only owner), and it never awaits, so it is only ever borrowed for the
+//! length of one event. [`run_timers`] is the one task that acts on time:
+//! it sleeps until the router's next deadline or the next liveness sweep,
+//! whichever is first, and not at all while neither exists.
 //!
 //! Invariants:
 //! - A full outbox is never waited on: its peer is aborted (close 4008) and
 //!   the sender of the message that did not fit gets `peer-unavailable`.
-//! - Every `ConnId` handed out by `open` is removed by `close`, which the
+//! - Every `ConnId` handed out by `open` is removed by `closed`, which the
 //!   socket task calls exactly once on its way out.
+//! - No socket task sleeps on a timer: the reconnect grace, held messages'
+//!   expiry and liveness are all decided here, so a socket task ends the
+//!   moment its socket does and frees everything it held.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info};
-
-use crate::outbox::{Outbox, SendError};
 use smol::channel::{self, Receiver, Sender};
+use smol::future::or;
+use smol::Timer;
 
-use crate::peerjs;
-use crate::protocol::{self, close, Codec, Hello, IceServer, Rejection};
-use crate::router::{Action, ConnId, Delivery, Limits, Router};
+use crate::codec::Codec;
+use crate::liveness::{Liveness, Verdict};
+use crate::outbox::{Outbox, SendError};
+use crate::protocol::{close, Hello, IceServer, Rejection};
+use crate::router::{Action, ConnId, Delivery, JoinKind, Limits, Router};
 
 pub struct Hub {
-    pub router: Router,
+    router: Router,
     /// The outgoing queue of every open WebSocket, joined or not.
     outboxes: HashMap<ConnId, Outbox>,
-    /// Nudged when the router starts holding messages for an id nobody
-    /// holds; the server's expiry task waits on `pending_wake` so that no
-    /// timer runs while nothing is pending.
-    wake: Sender<()>,
-    pub pending_wake: Receiver<()>,
-    /// Peer id of each joined connection, for log lines.
-    names: HashMap<ConnId, String>,
     next_conn: u64,
-    /// Sent in every welcome.
-    ice_servers: Vec<IceServer>,
+    liveness: Liveness,
+    /// When the next liveness sweep is due; `None` while no socket is open.
+    next_sweep: Option<Instant>,
+    /// The deadline `run_timers` sleeps until (`None`: it sleeps on `wake`
+    /// alone). An event that brings a sooner one nudges `wake`.
+    armed: Option<Instant>,
+    wake: Sender<()>,
+    /// Taken by `run_timers`.
+    wake_receiver: Option<Receiver<()>>,
     /// Peers dropped because their queue stayed full, for `/metrics`.
-    pub dropped_slow: u64,
-    /// For log lines.
-    reconnect_grace: Duration,
+    dropped_slow: u64,
 }
 
 impl Hub {
-    pub fn new(limits: Limits, ice_servers: Vec<IceServer>) -> Hub {
-        let (wake, pending_wake) = channel::bounded(1);
+    pub fn new(limits: Limits, ice_servers: Vec<IceServer>, liveness: Liveness) -> Hub {
+        let (wake, wake_receiver) = channel::bounded(1);
         Hub {
-            router: Router::new(limits),
+            router: Router::new(limits, ice_servers),
             outboxes: HashMap::new(),
-            wake,
-            pending_wake,
-            names: HashMap::new(),
             next_conn: 0,
-            ice_servers,
+            liveness,
+            next_sweep: None,
+            armed: None,
+            wake,
+            wake_receiver: Some(wake_receiver),
             dropped_slow: 0,
-            reconnect_grace: limits.reconnect_grace,
         }
     }
 
-    /// A WebSocket was accepted: give it an id and an outbox.
-    pub fn open(&mut self) -> (ConnId, Outbox) {
-        self.next_conn += 1;
-        let conn = ConnId(self.next_conn);
-        let outbox = Outbox::new();
-        self.outboxes.insert(conn, outbox.clone());
-        (conn, outbox)
+    /// The router, to read (the API's peer and room lists, `/metrics`).
+    /// Every change to it goes through the hub's own methods.
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     pub fn websocket_count(&self) -> usize {
         self.outboxes.len()
     }
 
-    /// The connection asks to join with the query of its upgrade request.
-    /// Sends the welcome, or the error and the close code, in `codec` (the
-    /// endpoint's: a refused connection is no peer whose codec is known).
-    pub fn join(&mut self, conn: ConnId, codec: Codec, hello: Result<Hello, Rejection>, now: Instant) {
-        let refused = match hello {
-            Ok(hello) => match self.router.connect(conn, hello, now) {
-                Ok(joined) => {
-                    info!("peer {} joined room {} ({} peers)", joined.id, joined.room, self.router.peer_count());
-                    let welcome = match codec {
-                        Codec::PeerJs => peerjs::open(),
-                        Codec::Native => protocol::welcome(&joined.id, &joined.room, &joined.peers, &self.ice_servers),
-                    };
-                    self.names.insert(conn, joined.id);
-                    // The welcome goes first, before anything the actions
-                    // below might queue for this connection.
-                    self.dispatch(vec![Action::Send { conn, text: welcome.into(), bounce: None }]);
-                    // Then what was held while it was away, in order.
-                    self.dispatch(joined.actions);
-                    return;
-                }
-                Err(refused) => refused,
-            },
-            Err(rejection) => self.router.refuse(rejection, close::INVALID_HELLO),
-        };
-        info!("connection refused: {} ({})", refused.rejection.code.as_str(), refused.rejection.message);
-        let error = self.router.error_as(conn, codec, refused.rejection);
-        self.close_with(conn, error, refused.close_code);
+    pub fn dropped_slow(&self) -> u64 {
+        self.dropped_slow
     }
 
-    /// A text frame arrived.
+    /// A WebSocket was accepted at `now`: give it an id and an outbox.
+    pub fn open(&mut self, now: Instant) -> (ConnId, Outbox) {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        let outbox = Outbox::new(now);
+        self.outboxes.insert(conn, outbox.clone());
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.liveness.sweep_every());
+            self.rearm();
+        }
+        (conn, outbox)
+    }
+
+    /// The connection asks to join, on an endpoint of `codec`, with the
+    /// query of its upgrade request.
+    pub fn join(&mut self, conn: ConnId, codec: Codec, hello: Result<Hello, Rejection>, now: Instant) {
+        match self.router.join(conn, codec, hello, now) {
+            Ok(joined) => {
+                let count = self.router.peer_count();
+                let (id, room) = (&joined.id, &joined.room);
+                match joined.kind {
+                    JoinKind::New => info!("peer {id} joined room {room} ({count} peers)"),
+                    JoinKind::Returned => info!("peer {id} came back to room {room} ({count} peers)"),
+                    JoinKind::Replaced => {
+                        info!(
+                            "peer {id} joined room {room} from a new connection, replacing the old one ({count} peers)"
+                        )
+                    }
+                }
+                self.dispatch(joined.actions);
+            }
+            Err(refused) => {
+                let rejection = &refused.rejection;
+                info!("connection refused: {} ({})", rejection.code.as_str(), rejection.message);
+                self.dispatch(refused.actions);
+            }
+        }
+        self.rearm();
+    }
+
+    /// A text frame arrived at `now`.
     pub fn receive(&mut self, conn: ConnId, text: &str, now: Instant) {
         let actions = self.router.receive(conn, text, now);
         self.dispatch(actions);
-        if self.router.next_pending_expiry().is_some() {
-            // Full means the expiry task is already awake.
-            let _ = self.wake.try_send(());
-        }
-    }
-
-    /// Messages held for ids that never connected expire now.
-    pub fn expire_pending(&mut self, now: Instant) {
-        let actions = self.router.expire_pending(now);
-        self.dispatch(actions);
+        self.rearm();
     }
 
     /// Send a non-fatal error to `conn`.
@@ -125,70 +136,117 @@ impl Hub {
 
     /// Send a fatal error to `conn`, then close it with `close_code`.
     pub fn fail(&mut self, conn: ConnId, rejection: Rejection, close_code: u16) {
-        let error = self.router.error_to(conn, rejection);
-        self.close_with(conn, error, close_code);
-    }
-
-    /// Queue `error`, then close `conn` with `close_code`.
-    fn close_with(&mut self, conn: ConnId, error: Action, close_code: u16) {
-        // What is queued still goes out, ahead of the error and the close.
-        let mut actions = self.router.disconnect(conn, Vec::new());
-        self.forget(conn, &format!("closed: {}", close_reason(close_code)));
-        actions.insert(0, error);
-        actions.push(Action::Close { conn, code: close_code, reason: close_reason(close_code) });
+        let name = self.router.id_of(conn).map(str::to_string);
+        let actions = self.router.fail(conn, rejection, close_code);
+        if let Some(id) = name {
+            info!("peer {id} closed: {} ({} peers)", close::reason(close_code), self.router.peer_count());
+        }
         self.dispatch(actions);
     }
 
-    /// The socket task of `conn` is ending after a close: forget it, tell
-    /// its room, and bounce what it never got.
-    pub fn close(&mut self, conn: ConnId) {
+    /// The socket task of `conn` is ending at `now`: `abrupt` when the
+    /// socket broke without a close handshake (reset, EOF, no answer to a
+    /// ping). A peer with a token is then held as away for the reconnect
+    /// grace; otherwise it leaves, and what it never got is bounced.
+    pub fn closed(&mut self, conn: ConnId, abrupt: bool, now: Instant) {
         let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
-        let actions = self.router.disconnect(conn, unsent);
-        self.forget(conn, "left");
-        self.dispatch(actions);
+        if self.outboxes.is_empty() {
+            self.next_sweep = None;
+        }
+        self.depart(conn, unsent, abrupt, now);
+        self.rearm();
     }
 
-    /// The socket of `conn` broke without a close. Returns the peer id if
-    /// it is now away: the caller waits out the reconnect grace, then calls
-    /// `expire`.
-    pub fn close_abruptly(&mut self, conn: ConnId) -> Option<String> {
-        let unsent = self.outboxes.remove(&conn).map(|outbox| outbox.take_all()).unwrap_or_default();
-        let (actions, away) = self.router.drop_abruptly(conn, unsent);
-        match &away {
-            Some(id) => {
-                self.names.remove(&conn);
-                info!("peer {id} dropped off; holding its id and messages for {:?}", self.reconnect_grace);
+    /// `conn` is gone as a peer (its socket may still be closing).
+    fn depart(&mut self, conn: ConnId, unsent: Vec<Delivery>, abrupt: bool, now: Instant) {
+        let Some(id) = self.router.id_of(conn).map(str::to_string) else {
+            // Never joined, or already replaced or dropped.
+            return;
+        };
+        let actions = if abrupt {
+            let (actions, away) = self.router.drop_abruptly(conn, unsent, now);
+            match away {
+                Some(_) => {
+                    let grace = self.router.reconnect_grace();
+                    info!("peer {id} dropped off; holding its id and messages for {grace:?}");
+                }
+                None => info!("peer {id} dropped off ({} peers)", self.router.peer_count()),
             }
-            None => self.forget(conn, "dropped off"),
-        }
+            actions
+        } else {
+            let actions = self.router.disconnect(conn, unsent);
+            info!("peer {id} left ({} peers)", self.router.peer_count());
+            actions
+        };
         self.dispatch(actions);
-        away
-    }
-
-    /// The reconnect grace of `id` (away since `conn` broke) is over.
-    pub fn expire(&mut self, id: &str, conn: ConnId) {
-        // Nothing happens if it came back meanwhile.
-        if let Some(actions) = self.router.expire(id, conn) {
-            info!(
-                "peer {id} did not come back within {:?}; it left ({} peers)",
-                self.reconnect_grace,
-                self.router.peer_count()
-            );
-            self.dispatch(actions);
-        }
     }
 
     /// The daemon is stopping: every socket gets 1001 after what is queued.
     pub fn shutdown(&mut self) {
         for outbox in self.outboxes.values() {
-            outbox.close(close::GOING_AWAY, "server shutting down");
+            outbox.close(close::GOING_AWAY, close::reason(close::GOING_AWAY));
         }
     }
 
-    /// Drop the name of `conn` and log why it went, once per peer.
-    fn forget(&mut self, conn: ConnId, why: &str) {
-        if let Some(id) = self.names.remove(&conn) {
-            info!("peer {id} {why} ({} peers)", self.router.peer_count());
+    /// When `run_timers` must next call `tick`.
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.router.next_deadline(), self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Wake `run_timers` if a deadline sooner than the one it sleeps until
+    /// has come up.
+    fn rearm(&mut self) {
+        let next = self.next_deadline();
+        let sooner = match (next, self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner {
+            self.armed = next;
+            // Full means a nudge is already waiting.
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// Act on every deadline up to `now`: expiries in the router, then the
+    /// liveness sweep if due.
+    fn tick(&mut self, now: Instant) {
+        let expired = self.router.expire_due(now);
+        for id in &expired.left {
+            let grace = self.router.reconnect_grace();
+            info!("peer {id} did not come back within {grace:?}; it left ({} peers)", self.router.peer_count());
+        }
+        self.dispatch(expired.actions);
+        if self.next_sweep.is_some_and(|due| due <= now) {
+            self.sweep(now);
+            self.next_sweep = (!self.outboxes.is_empty()).then(|| now + self.liveness.sweep_every());
+        }
+    }
+
+    /// Ping the sockets that have been silent for the ping interval; treat
+    /// those that did not answer a ping within the timeout as dropped off.
+    fn sweep(&mut self, now: Instant) {
+        let mut silent = Vec::new();
+        for (conn, outbox) in &self.outboxes {
+            let (heard, pinged) = outbox.last_heard();
+            match self.liveness.judge(heard, pinged, now) {
+                Verdict::Alive => {}
+                Verdict::Ping => outbox.ping(now),
+                Verdict::Silent => silent.push(*conn),
+            }
+        }
+        for conn in silent {
+            debug!("websocket {} did not answer a ping within {:?}", conn.0, self.liveness.timeout);
+            let Some(outbox) = self.outboxes.get(&conn).cloned() else { continue };
+            // Its socket is dead: what waits for it is held (or bounced)
+            // now, rather than after a close frame nobody will read.
+            let unsent = outbox.take_all();
+            outbox.close(close::NOT_ANSWERING, close::reason(close::NOT_ANSWERING));
+            self.depart(conn, unsent, true, now);
         }
     }
 
@@ -208,9 +266,11 @@ impl Hub {
                         Ok(()) => {}
                         Err(SendError::Full(failed)) => {
                             self.dropped_slow += 1;
+                            if let Some(id) = self.router.id_of(conn) {
+                                info!("peer {id} dropped: its outgoing queue is full, it is not reading");
+                            }
                             let unsent = self.outboxes.get(&conn).map(Outbox::abort).unwrap_or_default();
                             work.extend(self.router.undeliverable(conn, failed, unsent));
-                            self.forget(conn, "dropped: its outgoing queue is full, it is not reading");
                         }
                         Err(SendError::Closed(failed)) => {
                             // The target is on its way out (replaced, closing):
@@ -231,37 +291,63 @@ impl Hub {
                     if let Some(outbox) = self.outboxes.get(&conn) {
                         outbox.close(code, reason);
                     }
-                    self.forget(conn, &format!("closed: {reason}"));
                 }
             }
         }
     }
 }
 
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        close::INVALID_DATA => "invalid UTF-8",
-        close::TOO_LARGE => "message too large",
-        close::INVALID_HELLO => "invalid id, room or token",
-        close::REPLACED => "replaced",
-        close::ID_TAKEN => "id taken",
-        close::SERVER_FULL => "server full",
-        close::ROOM_FULL => "room full",
-        close::NOT_READING => "not reading",
-        close::NOT_ANSWERING => "not answering pings",
-        _ => "",
+/// The hub's one timer: sleep until the next deadline (an away peer's grace,
+/// held messages' expiry, the liveness sweep), act on it, repeat. With no
+/// deadline it waits for a nudge and nothing else, so a daemon with nobody
+/// connected never wakes up.
+pub async fn run_timers(hub: &RefCell<Hub>) {
+    let Some(wake) = hub.borrow_mut().wake_receiver.take() else { return };
+    loop {
+        let next = {
+            let mut hub = hub.borrow_mut();
+            let next = hub.next_deadline();
+            hub.armed = next;
+            next
+        };
+        let nudged = async {
+            // Never closed: the hub holds the sender.
+            let _ = wake.recv().await;
+        };
+        match next {
+            Some(at) => {
+                or(
+                    async {
+                        Timer::at(at).await;
+                    },
+                    nudged,
+                )
+                .await
+            }
+            None => nudged.await,
+        }
+        hub.borrow_mut().tick(Instant::now());
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
+    use crate::protocol::ErrorCode;
 
     const GRACE: Duration = Duration::from_secs(10);
-    use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
+    const LIVENESS: Liveness = Liveness { interval: Duration::from_secs(20), timeout: Duration::from_secs(10) };
 
-    fn hello(id: &str) -> Result<Hello, Rejection> {
-        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: None, codec: Codec::Native })
+    fn hub() -> Hub {
+        let limits = Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE };
+        Hub::new(limits, Vec::new(), LIVENESS)
+    }
+
+    fn hello(id: &str, token: Option<&str>) -> Result<Hello, Rejection> {
+        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: token.map(Into::into), codec: Codec::Native })
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -276,46 +362,146 @@ mod tests {
         out
     }
 
+    /// What the writer would take next, without waiting.
+    fn next_now(outbox: &Outbox) -> Option<Outgoing> {
+        smol::future::block_on(smol::future::poll_once(outbox.recv()))
+    }
+
     #[test]
     fn a_full_queue_drops_the_slow_peer_and_tells_the_sender() {
-        let mut hub = Hub::new(
-            Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
-            Vec::new(),
-        );
-        let (alice, alice_box) = hub.open();
-        let (bob, bob_box) = hub.open();
-        hub.join(alice, Codec::Native, hello("alice"), Instant::now());
-        hub.join(bob, Codec::Native, hello("bob"), Instant::now());
+        let mut hub = hub();
+        let now = Instant::now();
+        let (alice, alice_box) = hub.open(now);
+        let (bob, bob_box) = hub.open(now);
+        hub.join(alice, Codec::Native, hello("alice", None), now);
+        hub.join(bob, Codec::Native, hello("bob", None), now);
         drain(&alice_box);
         drain(&bob_box);
         for _ in 0..MAX_QUEUED_MESSAGES {
-            hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, Instant::now());
+            hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, now);
         }
         assert!(drain(&alice_box).is_empty(), "all fit");
-        hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, Instant::now());
+        hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, now);
         assert!(bob_box.is_aborted());
         let told = drain(&alice_box);
         assert_eq!(told.len(), 2, "{told:?}");
         assert!(told[0].contains("peer-left"));
         assert!(told[1].contains("peer-unavailable"));
         assert_eq!(smol::block_on(bob_box.recv()), Outgoing::Close { code: close::NOT_READING, reason: "not reading" });
-        assert_eq!(hub.router.peer_count(), 1);
-        hub.close(bob);
-        hub.close(alice);
+        assert_eq!(hub.router().peer_count(), 1);
+        assert_eq!(hub.dropped_slow(), 1);
+        hub.closed(bob, false, now);
+        hub.closed(alice, false, now);
         assert_eq!(hub.websocket_count(), 0);
+        assert_eq!(hub.next_deadline(), None, "no socket, nothing away: no timer");
+    }
+
+    /// Let time pass up to `until` as `run_timers` would: a tick at every
+    /// deadline on the way.
+    fn advance(hub: &mut Hub, until: Instant) {
+        while let Some(due) = hub.next_deadline().filter(|due| *due <= until) {
+            hub.tick(due);
+        }
     }
 
     #[test]
-    fn welcome_comes_first() {
-        let mut hub = Hub::new(
-            Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE },
-            protocol::ice_servers(&["stun:s.example".into()]),
-        );
-        let (conn, outbox) = hub.open();
-        hub.join(conn, Codec::Native, hello("door"), Instant::now());
+    fn an_abrupt_close_frees_the_socket_at_once_and_the_grace_ends_on_the_hubs_timer() {
+        let mut hub = hub();
+        let now = Instant::now();
+        let (door, _door_box) = hub.open(now);
+        let (bob, bob_box) = hub.open(now);
+        hub.join(door, Codec::Native, hello("door", Some("t")), now);
+        hub.join(bob, Codec::Native, hello("bob", None), now);
+        drain(&bob_box);
+        hub.closed(door, true, now);
+        assert_eq!(hub.websocket_count(), 1, "the socket is gone");
+        assert_eq!(hub.router().peer_count(), 2, "the peer is held as away");
+        assert!(drain(&bob_box).is_empty(), "the room heard nothing");
+        hub.receive(bob, r#"{"type":"ring","to":"door"}"#, now);
+        bob_box.heard(now + GRACE / 2);
+        advance(&mut hub, now + GRACE - Duration::from_millis(1));
+        assert_eq!(hub.router().peer_count(), 2, "not before the grace ends");
+        assert!(drain(&bob_box).is_empty());
+        advance(&mut hub, now + GRACE);
+        assert_eq!(hub.router().peer_count(), 1);
+        let told = drain(&bob_box);
+        assert!(told[0].contains("peer-left") && told[1].contains("peer-unavailable"), "{told:?}");
+    }
+
+    #[test]
+    fn the_sweep_pings_the_silent_and_drops_who_does_not_answer() {
+        let mut hub = hub();
+        let start = Instant::now();
+        let (quiet, quiet_box) = hub.open(start);
+        let (chatty, chatty_box) = hub.open(start);
+        let (bob, bob_box) = hub.open(start);
+        hub.join(quiet, Codec::Native, hello("quiet", Some("t")), start);
+        hub.join(chatty, Codec::Native, hello("chatty", None), start);
+        hub.join(bob, Codec::Native, hello("bob", None), start);
+        for outbox in [&quiet_box, &chatty_box, &bob_box] {
+            drain(outbox);
+        }
+        assert_eq!(hub.next_deadline(), Some(start + LIVENESS.sweep_every()));
+        // Just before the interval nobody is pinged; by the first sweep
+        // after it, all three (silent since they joined) are.
+        advance(&mut hub, start + LIVENESS.interval - Duration::from_millis(1));
+        assert_eq!(next_now(&quiet_box), None);
+        advance(&mut hub, start + LIVENESS.interval + LIVENESS.sweep_every());
+        for outbox in [&quiet_box, &chatty_box, &bob_box] {
+            assert_eq!(next_now(outbox), Some(Outgoing::Ping));
+        }
+        let (_, pinged) = quiet_box.last_heard();
+        let pinged = pinged.expect("pinged");
+        // chatty and bob answer; quiet does not, and gets a ring meanwhile.
+        chatty_box.heard(pinged + Duration::from_secs(1));
+        bob_box.heard(pinged + Duration::from_secs(1));
+        hub.receive(bob, r#"{"type":"ring","to":"quiet"}"#, pinged);
+        advance(&mut hub, pinged + LIVENESS.timeout - Duration::from_millis(1));
+        assert_eq!(next_now(&quiet_box), Some(Outgoing::Text(r#"{"from":"bob","to":"quiet","type":"ring"}"#.into())));
+        hub.receive(bob, r#"{"type":"ring","to":"quiet","n":2}"#, pinged);
+        // By the first sweep after the timeout, quiet is given up on.
+        let gone = pinged + LIVENESS.timeout + LIVENESS.sweep_every();
+        advance(&mut hub, gone);
         assert_eq!(
-            drain(&outbox),
-            [r#"{"type":"welcome","id":"door","room":"lobby","peers":[],"iceServers":[{"urls":["stun:s.example"]}]}"#]
+            next_now(&quiet_box),
+            Some(Outgoing::Close { code: close::NOT_ANSWERING, reason: "not answering pings" }),
+            "what was queued for a dead socket is held, not written to it"
         );
+        assert_eq!(next_now(&chatty_box), None, "an answer keeps a socket alive");
+        assert_eq!(hub.router().peer_count(), 3, "quiet has a token: it is away, not gone");
+        // The held ring reaches quiet when it comes back.
+        let (back, back_box) = hub.open(gone);
+        hub.join(back, Codec::Native, hello("quiet", Some("t")), gone);
+        let got = drain(&back_box);
+        assert!(got[0].contains("welcome") && got[1].contains(r#""n":2"#), "{got:?}");
+        // The dead socket's task ends later; that changes nothing.
+        hub.closed(quiet, true, gone);
+        assert_eq!(hub.router().peer_count(), 3);
+        assert!(drain(&bob_box).is_empty(), "the room never noticed");
+    }
+
+    #[test]
+    fn the_timer_sleeps_while_nothing_is_due() {
+        let mut hub = hub();
+        let now = Instant::now();
+        assert_eq!(hub.next_deadline(), None);
+        let (conn, _outbox) = hub.open(now);
+        assert_eq!(hub.next_deadline(), Some(now + LIVENESS.sweep_every()), "a socket is swept");
+        assert!(hub.wake.is_full(), "the timer was nudged");
+        hub.closed(conn, false, now);
+        assert_eq!(hub.next_deadline(), None, "the last socket took the sweep with it");
+    }
+
+    #[test]
+    fn a_fatal_error_goes_out_then_the_close() {
+        let mut hub = hub();
+        let now = Instant::now();
+        let (conn, outbox) = hub.open(now);
+        hub.join(conn, Codec::Native, hello("door", None), now);
+        drain(&outbox);
+        hub.fail(conn, Rejection::new(ErrorCode::TooLarge, "too big"), close::TOO_LARGE);
+        assert_eq!(drain(&outbox), [r#"{"type":"error","code":"too-large","message":"too big"}"#]);
+        assert_eq!(next_now(&outbox), Some(Outgoing::Close { code: close::TOO_LARGE, reason: "message too large" }));
+        assert_eq!(hub.router().peer_count(), 0);
     }
 }

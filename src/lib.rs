@@ -1,42 +1,50 @@
 //! intercomd: a tiny signaling daemon for LAN intercoms.
 //!
-//! Layout, in reading order: `config` turns the command line into a
-//! `Config`; `server` accepts connections and runs the HTTP front door on one
-//! `LocalExecutor`; `http` parses request heads and writes responses;
-//! `static_files` serves the pages and `api` the JSON endpoints; `ws` owns
-//! the WebSocket upgrade and each socket's read and write loops; `hub` is the
-//! rim that carries out the router's decisions into each peer's bounded
-//! `outbox`; `router` (peers, rooms, routing) and `protocol` (the wire
-//! format) are pure: no I/O, no `.await`. `systemd` speaks sd_notify.
+//! Layout, in reading order, from the process inwards:
+//! - `config` turns the command line into a `Config`; `daemon` is the
+//!   process (limits, certificate, listeners, signals, systemd), and
+//!   `systemd` speaks sd_notify.
+//! - `server` accepts connections under the caps and shuts down; `conn` is
+//!   one connection's HTTP life over a `stream` (plain or `tls`); `routes`
+//!   picks the answer, from `api`, `metrics` or `static_files`; `http`
+//!   parses heads and writes responses.
+//! - `ws` is an upgraded socket's read and write loops; `hub` carries the
+//!   router's decisions into each socket's bounded `outbox` and runs the one
+//!   timer, using `liveness` to judge silent sockets.
+//! - The pure core: `router` (peers, rooms, routing, deadlines), `codec`
+//!   (the one surface of a wire format) over `protocol` (native) and
+//!   `peerjs`. No I/O, no `.await`, time passed in.
 //!
-//! ARCHITECTURE.md at the top of the repository has the map and the
+//! What may import what: the pure core imports nothing above it; `hub`
+//! imports the core, never `ws`, `conn` or `server`; `ws` imports `hub`,
+//! never `conn` or `server`; `routes` imports `hub` to read it and never
+//! the socket side; `conn` imports `routes` and `ws`; only `server` imports
+//! `conn`, and only `daemon` imports `server`. No two modules import each
+//! other. ARCHITECTURE.md at the top of the repository has the map and the
 //! invariants.
+//!
+//! Public only where a binary, an integration test or a benchmark needs it.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod http;
-pub mod hub;
-pub mod outbox;
-pub mod peerjs;
 pub mod protocol;
 pub mod router;
-pub mod server;
 pub mod static_files;
-pub mod stream;
-pub mod systemd;
-pub mod tls;
-pub mod ws;
 
-use std::future::Future;
-use std::time::Duration;
-
-/// `Some(output)` if `future` finishes within `limit`, else `None`.
-pub async fn with_timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
-    smol::future::or(async { Some(future.await) }, async {
-        smol::Timer::after(limit).await;
-        None
-    })
-    .await
-}
+mod api;
+mod conn;
+mod hub;
+mod liveness;
+mod metrics;
+mod outbox;
+mod peerjs;
+mod routes;
+mod server;
+mod stream;
+mod systemd;
+mod tls;
+mod ws;

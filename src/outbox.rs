@@ -1,5 +1,7 @@
-//! Each peer's bounded outgoing queue: the hub fills it with `try_send`, the
-//! peer's socket task drains it.
+//! Each socket's bounded outgoing queue, and the hub's one handle on that
+//! socket: the hub fills it with `try_send`, the socket task drains it, and
+//! the socket task notes in it when the socket was last heard from, which
+//! the hub's liveness sweep reads.
 //!
 //! Single-threaded on purpose (`Rc<RefCell<..>>`, a bare `Waker`): the whole
 //! daemon runs on one `LocalExecutor`, and a cross-thread channel would
@@ -17,6 +19,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use crate::router::Delivery;
 
@@ -49,12 +52,11 @@ pub enum SendError {
     Closed(Delivery),
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Outbox {
     inner: Rc<RefCell<Inner>>,
 }
 
-#[derive(Default)]
 struct Inner {
     queue: VecDeque<Delivery>,
     /// Sum of the lengths in `queue`.
@@ -70,11 +72,38 @@ struct Inner {
     recv_waker: Option<Waker>,
     /// The writer waiting for a write to finish, in `aborted()`.
     abort_waker: Option<Waker>,
+    /// When the socket last delivered a frame of any kind.
+    heard: Instant,
+    /// When the liveness sweep last pinged it.
+    pinged: Option<Instant>,
 }
 
 impl Outbox {
-    pub fn new() -> Outbox {
-        Outbox::default()
+    /// The outbox of a socket opened at `now`.
+    pub fn new(now: Instant) -> Outbox {
+        let inner = Inner {
+            queue: VecDeque::new(),
+            bytes: 0,
+            close: None,
+            ping: false,
+            aborted: false,
+            recv_waker: None,
+            abort_waker: None,
+            heard: now,
+            pinged: None,
+        };
+        Outbox { inner: Rc::new(RefCell::new(inner)) }
+    }
+
+    /// The socket delivered a frame at `now`: it is alive.
+    pub fn heard(&self, now: Instant) {
+        self.inner.borrow_mut().heard = now;
+    }
+
+    /// When the socket was last heard from, and when it was last pinged.
+    pub fn last_heard(&self) -> (Instant, Option<Instant>) {
+        let inner = self.inner.borrow();
+        (inner.heard, inner.pinged)
     }
 
     pub fn try_send(&self, delivery: Delivery) -> Result<(), SendError> {
@@ -107,9 +136,10 @@ impl Outbox {
     }
 
     /// Queue a ping ahead of the next message (at most one is pending).
-    pub fn ping(&self) {
+    pub fn ping(&self, now: Instant) {
         let mut inner = self.inner.borrow_mut();
         inner.ping = true;
+        inner.pinged = Some(now);
         if let Some(waker) = inner.recv_waker.take() {
             waker.wake();
         }
@@ -134,10 +164,12 @@ impl Outbox {
         std::mem::take(&mut inner.queue).into()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner.borrow().queue.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -181,6 +213,7 @@ impl Outbox {
         .await
     }
 
+    #[cfg(test)]
     pub fn is_aborted(&self) -> bool {
         self.inner.borrow().aborted
     }
@@ -196,7 +229,7 @@ mod tests {
 
     #[test]
     fn bounded_by_count() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Instant::now());
         for _ in 0..MAX_QUEUED_MESSAGES {
             outbox.try_send(text("x")).unwrap();
         }
@@ -207,14 +240,14 @@ mod tests {
 
     #[test]
     fn bounded_by_bytes_but_one_message_always_fits() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Instant::now());
         outbox.try_send(text(&"x".repeat(MAX_QUEUED_BYTES + 1))).unwrap();
         assert_eq!(outbox.try_send(text("y")), Err(SendError::Full(text("y"))));
     }
 
     #[test]
     fn close_comes_after_what_was_queued() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Instant::now());
         outbox.try_send(text("a")).unwrap();
         outbox.close(4001, "replaced");
         outbox.close(1001, "later closes lose");
@@ -227,9 +260,9 @@ mod tests {
 
     #[test]
     fn a_ping_goes_before_queued_messages() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Instant::now());
         outbox.try_send(text("a")).unwrap();
-        outbox.ping();
+        outbox.ping(Instant::now());
         smol::block_on(async {
             assert_eq!(outbox.recv().await, Outgoing::Ping);
             assert_eq!(outbox.recv().await, Outgoing::Text("a".into()));
@@ -238,9 +271,9 @@ mod tests {
 
     #[test]
     fn abort_discards_the_queue() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Instant::now());
         outbox.try_send(text("a")).unwrap();
-        outbox.ping();
+        outbox.ping(Instant::now());
         assert_eq!(outbox.abort(), [text("a")], "what was queued comes back");
         outbox.close(4008, "not reading");
         smol::block_on(async {

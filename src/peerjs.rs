@@ -27,7 +27,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{is_valid_name, Codec, ErrorCode, Hello, Inbound, Reference, Rejection, MAX_TOKEN_LEN};
+use crate::codec::Codec;
+use crate::protocol::{is_valid_name, is_valid_token, query_value, ErrorCode, Hello, Inbound, Reference, Rejection};
 
 /// The room every PeerJS peer is in. PeerJS has no rooms; one shared room
 /// keeps PeerJS ids visible to each other (discovery) and in `/api/peers`,
@@ -39,18 +40,18 @@ const RELAYED: [&str; 5] = ["OFFER", "ANSWER", "CANDIDATE", "LEAVE", "EXPIRE"];
 
 /// The hello of `GET {path}/peerjs?key=&id=&token=`. `key` is the
 /// configured `--peerjs-key`.
-pub fn hello_from_query(pairs: &[(String, String)], key: &str) -> Result<Hello, Rejection> {
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
-    if get("key") != Some(key) {
+pub fn hello_from_query(pairs: &[(String, Option<String>)], key: &str) -> Result<Hello, Rejection> {
+    let get = |name: &str, code| query_value(pairs, name, code).map(|value| value.filter(|v| !v.is_empty()));
+    if get("key", ErrorCode::InvalidToken)? != Some(key) {
         return Err(Rejection::new(ErrorCode::InvalidToken, "Invalid key provided"));
     }
-    let (Some(id), Some(token)) = (get("id"), get("token")) else {
+    let (Some(id), Some(token)) = (get("id", ErrorCode::InvalidId)?, get("token", ErrorCode::InvalidToken)?) else {
         return Err(Rejection::new(ErrorCode::InvalidId, "No id, token, or key supplied to websocket server"));
     };
     if !is_valid_name(id) {
         return Err(Rejection::new(ErrorCode::InvalidId, "an id is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"));
     }
-    if token.len() > MAX_TOKEN_LEN || token.chars().any(char::is_control) {
+    if !is_valid_token(token) {
         return Err(Rejection::new(ErrorCode::InvalidToken, "a token is at most 128 bytes of printable characters"));
     }
     Ok(Hello { id: Some(id.to_string()), room: ROOM.to_string(), token: Some(token.to_string()), codec: Codec::PeerJs })
@@ -137,8 +138,8 @@ pub fn open() -> String {
 mod tests {
     use super::*;
 
-    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
-        query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
+        query.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect()
     }
 
     #[test]

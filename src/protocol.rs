@@ -10,6 +10,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::codec::Codec;
+
 /// Longest peer id or room name, in bytes (they are ASCII).
 pub const MAX_ID_LEN: usize = 64;
 /// Longest reconnect token, in bytes.
@@ -82,6 +84,23 @@ pub mod close {
     pub const ROOM_FULL: u16 = 4006;
     pub const NOT_READING: u16 = 4008;
     pub const NOT_ANSWERING: u16 = 4009;
+
+    /// The reason phrase sent in the close frame, and logged.
+    pub fn reason(code: u16) -> &'static str {
+        match code {
+            GOING_AWAY => "server shutting down",
+            INVALID_DATA => "invalid UTF-8",
+            TOO_LARGE => "message too large",
+            INVALID_HELLO => "invalid id, room or token",
+            REPLACED => "replaced",
+            ID_TAKEN => "id taken",
+            SERVER_FULL => "server full",
+            ROOM_FULL => "room full",
+            NOT_READING => "not reading",
+            NOT_ANSWERING => "not answering pings",
+            _ => "",
+        }
+    }
 }
 
 /// The `ref` of an error: which message it answers.
@@ -120,16 +139,6 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
-/// The wire format a peer speaks. The router keeps one per peer and
-/// encodes what it sends to that peer accordingly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// This file: `GET /ws`, JSON objects with `to` and `from`.
-    Native,
-    /// The PeerServer protocol (`peerjs.rs`).
-    PeerJs,
-}
-
 /// What a client asks for in `GET /ws?id=..&room=..&token=..` (or the
 /// PeerJS endpoint's query).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,33 +151,55 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// Validate the decoded query parameters of the upgrade request.
-    pub fn from_query(pairs: &[(String, String)]) -> Result<Hello, Rejection> {
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let id = get("id").filter(|id| !id.is_empty());
+    /// Validate the decoded query parameters of the upgrade request (a
+    /// value is `None` where its %-escape was broken).
+    pub fn from_query(pairs: &[(String, Option<String>)]) -> Result<Hello, Rejection> {
+        let id = query_value(pairs, "id", ErrorCode::InvalidId)?.filter(|id| !id.is_empty());
         if let Some(id) = &id {
             if !is_valid_name(id) {
                 return Err(Rejection::new(ErrorCode::InvalidId, "an id is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"));
             }
         }
-        let room = get("room").filter(|room| !room.is_empty()).unwrap_or_else(|| DEFAULT_ROOM.to_string());
-        if !is_valid_name(&room) {
+        let room =
+            query_value(pairs, "room", ErrorCode::InvalidRoom)?.filter(|room| !room.is_empty()).unwrap_or(DEFAULT_ROOM);
+        if !is_valid_name(room) {
             return Err(Rejection::new(
                 ErrorCode::InvalidRoom,
                 "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
             ));
         }
-        let token = get("token").filter(|token| !token.is_empty());
-        if let Some(token) = &token {
-            if token.len() > MAX_TOKEN_LEN || token.chars().any(char::is_control) {
+        let token = query_value(pairs, "token", ErrorCode::InvalidToken)?.filter(|token| !token.is_empty());
+        if let Some(token) = token {
+            if !is_valid_token(token) {
                 return Err(Rejection::new(
                     ErrorCode::InvalidToken,
                     "a token is at most 128 bytes of printable characters",
                 ));
             }
         }
+        let (id, room, token) = (id.map(str::to_string), room.to_string(), token.map(str::to_string));
         Ok(Hello { id, room, token, codec: Codec::Native })
     }
+}
+
+/// The first value of `key` in a decoded query: `Ok(None)` when absent, an
+/// error with `code` when its %-escape was broken (so a broken token is
+/// `invalid-token`, not a puzzle about the id).
+pub fn query_value<'q>(
+    pairs: &'q [(String, Option<String>)],
+    key: &str,
+    code: ErrorCode,
+) -> Result<Option<&'q str>, Rejection> {
+    match pairs.iter().find(|(k, _)| k == key) {
+        None => Ok(None),
+        Some((_, Some(value))) => Ok(Some(value.as_str())),
+        Some((_, None)) => Err(Rejection::new(code, format!("the {key} has a broken %-escape"))),
+    }
+}
+
+/// At most `MAX_TOKEN_LEN` bytes, no control characters.
+pub fn is_valid_token(token: &str) -> bool {
+    token.len() <= MAX_TOKEN_LEN && !token.chars().any(char::is_control)
 }
 
 /// A client message, decoded just far enough to route it.
@@ -389,7 +420,7 @@ mod tests {
     #[test]
     fn hello_from_query() {
         let pairs =
-            |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+            |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect::<Vec<_>>();
         let hello = Hello::from_query(&pairs(&[("id", "door"), ("token", "s3cret")])).unwrap();
         assert_eq!(
             hello,
@@ -401,6 +432,13 @@ mod tests {
         assert_eq!(code(&[("room", "a/b")]), ErrorCode::InvalidRoom);
         assert_eq!(code(&[("token", &"t".repeat(129))]), ErrorCode::InvalidToken);
         assert!(Hello::from_query(&pairs(&[("token", &"t".repeat(128))])).is_ok());
+        // A broken %-escape is reported against the parameter it broke.
+        let broken = |key: &str| Hello::from_query(&[(key.to_string(), None)]).unwrap_err();
+        assert_eq!(broken("id").code, ErrorCode::InvalidId);
+        assert_eq!(broken("room").code, ErrorCode::InvalidRoom);
+        assert_eq!(broken("token").code, ErrorCode::InvalidToken);
+        assert_eq!(broken("token").message, "the token has a broken %-escape");
+        assert!(Hello::from_query(&[("version".into(), None)]).is_ok(), "other parameters are not read");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Peers, rooms and routing decisions. No I/O, no `.await`, no clock of its
-//! own (time comes in as an argument).
+//! own (time comes in as an argument, so every decision that depends on it
+//! is a unit test with made-up `Instant`s).
 //!
 //! The router answers every event with a list of [`Action`]s; the hub around
 //! it (`hub.rs`) carries them out with `try_send` into each peer's bounded
@@ -7,9 +8,13 @@
 //! nothing in here can block, and every decision is a plain unit test.
 //!
 //! Invariants:
-//! - `peers`, `ids` and `rooms` always agree: a peer id is in exactly one
-//!   room, a room exists only while it has members, and each live connection
-//!   maps to at most one peer.
+//! - The router is the only owner of peer state: `peers`, `ids` and `rooms`
+//!   always agree (a peer id is in exactly one room, a room exists only while
+//!   it has members, each live connection maps to at most one peer), and no
+//!   other part of the daemon keeps a copy.
+//! - A join's first action is the joining connection's welcome (or, for a
+//!   refused one, its error and then its close): nothing can reach a
+//!   socket ahead of it.
 //! - Every directed message either becomes a `Send` carrying a `Bounce` (so
 //!   the hub can tell the sender if the target's queue is full), is held for
 //!   a peer that is away (and delivered on its return or bounced when its
@@ -18,10 +23,15 @@
 //! - A peer that dropped off abruptly and holds a token stays in its room,
 //!   *away*, for the reconnect grace: its id is kept, presence is unchanged,
 //!   and messages for it are held in order, up to `MAX_HELD_MESSAGES`.
-//! - Each peer speaks one `Codec`; everything sent to it is encoded for that
-//!   codec here, so native and PeerJS peers share one id space, one set of
-//!   limits and one delivery promise. Presence messages go to native peers
-//!   only (PeerJS has none).
+//! - Every moment the router must act on by itself (an away peer's grace
+//!   ends, messages held for an id nobody holds expire) is in `deadlines`;
+//!   [`Router::next_deadline`] tells the hub when to call
+//!   [`Router::expire_due`]. With nothing away and nothing pending the set
+//!   is empty, so an idle daemon has no timer.
+//! - Each peer speaks one `Codec`; everything sent to it is encoded through
+//!   that codec's methods, so native and PeerJS peers share one id space,
+//!   one set of limits and one delivery promise. Presence goes only to
+//!   codecs that carry it.
 //! - A PeerJS peer's message for an id nobody holds is held for the
 //!   reconnect grace too (`pending`, bounded by `MAX_PENDING_IDS` and the
 //!   per-id bounds), as PeerServer does: an offer may race the other side's
@@ -32,9 +42,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
 
-use crate::peerjs;
-use crate::protocol::{self, close, Codec, ErrorCode, Hello, Inbound, Reference, Rejection};
+use crate::codec::{Codec, Welcome};
+use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Inbound, Reference, Rejection};
 
 /// The hub's handle for one WebSocket connection. Ids are never reused
 /// within a process, so a stale `ConnId` can never hit a newer peer.
@@ -88,26 +99,46 @@ pub struct Limits {
     /// Peers in one room; the next gets `room-full` (close 4006 on connect).
     pub max_room_peers: usize,
     /// How long a peer that dropped off abruptly keeps its id and gets its
-    /// messages held; zero turns holding off. The hub does the waiting.
+    /// messages held; zero turns holding off.
     pub reconnect_grace: Duration,
 }
 
-/// A successful connect: what the new peer's welcome says, and what everyone
-/// else must be told.
+/// How a successful join came about, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// An id nobody held.
+    New,
+    /// An away peer came back with its token within the grace.
+    Returned,
+    /// The same id and token from a new socket while the old one was still
+    /// open: the old one is closed with 4001.
+    Replaced,
+}
+
+/// A successful join.
 #[derive(Debug)]
 pub struct Joined {
     pub id: String,
     pub room: String,
-    /// The other peers of the room, sorted.
-    pub peers: Vec<String>,
+    pub kind: JoinKind,
+    /// The welcome first, then what the room and the peer must be told.
     pub actions: Vec<Action>,
 }
 
-/// A refused connect: the error to send, then the close code.
+/// A refused join.
 #[derive(Debug, PartialEq)]
 pub struct Refused {
     pub rejection: Rejection,
-    pub close_code: u16,
+    /// The error, then the close frame.
+    pub actions: Vec<Action>,
+}
+
+/// What [`Router::expire_due`] decided.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Away peers whose grace ended: they left.
+    pub left: Vec<String>,
+    pub actions: Vec<Action>,
 }
 
 /// Counters for `/metrics`.
@@ -131,6 +162,8 @@ impl Stats {
 /// The registry of connected peers and their rooms.
 pub struct Router {
     limits: Limits,
+    /// Sent in every native welcome.
+    ice_servers: Vec<IceServer>,
     /// Peer id -> its connection, room and token.
     peers: HashMap<String, Peer>,
     /// Connection -> peer id, for events that arrive by connection.
@@ -140,11 +173,26 @@ pub struct Router {
     /// Id nobody holds -> messages PeerJS senders sent it, waiting for it to
     /// connect within the reconnect grace.
     pending: HashMap<String, Pending>,
+    /// When each away peer's grace ends and each `pending` entry expires,
+    /// earliest first. Entries are removed as soon as they no longer apply
+    /// (the peer came back, the id connected), so the first one is always
+    /// real.
+    deadlines: BTreeSet<(Instant, Due)>,
     pub stats: Stats,
 }
 
+/// Something the router must do at a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// The reconnect grace of this away peer ends.
+    Away(String),
+    /// Messages held for this id, which nobody holds, expire.
+    Pending(String),
+}
+
 struct Pending {
-    since: Instant,
+    /// When its messages expire.
+    until: Instant,
     /// In order: the message in the router's form, its sender's id, whom to
     /// tell if it expires.
     messages: Vec<(Map<String, Value>, String, Bounce)>,
@@ -154,8 +202,8 @@ struct Pending {
 struct Peer {
     /// Its socket; while away, the socket it lost.
     conn: ConnId,
-    /// Dropped off abruptly, within the reconnect grace.
-    away: bool,
+    /// Dropped off abruptly: away until this moment, the end of its grace.
+    away_until: Option<Instant>,
     room: String,
     /// Proof of identity for taking the id over after a reconnect.
     token: Option<String>,
@@ -168,13 +216,15 @@ struct Peer {
 }
 
 impl Router {
-    pub fn new(limits: Limits) -> Router {
+    pub fn new(limits: Limits, ice_servers: Vec<IceServer>) -> Router {
         Router {
             limits,
+            ice_servers,
             peers: HashMap::new(),
             ids: HashMap::new(),
             rooms: HashMap::new(),
             pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
             stats: Stats::default(),
         }
     }
@@ -187,6 +237,15 @@ impl Router {
         self.rooms.len()
     }
 
+    pub fn reconnect_grace(&self) -> Duration {
+        self.limits.reconnect_grace
+    }
+
+    /// The id `conn` joined as, while it holds it.
+    pub fn id_of(&self, conn: ConnId) -> Option<&str> {
+        self.ids.get(&conn).map(String::as_str)
+    }
+
     /// Every peer as (id, room), sorted by id.
     pub fn peer_list(&self) -> Vec<(String, String)> {
         let mut list: Vec<_> = self.peers.iter().map(|(id, peer)| (id.clone(), peer.room.clone())).collect();
@@ -194,41 +253,58 @@ impl Router {
         list
     }
 
-    /// A new connection asks to be `hello.id` in `hello.room`.
-    pub fn connect(&mut self, conn: ConnId, hello: Hello, now: Instant) -> Result<Joined, Refused> {
-        let mut actions = Vec::new();
+    /// A new connection on an endpoint of `codec` asks to join with the
+    /// query of its upgrade request. The first action is its welcome, or
+    /// (refused) its error followed by its close.
+    pub fn join(
+        &mut self,
+        conn: ConnId,
+        codec: Codec,
+        hello: Result<Hello, Rejection>,
+        now: Instant,
+    ) -> Result<Joined, Refused> {
+        let hello = hello.map_err(|rejection| self.refuse(conn, codec, rejection, close::INVALID_HELLO))?;
         let id = match hello.id {
             Some(id) => id,
             None => self.fresh_id(),
         };
+        let mut actions = Vec::new();
+        let mut kind = JoinKind::New;
         let mut returning = None;
         if let Some(existing) = self.peers.get(&id) {
-            let same_owner =
-                matches!((&existing.token, &hello.token), (Some(old), Some(new)) if constant_time_eq(old, new));
+            let same_owner = matches!(
+                (&existing.token, &hello.token),
+                (Some(old), Some(new)) if bool::from(old.as_bytes().ct_eq(new.as_bytes()))
+            );
             if !same_owner {
-                return Err(self.refuse(
-                    Rejection::new(ErrorCode::IdTaken, format!("the id {id:?} is in use; pick another")),
-                    close::ID_TAKEN,
-                ));
+                let rejection = Rejection::new(ErrorCode::IdTaken, format!("the id {id:?} is in use; pick another"));
+                return Err(self.refuse(conn, codec, rejection, close::ID_TAKEN));
             }
             if existing.room != hello.room {
                 if let Err(rejection) = self.admit(&hello.room, Some(&id)) {
                     let close_code = close_code_for(rejection.code);
-                    return Err(self.refuse(rejection, close_code));
+                    return Err(self.refuse(conn, codec, rejection, close_code));
                 }
             }
             // The same browser came back (a reconnect after a drop, a new
             // tab, or a reconnect before the old socket noticed it was
             // dead): the newer socket wins.
-            if !existing.away {
-                actions.push(Action::Close { conn: existing.conn, code: close::REPLACED, reason: "replaced" });
+            match existing.away_until {
+                Some(until) => {
+                    self.deadlines.remove(&(until, Due::Away(id.clone())));
+                    kind = JoinKind::Returned;
+                }
+                None => {
+                    actions.push(Action::Close { conn: existing.conn, code: close::REPLACED, reason: "replaced" });
+                    kind = JoinKind::Replaced;
+                }
             }
             if existing.room == hello.room {
                 // Same room: nobody else needs to hear about it, so a call
                 // whose media survived a Wi-Fi blip is not torn down.
                 let peer = self.peers.get_mut(&id).expect("just looked up");
                 let old = std::mem::replace(&mut peer.conn, conn);
-                peer.away = false;
+                peer.away_until = None;
                 peer.token = hello.token;
                 peer.codec = hello.codec;
                 let held = std::mem::take(&mut peer.held);
@@ -236,38 +312,36 @@ impl Router {
                 self.ids.remove(&old);
                 self.ids.insert(conn, id.clone());
                 let room = hello.room;
-                let peers = self.rooms[&room].iter().filter(|member| **member != id).cloned().collect();
+                actions.insert(0, Action::Send { conn, text: self.welcome(hello.codec, &id, &room), bounce: None });
                 actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
-                return Ok(Joined { id, room, peers, actions });
+                return Ok(Joined { id, room, kind, actions });
             }
             returning = Some(self.remove(&id, &mut actions));
         } else if self.peers.len() >= self.limits.max_peers {
-            return Err(self.refuse(
-                Rejection::new(
-                    ErrorCode::ServerFull,
-                    format!("the server holds its limit of {} peers", self.limits.max_peers),
-                ),
-                close::SERVER_FULL,
-            ));
+            let rejection = Rejection::new(
+                ErrorCode::ServerFull,
+                format!("the server holds its limit of {} peers", self.limits.max_peers),
+            );
+            return Err(self.refuse(conn, codec, rejection, close::SERVER_FULL));
         } else if let Err(rejection) = self.admit(&hello.room, None) {
             let close_code = close_code_for(rejection.code);
-            return Err(self.refuse(rejection, close_code));
+            return Err(self.refuse(conn, codec, rejection, close_code));
         }
         let room = hello.room;
-        let peers = self.room_members(&room);
-        let bucket = TokenBucket::new(self.limits.max_rate, now);
+        // Before it is in the room, so the list is of the others.
+        actions.insert(0, Action::Send { conn, text: self.welcome(hello.codec, &id, &room), bounce: None });
         let mut peer = returning.unwrap_or_else(|| Peer {
             conn,
-            away: false,
+            away_until: None,
             room: String::new(),
             token: None,
-            bucket,
+            bucket: TokenBucket::new(self.limits.max_rate, now),
             held: VecDeque::new(),
             held_bytes: 0,
             codec: hello.codec,
         });
         peer.conn = conn;
-        peer.away = false;
+        peer.away_until = None;
         peer.room = room.clone();
         peer.token = hello.token;
         peer.codec = hello.codec;
@@ -278,12 +352,18 @@ impl Router {
         actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
         // Messages PeerJS senders sent before this id existed.
         if let Some(pending) = self.pending.remove(&id) {
+            self.deadlines.remove(&(pending.until, Due::Pending(id.clone())));
             for (message, from, bounce) in pending.messages {
-                let text = encode(codec, message, &from);
-                actions.push(Action::Send { conn, text, bounce: Some(bounce) });
+                actions.push(Action::Send { conn, text: codec.relay(message, &from), bounce: Some(bounce) });
             }
         }
-        Ok(Joined { id, room, peers, actions })
+        Ok(Joined { id, room, kind, actions })
+    }
+
+    /// The welcome of `id` into `room`, in `codec`.
+    fn welcome(&self, codec: Codec, id: &str, room: &str) -> Rc<str> {
+        let peers: Vec<String> = self.room_members(room).into_iter().filter(|member| member != id).collect();
+        codec.welcome(&Welcome { id, room, peers: &peers, ice_servers: &self.ice_servers })
     }
 
     /// A text frame arrived from `conn`.
@@ -293,23 +373,19 @@ impl Router {
         };
         let peer = self.peers.get_mut(&from).expect("ids and peers agree");
         let codec = peer.codec;
-        let parse = |text: &str| match codec {
-            Codec::Native => protocol::parse_inbound(text).map(Some),
-            Codec::PeerJs => peerjs::parse_inbound(text),
-        };
         if !peer.bucket.take(now) {
             let rejection = Rejection::new(
                 ErrorCode::RateLimited,
                 format!("more than {} messages per second; this one was dropped", self.limits.max_rate),
             );
-            let reference = parse(text).ok().flatten().map(|inbound| inbound.reference());
+            let reference = codec.parse(text).ok().flatten().map(|inbound| inbound.reference());
             let rejection = match reference {
                 Some(reference) => rejection.about(reference),
                 None => rejection,
             };
             return vec![self.error_to(conn, rejection)];
         }
-        let inbound = match parse(text) {
+        let inbound = match codec.parse(text) {
             Ok(Some(inbound)) => inbound,
             // A PeerJS heartbeat: the frame itself showed the peer is alive.
             Ok(None) => return Vec::new(),
@@ -333,7 +409,7 @@ impl Router {
                     return vec![self.error_to(conn, rejection)];
                 };
                 self.stats.routed += 1;
-                let text = encode(target_codec, message, &from);
+                let text = target_codec.relay(message, &from);
                 self.deliver(&to, text, Some(bounce), &mut actions);
                 actions
             }
@@ -342,13 +418,17 @@ impl Router {
                 let others: Vec<String> = self.rooms[room].iter().filter(|member| **member != from).cloned().collect();
                 let mut actions = Vec::new();
                 // Encoded at most once per codec present in the room.
-                let (mut native, mut peerjs) = (None, None);
+                let mut encoded: Vec<(Codec, Rc<str>)> = Vec::new();
                 for member in &others {
-                    let text = match self.peers[member].codec {
-                        Codec::Native => native.get_or_insert_with(|| encode(Codec::Native, message.clone(), &from)),
-                        Codec::PeerJs => peerjs.get_or_insert_with(|| encode(Codec::PeerJs, message.clone(), &from)),
-                    }
-                    .clone();
+                    let member_codec = self.peers[member].codec;
+                    let text = match encoded.iter().find(|(codec, _)| *codec == member_codec) {
+                        Some((_, text)) => text.clone(),
+                        None => {
+                            let text = member_codec.relay(message.clone(), &from);
+                            encoded.push((member_codec, text.clone()));
+                            text
+                        }
+                    };
                     self.deliver(member, text, None, &mut actions);
                 }
                 self.stats.routed += others.len() as u64;
@@ -384,11 +464,16 @@ impl Router {
         actions
     }
 
-    /// `conn` broke without a close (Wi-Fi gone, ping timeout). A peer with
-    /// a token is kept *away* for the reconnect grace: presence does not
-    /// change and `unsent` plus anything sent meanwhile is held. Returns the
-    /// id when the caller must call [`Router::expire`] after the grace.
-    pub fn drop_abruptly(&mut self, conn: ConnId, unsent: Vec<Delivery>) -> (Vec<Action>, Option<String>) {
+    /// `conn` broke without a close (Wi-Fi gone, ping timeout) at `now`. A
+    /// peer with a token is kept *away* until `now` plus the reconnect
+    /// grace: presence does not change and `unsent` plus anything sent
+    /// meanwhile is held. Returns the id when it is away.
+    pub fn drop_abruptly(
+        &mut self,
+        conn: ConnId,
+        unsent: Vec<Delivery>,
+        now: Instant,
+    ) -> (Vec<Action>, Option<String>) {
         let Some(id) = self.ids.get(&conn).cloned() else {
             return (Vec::new(), None);
         };
@@ -397,28 +482,58 @@ impl Router {
             // Without a token nobody can prove to be this peer again.
             return (self.disconnect(conn, unsent), None);
         }
-        peer.away = true;
+        let until = now + self.limits.reconnect_grace;
+        peer.away_until = Some(until);
         for delivery in unsent.into_iter().rev() {
             peer.held_bytes += delivery.text.len();
             peer.held.push_front(delivery);
         }
         self.ids.remove(&conn);
+        self.deadlines.insert((until, Due::Away(id.clone())));
         (Vec::new(), Some(id))
     }
 
-    /// The reconnect grace of `id`, which dropped off from `conn`, is over.
-    /// If it has not come back, it leaves and the senders of what was held
-    /// for it get `peer-unavailable`.
-    /// `None` if it came back meanwhile.
-    pub fn expire(&mut self, id: &str, conn: ConnId) -> Option<Vec<Action>> {
-        if !self.peers.get(id).is_some_and(|peer| peer.away && peer.conn == conn) {
-            return None;
+    /// When [`Router::expire_due`] next has something to do; `None` while
+    /// nobody is away and nothing is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Act on every deadline up to `now`: away peers whose grace ended leave
+    /// (their room hears `peer-left`, the senders of what was held for them
+    /// get `peer-unavailable`), and messages held for ids that never
+    /// connected expire (their PeerJS senders get `EXPIRE`).
+    pub fn expire_due(&mut self, now: Instant) -> Expired {
+        let mut expired = Expired::default();
+        while let Some((first, _)) = self.deadlines.first() {
+            if *first > now {
+                break;
+            }
+            let (at, due) = self.deadlines.pop_first().expect("just looked");
+            match due {
+                Due::Away(id) => {
+                    if self.peers.get(&id).is_none_or(|peer| peer.away_until != Some(at)) {
+                        continue;
+                    }
+                    let grace = self.limits.reconnect_grace;
+                    let peer = self.remove(&id, &mut expired.actions);
+                    let why = format!("{id:?} dropped off and did not come back within {grace:?}");
+                    self.bounce_all(peer.held.into(), &why, &mut expired.actions);
+                    expired.left.push(id);
+                }
+                Due::Pending(id) => {
+                    let Some(pending) = self.pending.remove(&id) else { continue };
+                    let deliveries = pending
+                        .messages
+                        .into_iter()
+                        .map(|(_, _, bounce)| Delivery { text: "".into(), bounce: Some(bounce) })
+                        .collect();
+                    let why = format!("nobody connected as {id:?} within {:?}", self.limits.reconnect_grace);
+                    self.bounce_all(deliveries, &why, &mut expired.actions);
+                }
+            }
         }
-        let mut actions = Vec::new();
-        let peer = self.remove(id, &mut actions);
-        let why = format!("{id:?} dropped off and did not come back within {:?}", self.limits.reconnect_grace);
-        self.bounce_all(peer.held.into(), &why, &mut actions);
-        Some(actions)
+        expired
     }
 
     /// The hub could not queue a message for `target` because its queue is
@@ -454,7 +569,7 @@ impl Router {
     /// Send to `id` now, or hold it while `id` is away.
     fn deliver(&mut self, id: &str, text: Rc<str>, bounce: Option<Bounce>, actions: &mut Vec<Action>) {
         let Some(peer) = self.peers.get_mut(id) else { return };
-        if !peer.away {
+        if peer.away_until.is_none() {
             actions.push(Action::Send { conn: peer.conn, text, bounce });
             return;
         }
@@ -472,22 +587,37 @@ impl Router {
     /// Count and encode an error for `conn`, in its peer's codec.
     pub fn error_to(&mut self, conn: ConnId, rejection: Rejection) -> Action {
         let codec = self.ids.get(&conn).map_or(Codec::Native, |id| self.peers[id].codec);
-        self.error_as(conn, codec, rejection)
+        self.error_as(conn, codec, &rejection)
     }
 
     /// The same for a connection that may not be a peer (yet), whose codec
     /// the caller knows from the endpoint it came to.
-    pub fn error_as(&mut self, conn: ConnId, codec: Codec, rejection: Rejection) -> Action {
+    fn error_as(&mut self, conn: ConnId, codec: Codec, rejection: &Rejection) -> Action {
         self.stats.count(rejection.code);
-        let text = match codec {
-            Codec::Native => protocol::error(&rejection),
-            Codec::PeerJs => peerjs::error(&rejection, self.ids.get(&conn).map_or("", String::as_str)),
-        };
-        Action::Send { conn, text: text.into(), bounce: None }
+        let text = codec.error(rejection, self.ids.get(&conn).map_or("", String::as_str));
+        Action::Send { conn, text, bounce: None }
+    }
+
+    /// A fatal error for `conn` (too large, not UTF-8): the error, then
+    /// what its departure means to others, then the close frame. What is
+    /// already queued for it still goes out first.
+    pub fn fail(&mut self, conn: ConnId, rejection: Rejection, close_code: u16) -> Vec<Action> {
+        let error = self.error_to(conn, rejection);
+        let mut actions = self.disconnect(conn, Vec::new());
+        actions.insert(0, error);
+        actions.push(Action::Close { conn, code: close_code, reason: close::reason(close_code) });
+        actions
+    }
+
+    /// Count a refused join; its actions are the error and the close.
+    fn refuse(&mut self, conn: ConnId, codec: Codec, rejection: Rejection, close_code: u16) -> Refused {
+        let error = self.error_as(conn, codec, &rejection);
+        let close = Action::Close { conn, code: close_code, reason: close::reason(close_code) };
+        Refused { rejection, actions: vec![error, close] }
     }
 
     /// Hold a PeerJS sender's message for `to`, which nobody holds, until
-    /// `to` connects or the reconnect grace ends ([`Router::expire_pending`]).
+    /// `to` connects or the reconnect grace ends.
     fn hold_pending(
         &mut self,
         to: String,
@@ -505,8 +635,11 @@ impl Router {
             actions.push(self.error_to(bounce.sender, rejection));
             return;
         }
-        let pending =
-            self.pending.entry(to.clone()).or_insert_with(|| Pending { since: now, messages: Vec::new(), bytes: 0 });
+        let until = now + self.limits.reconnect_grace;
+        let pending = self.pending.entry(to.clone()).or_insert_with(|| {
+            self.deadlines.insert((until, Due::Pending(to.clone())));
+            Pending { until, messages: Vec::new(), bytes: 0 }
+        });
         let fits = pending.messages.is_empty()
             || (pending.messages.len() < MAX_HELD_MESSAGES && pending.bytes + size <= MAX_HELD_BYTES);
         if fits {
@@ -517,36 +650,6 @@ impl Router {
             let why = format!("{to:?} is not connected and has {} messages waiting already", pending.messages.len());
             self.bounce_all(vec![Delivery { text: "".into(), bounce: Some(bounce) }], &why, actions);
         }
-    }
-
-    /// When the oldest message held for an id nobody holds expires.
-    pub fn next_pending_expiry(&self) -> Option<Instant> {
-        self.pending.values().map(|pending| pending.since + self.limits.reconnect_grace).min()
-    }
-
-    /// Messages held for ids that did not connect within the grace expire:
-    /// their senders are told (PeerJS: `EXPIRE`).
-    pub fn expire_pending(&mut self, now: Instant) -> Vec<Action> {
-        let grace = self.limits.reconnect_grace;
-        let due: Vec<String> =
-            self.pending.iter().filter(|(_, pending)| pending.since + grace <= now).map(|(id, _)| id.clone()).collect();
-        let mut actions = Vec::new();
-        for id in due {
-            let pending = self.pending.remove(&id).expect("just listed");
-            let deliveries = pending
-                .messages
-                .into_iter()
-                .map(|(_, _, bounce)| Delivery { text: "".into(), bounce: Some(bounce) })
-                .collect();
-            self.bounce_all(deliveries, &format!("nobody connected as {id:?} within {grace:?}"), &mut actions);
-        }
-        actions
-    }
-
-    /// Count a refusal that happens before a peer exists (bad hello).
-    pub fn refuse(&mut self, rejection: Rejection, close_code: u16) -> Refused {
-        self.stats.count(rejection.code);
-        Refused { rejection, close_code }
     }
 
     fn peers_of(&self, conn: ConnId, id: &str) -> Action {
@@ -595,22 +698,27 @@ impl Router {
         self.peers.insert(id, peer);
     }
 
-    /// Queue `text` (presence) for every native member of `room`.
+    /// Queue `text` (presence) for every present member of `room` whose
+    /// codec carries presence.
     fn announce(&self, room: &str, text: String, actions: &mut Vec<Action>) {
         let Some(members) = self.rooms.get(room) else {
             return;
         };
         let text: Rc<str> = text.into();
         let present = members.iter().map(|member| &self.peers[member]);
-        for peer in present.filter(|peer| !peer.away && peer.codec == Codec::Native) {
+        for peer in present.filter(|peer| peer.away_until.is_none() && peer.codec.carries_presence()) {
             actions.push(Action::Send { conn: peer.conn, text: text.clone(), bounce: None });
         }
     }
 
-    /// Take `id` out of every map and tell its room it left.
+    /// Take `id` out of every map (its deadline too, if away) and tell its
+    /// room it left.
     fn remove(&mut self, id: &str, actions: &mut Vec<Action>) -> Peer {
         let peer = self.peers.remove(id).expect("caller checked the peer exists");
         self.ids.remove(&peer.conn);
+        if let Some(until) = peer.away_until {
+            self.deadlines.remove(&(until, Due::Away(id.to_string())));
+        }
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.remove(id);
             if members.is_empty() {
@@ -633,15 +741,6 @@ impl Router {
     }
 }
 
-/// A directed or broadcast message from `from`, as a peer speaking `codec`
-/// receives it.
-fn encode(codec: Codec, message: Map<String, Value>, from: &str) -> Rc<str> {
-    match codec {
-        Codec::Native => protocol::stamp(message, from).into(),
-        Codec::PeerJs => peerjs::relay(&message, from).into(),
-    }
-}
-
 impl Delivery {
     fn to(self, conn: ConnId) -> Action {
         Action::Send { conn, text: self.text, bounce: self.bounce }
@@ -655,19 +754,6 @@ fn close_code_for(code: ErrorCode) -> u16 {
         ErrorCode::ServerFull => close::SERVER_FULL,
         _ => close::INVALID_HELLO,
     }
-}
-
-/// Compare secrets without an early exit, so the time taken does not tell
-/// an attacker how much of a guessed token was right.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut difference = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        difference |= usize::from(x ^ y);
-    }
-    difference == 0
 }
 
 /// Per-peer rate limit: `rate` tokens a second, at most `2 * rate` saved up.
@@ -689,7 +775,7 @@ impl TokenBucket {
         let burst = 2.0 * f64::from(self.rate);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(burst);
-        self.last = now;
+        self.last = self.last.max(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -708,8 +794,16 @@ mod tests {
     const LIMITS: Limits =
         Limits { max_peers: 3, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE };
 
+    fn limits(max_peers: usize, max_rate: u32, max_rooms: usize, max_room_peers: usize) -> Limits {
+        Limits { max_peers, max_rate, max_rooms, max_room_peers, reconnect_grace: GRACE }
+    }
+
     fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
         Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into), codec: Codec::Native }
+    }
+
+    fn peerjs_hello(id: &str, token: &str) -> Hello {
+        Hello { id: Some(id.into()), room: "peerjs".into(), token: Some(token.into()), codec: Codec::PeerJs }
     }
 
     /// Render actions as short strings: `1<-{"type":..}` or `1 close 4001`.
@@ -725,10 +819,24 @@ mod tests {
             .collect()
     }
 
+    /// Join at `now` and return the rendered actions after the welcome,
+    /// which must come first.
+    fn join_at(router: &mut Router, conn: u64, hello: Hello, now: Instant) -> Result<Vec<String>, Refused> {
+        let joined = router.join(ConnId(conn), hello.codec, Ok(hello), now)?;
+        let rendered = render(&joined.actions);
+        assert!(rendered[0].starts_with(&format!("{conn}<-")), "the welcome comes first: {rendered:?}");
+        assert!(rendered[0].contains("welcome") || rendered[0].contains("OPEN"), "{rendered:?}");
+        Ok(rendered[1..].to_vec())
+    }
+
+    fn join(router: &mut Router, conn: u64, hello: Hello) -> Result<Vec<String>, Refused> {
+        join_at(router, conn, hello, Instant::now())
+    }
+
     fn router_with(peers: &[(u64, &str, &str)]) -> Router {
-        let mut router = Router::new(LIMITS);
+        let mut router = Router::new(LIMITS, Vec::new());
         for (conn, id, room) in peers {
-            router.connect(ConnId(*conn), hello(id, room, Some("t")), Instant::now()).unwrap();
+            join(&mut router, *conn, hello(id, room, Some("t"))).unwrap();
         }
         router
     }
@@ -739,11 +847,67 @@ mod tests {
     }
 
     #[test]
+    fn the_welcome_is_the_first_action_of_every_join() {
+        let mut router = Router::new(LIMITS, protocol::ice_servers(&["stun:s.example".into()]));
+        let now = Instant::now();
+        let joined = router.join(ConnId(1), Codec::Native, Ok(hello("bob", "lobby", Some("t"))), now).unwrap();
+        assert_eq!(
+            render(&joined.actions),
+            [
+                r#"1<-{"type":"welcome","id":"bob","room":"lobby","peers":[],"iceServers":[{"urls":["stun:s.example"]}]}"#
+            ]
+        );
+        assert_eq!(joined.kind, JoinKind::New);
+        let joined = router.join(ConnId(2), Codec::Native, Ok(hello("door", "lobby", Some("t"))), now).unwrap();
+        assert_eq!(
+            render(&joined.actions),
+            [
+                r#"2<-{"type":"welcome","id":"door","room":"lobby","peers":["bob"],"iceServers":[{"urls":["stun:s.example"]}]}"#,
+                r#"1<-{"type":"peer-joined","id":"door"}"#,
+            ]
+        );
+        // Back after a drop, with messages held: welcome, then what was held.
+        router.drop_abruptly(ConnId(2), Vec::new(), now);
+        check(&mut router, 1, r#"{"type":"ring","to":"door"}"#, &[]);
+        let joined = router.join(ConnId(3), Codec::Native, Ok(hello("door", "lobby", Some("t"))), now).unwrap();
+        assert_eq!(joined.kind, JoinKind::Returned);
+        let rendered = render(&joined.actions);
+        assert!(rendered[0].starts_with(r#"3<-{"type":"welcome","id":"door""#), "{rendered:?}");
+        assert_eq!(rendered[1], r#"3<-{"from":"bob","to":"door","type":"ring"} (bounce)"#);
+        // A PeerJS peer's welcome is OPEN; a takeover closes the old socket.
+        router.join(ConnId(4), Codec::PeerJs, Ok(peerjs_hello("app", "p")), now).unwrap();
+        let joined = router.join(ConnId(5), Codec::PeerJs, Ok(peerjs_hello("app", "p")), now).unwrap();
+        assert_eq!(joined.kind, JoinKind::Replaced);
+        assert_eq!(render(&joined.actions), [r#"5<-{"type":"OPEN"}"#, "4 close 4001"]);
+    }
+
+    #[test]
+    fn a_refused_join_gets_its_error_then_its_close_in_its_codec() {
+        let mut router = router_with(&[(1, "door", "lobby")]);
+        let now = Instant::now();
+        let refused = router.join(ConnId(2), Codec::Native, Ok(hello("door", "lobby", Some("x"))), now).unwrap_err();
+        assert_eq!(refused.rejection.code, ErrorCode::IdTaken);
+        assert_eq!(
+            render(&refused.actions),
+            [
+                r#"2<-{"type":"error","code":"id-taken","message":"the id \"door\" is in use; pick another"}"#,
+                "2 close 4002"
+            ]
+        );
+        let bad = Rejection::new(ErrorCode::InvalidToken, "Invalid key provided");
+        let refused = router.join(ConnId(3), Codec::PeerJs, Err(bad), now).unwrap_err();
+        assert_eq!(
+            render(&refused.actions),
+            [r#"3<-{"payload":{"msg":"Invalid key provided"},"type":"ERROR"}"#, "3 close 4000"]
+        );
+        assert_eq!(router.peer_count(), 1);
+    }
+
+    #[test]
     fn connect_announces_to_the_room_only() {
         let mut router = router_with(&[(1, "bob", "lobby"), (2, "carol", "kitchen")]);
-        let joined = router.connect(ConnId(3), hello("alice", "lobby", None), Instant::now()).unwrap();
-        assert_eq!(joined.peers, ["bob"]);
-        assert_eq!(render(&joined.actions), [r#"1<-{"type":"peer-joined","id":"alice"}"#]);
+        let joined = join(&mut router, 3, hello("alice", "lobby", None)).unwrap();
+        assert_eq!(joined, [r#"1<-{"type":"peer-joined","id":"alice"}"#]);
         assert_eq!(render(&router.disconnect(ConnId(3), Vec::new())), [r#"1<-{"type":"peer-left","id":"alice"}"#]);
         assert_eq!(router.room_count(), 2);
         assert!(router.disconnect(ConnId(3), Vec::new()).is_empty(), "a second disconnect is a no-op");
@@ -770,9 +934,30 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_reaches_the_room_minus_the_sender() {
+    fn broadcast_reaches_the_room_minus_the_sender_once_per_codec() {
         let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "kitchen")]);
         check(&mut router, 1, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"a","to":"*","type":"chat"}"#]);
+        let mut router = router_with(&[(1, "a", "peerjs"), (2, "b", "peerjs")]);
+        join(&mut router, 3, peerjs_hello("app", "p")).unwrap();
+        let actions = router.receive(ConnId(1), r#"{"type":"chat","to":"*"}"#, Instant::now());
+        assert_eq!(
+            render(&actions),
+            [r#"3<-{"dst":"*","payload":{},"src":"a","type":"chat"}"#, r#"2<-{"from":"a","to":"*","type":"chat"}"#]
+        );
+    }
+
+    #[test]
+    fn presence_goes_only_to_codecs_that_carry_it() {
+        let mut router = router_with(&[(1, "native", "peerjs")]);
+        assert_eq!(
+            join(&mut router, 2, peerjs_hello("app", "p")).unwrap(),
+            [r#"1<-{"type":"peer-joined","id":"app"}"#]
+        );
+        assert_eq!(
+            join(&mut router, 3, peerjs_hello("app2", "p")).unwrap(),
+            [r#"1<-{"type":"peer-joined","id":"app2"}"#]
+        );
+        assert_eq!(render(&router.disconnect(ConnId(1), Vec::new())), Vec::<String>::new(), "PeerJS has no presence");
     }
 
     #[test]
@@ -801,13 +986,15 @@ mod tests {
     #[test]
     fn takeover_needs_the_same_token() {
         let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
-        let taken = router.connect(ConnId(3), hello("door", "lobby", Some("wrong")), Instant::now()).unwrap_err();
-        assert_eq!((taken.rejection.code, taken.close_code), (ErrorCode::IdTaken, close::ID_TAKEN));
-        let taken = router.connect(ConnId(3), hello("door", "lobby", None), Instant::now()).unwrap_err();
+        let taken = join(&mut router, 3, hello("door", "lobby", Some("wrong"))).unwrap_err();
         assert_eq!(taken.rejection.code, ErrorCode::IdTaken);
-        let joined = router.connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now()).unwrap();
-        assert_eq!(joined.peers, ["bob"]);
-        assert_eq!(render(&joined.actions), ["1 close 4001"], "a takeover in the same room is silent");
+        assert_eq!(render(&taken.actions)[1], "3 close 4002");
+        let taken = join(&mut router, 3, hello("door", "lobby", None)).unwrap_err();
+        assert_eq!(taken.rejection.code, ErrorCode::IdTaken);
+        let joined = router.join(ConnId(4), Codec::Native, Ok(hello("door", "lobby", Some("t"))), Instant::now());
+        let rendered = render(&joined.unwrap().actions);
+        assert!(rendered[0].contains(r#""peers":["bob"]"#), "{rendered:?}");
+        assert_eq!(rendered[1..], ["1 close 4001"], "a takeover in the same room is silent");
         assert!(router.disconnect(ConnId(1), Vec::new()).is_empty(), "the replaced socket no longer owns the id");
         check(
             &mut router,
@@ -815,9 +1002,9 @@ mod tests {
             r#"{"type":"ring","to":"door"}"#,
             &[r#"4<-{"from":"bob","to":"door","type":"ring"} (bounce)"#],
         );
-        let moved = router.connect(ConnId(5), hello("door", "porch", Some("t")), Instant::now()).unwrap();
+        let moved = join(&mut router, 5, hello("door", "porch", Some("t"))).unwrap();
         assert_eq!(
-            render(&moved.actions),
+            moved,
             ["4 close 4001", r#"2<-{"type":"peer-left","id":"door"}"#],
             "a takeover into another room moves presence"
         );
@@ -826,32 +1013,19 @@ mod tests {
     #[test]
     fn server_full_at_the_limit() {
         let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "lobby")]);
-        let full = router.connect(ConnId(4), hello("d", "lobby", None), Instant::now()).unwrap_err();
-        assert_eq!((full.rejection.code, full.close_code), (ErrorCode::ServerFull, close::SERVER_FULL));
-        assert!(
-            router.connect(ConnId(5), hello("c", "lobby", Some("t")), Instant::now()).is_ok(),
-            "a takeover needs no free slot"
-        );
+        let full = join(&mut router, 4, hello("d", "lobby", None)).unwrap_err();
+        assert_eq!(full.rejection.code, ErrorCode::ServerFull);
+        assert_eq!(render(&full.actions)[1], "4 close 4005");
+        assert!(join(&mut router, 5, hello("c", "lobby", Some("t"))).is_ok(), "a takeover needs no free slot");
     }
 
     #[test]
     fn random_ids_are_valid_and_unique() {
-        let mut router = Router::new(Limits {
-            max_peers: 100,
-            max_rate: 0,
-            max_rooms: 100,
-            max_room_peers: 100,
-            reconnect_grace: GRACE,
-        });
+        let mut router = Router::new(limits(100, 0, 100, 100), Vec::new());
         let mut seen = BTreeSet::new();
         for conn in 0..100 {
-            let joined = router
-                .connect(
-                    ConnId(conn),
-                    Hello { id: None, room: "lobby".into(), token: None, codec: Codec::Native },
-                    Instant::now(),
-                )
-                .unwrap();
+            let hello = Hello { id: None, room: "lobby".into(), token: None, codec: Codec::Native };
+            let joined = router.join(ConnId(conn), Codec::Native, Ok(hello), Instant::now()).unwrap();
             assert!(protocol::is_valid_name(&joined.id));
             assert!(seen.insert(joined.id));
         }
@@ -874,39 +1048,65 @@ mod tests {
     }
 
     #[test]
+    fn a_fatal_error_goes_out_before_the_departure_and_the_close() {
+        let mut router = router_with(&[(1, "alice", "lobby"), (2, "bob", "lobby")]);
+        let actions = router.fail(ConnId(1), Rejection::new(ErrorCode::TooLarge, "too big"), close::TOO_LARGE);
+        assert_eq!(
+            render(&actions),
+            [
+                r#"1<-{"type":"error","code":"too-large","message":"too big"}"#,
+                r#"2<-{"type":"peer-left","id":"alice"}"#,
+                "1 close 1009",
+            ]
+        );
+    }
+
+    #[test]
     fn rate_limit_allows_a_burst_of_twice_the_rate() {
-        let mut router = Router::new(Limits {
-            max_peers: 10,
-            max_rate: 5,
-            max_rooms: 100,
-            max_room_peers: 100,
-            reconnect_grace: GRACE,
-        });
+        let mut router = Router::new(limits(10, 5, 100, 100), Vec::new());
         let start = Instant::now();
-        router.connect(ConnId(1), hello("a", "lobby", None), start).unwrap();
-        router.connect(ConnId(2), hello("b", "lobby", None), start).unwrap();
+        join_at(&mut router, 1, hello("a", "lobby", None), start).unwrap();
+        join_at(&mut router, 2, hello("b", "lobby", None), start).unwrap();
         let send = |router: &mut Router, at: Instant| router.receive(ConnId(1), r#"{"type":"x","to":"b"}"#, at);
         for _ in 0..10 {
             assert!(render(&send(&mut router, start))[0].starts_with("2<-"));
         }
-        assert!(render(&send(&mut router, start))[0].contains("rate-limited"));
+        let limited = render(&send(&mut router, start));
+        assert!(limited[0].contains("rate-limited"), "{limited:?}");
+        assert!(limited[0].contains(r#""ref":{"type":"x","to":"b"}"#), "{limited:?}");
         let later = start + Duration::from_millis(200);
         assert!(render(&send(&mut router, later))[0].starts_with("2<-"), "one token back after 1/5 s");
         assert!(render(&send(&mut router, later))[0].contains("rate-limited"));
     }
 
     #[test]
+    fn the_bucket_refills_at_the_rate_up_to_twice_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(4, start);
+        let taken = |bucket: &mut TokenBucket, at: Instant, n: usize| (0..n).filter(|_| bucket.take(at)).count();
+        assert_eq!(taken(&mut bucket, start, 20), 8, "a full bucket holds a burst of twice the rate");
+        assert_eq!(taken(&mut bucket, start + Duration::from_millis(500), 20), 2, "4 a second: 2 in half a second");
+        assert_eq!(taken(&mut bucket, start + Duration::from_secs(3600), 20), 8, "an hour saves up only the burst");
+        let then = start + Duration::from_secs(3600);
+        assert_eq!(taken(&mut bucket, then - Duration::from_secs(10), 1), 0, "a clock that goes back gives nothing");
+        assert_eq!(taken(&mut bucket, then + Duration::from_millis(250), 20), 1, "nor owes anything");
+        let mut unlimited = TokenBucket::new(0, start);
+        assert_eq!(taken(&mut unlimited, start, 10_000), 10_000, "rate 0: no limit");
+    }
+
+    #[test]
     fn room_limits() {
-        let limits = Limits { max_peers: 10, max_rate: 0, max_rooms: 2, max_room_peers: 2, reconnect_grace: GRACE };
-        let mut router = Router::new(limits);
-        let now = Instant::now();
-        router.connect(ConnId(1), hello("a", "one", None), now).unwrap();
-        router.connect(ConnId(2), hello("b", "one", None), now).unwrap();
-        let full = router.connect(ConnId(3), hello("c", "one", None), now).unwrap_err();
-        assert_eq!((full.rejection.code, full.close_code), (ErrorCode::RoomFull, close::ROOM_FULL));
-        router.connect(ConnId(3), hello("c", "two", None), now).unwrap();
-        let too_many = router.connect(ConnId(4), hello("d", "three", None), now).unwrap_err();
-        assert_eq!((too_many.rejection.code, too_many.close_code), (ErrorCode::ServerFull, close::SERVER_FULL));
+        let mut router = Router::new(limits(10, 0, 2, 2), Vec::new());
+        join(&mut router, 1, hello("a", "one", None)).unwrap();
+        join(&mut router, 2, hello("b", "one", None)).unwrap();
+        let full = join(&mut router, 3, hello("c", "one", None)).unwrap_err();
+        assert_eq!((full.rejection.code, render(&full.actions)[1].as_str()), (ErrorCode::RoomFull, "3 close 4006"));
+        join(&mut router, 3, hello("c", "two", None)).unwrap();
+        let too_many = join(&mut router, 4, hello("d", "three", None)).unwrap_err();
+        assert_eq!(
+            (too_many.rejection.code, render(&too_many.actions)[1].as_str()),
+            (ErrorCode::ServerFull, "4 close 4005")
+        );
         // A join into a full room is refused and leaves the peer where it was.
         check(
             &mut router,
@@ -919,11 +1119,11 @@ mod tests {
         // c is alone in "two": moving to a new room closes "two", so it fits.
         check(&mut router, 3, r#"{"type":"join","room":"four"}"#, &[r#"3<-{"type":"peers","room":"four","peers":[]}"#]);
         // b is not alone in "one": a new room would be a third.
-        let actions = router.receive(ConnId(2), r#"{"type":"join","room":"five"}"#, now);
+        let actions = router.receive(ConnId(2), r#"{"type":"join","room":"five"}"#, Instant::now());
         assert!(render(&actions)[0].contains("server-full"), "{:?}", render(&actions));
         // Leaving frees the slot.
         router.disconnect(ConnId(1), Vec::new());
-        router.connect(ConnId(5), hello("e", "one", None), now).unwrap();
+        join(&mut router, 5, hello("e", "one", None)).unwrap();
         assert_eq!(router.room_members("one"), ["b", "e"]);
         assert_eq!(router.room_count(), 2);
     }
@@ -931,17 +1131,18 @@ mod tests {
     #[test]
     fn an_abrupt_drop_holds_messages_until_the_return() {
         let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby"), (3, "carol", "lobby")]);
+        let now = Instant::now();
         let unsent = vec![Delivery { text: "queued".into(), bounce: None }];
-        let (actions, away) = router.drop_abruptly(ConnId(1), unsent);
+        let (actions, away) = router.drop_abruptly(ConnId(1), unsent, now);
         assert!(actions.is_empty(), "presence does not change: {:?}", render(&actions));
         assert_eq!(away.as_deref(), Some("door"));
+        assert_eq!(router.next_deadline(), Some(now + GRACE));
         check(&mut router, 2, r#"{"type":"ring","to":"door","n":1}"#, &[]);
         check(&mut router, 3, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"carol","to":"*","type":"chat"}"#]);
         check(&mut router, 2, r#"{"type":"ring","to":"door","n":2}"#, &[]);
-        let back = router.connect(ConnId(4), hello("door", "lobby", Some("t")), Instant::now()).unwrap();
-        assert_eq!(back.peers, ["bob", "carol"]);
+        let back = join_at(&mut router, 4, hello("door", "lobby", Some("t")), now + GRACE / 2).unwrap();
         assert_eq!(
-            render(&back.actions),
+            back,
             [
                 "4<-queued",
                 r#"4<-{"from":"bob","n":1,"to":"door","type":"ring"} (bounce)"#,
@@ -950,18 +1151,25 @@ mod tests {
             ],
             "what was queued, then what was held, in order; no close for the dead socket"
         );
-        assert!(router.expire("door", ConnId(1)).is_none(), "it came back: the old grace ends quietly");
+        assert_eq!(router.next_deadline(), None, "it came back: its grace no longer has a deadline");
+        let expired = router.expire_due(now + GRACE);
+        assert!(expired.left.is_empty() && expired.actions.is_empty());
     }
 
     #[test]
-    fn a_peer_that_does_not_return_leaves_and_its_senders_are_told() {
+    fn the_grace_ends_at_its_deadline_and_not_before() {
         let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
-        router.drop_abruptly(ConnId(1), Vec::new());
+        let dropped = Instant::now();
+        router.drop_abruptly(ConnId(1), Vec::new(), dropped);
         check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[]);
         check(&mut router, 2, r#"{"type":"ring","to":"door"}"#, &[]);
-        let actions = router.expire("door", ConnId(1)).expect("still away");
+        let early = router.expire_due(dropped + GRACE - Duration::from_millis(1));
+        assert!(early.left.is_empty() && early.actions.is_empty(), "still within the grace");
+        assert_eq!(router.peer_count(), 2);
+        let expired = router.expire_due(dropped + GRACE);
+        assert_eq!(expired.left, ["door"]);
         assert_eq!(
-            render(&actions),
+            render(&expired.actions),
             [
                 r#"2<-{"type":"peer-left","id":"door"}"#,
                 r#"2<-{"type":"error","code":"peer-unavailable","message":"\"door\" dropped off and did not come back within 10s","ref":{"type":"ring","to":"door"}}"#,
@@ -969,22 +1177,40 @@ mod tests {
             "one error per sender"
         );
         assert_eq!(router.peer_count(), 1);
+        assert_eq!(router.next_deadline(), None, "nothing is left to wait for");
+    }
+
+    #[test]
+    fn deadlines_come_in_order_and_each_peer_has_its_own() {
+        let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "lobby")]);
+        let start = Instant::now();
+        router.drop_abruptly(ConnId(2), Vec::new(), start + Duration::from_secs(3));
+        router.drop_abruptly(ConnId(1), Vec::new(), start);
+        assert_eq!(router.next_deadline(), Some(start + GRACE));
+        assert_eq!(router.expire_due(start + GRACE).left, ["a"]);
+        assert_eq!(router.next_deadline(), Some(start + GRACE + Duration::from_secs(3)));
+        // b comes back into another room: its deadline goes with it.
+        join_at(&mut router, 4, hello("b", "attic", Some("t")), start + GRACE).unwrap();
+        assert_eq!(router.next_deadline(), None);
+        assert!(router.expire_due(start + GRACE * 10).left.is_empty());
+        assert_eq!(router.room_members("attic"), ["b"]);
     }
 
     #[test]
     fn no_token_no_grace() {
-        let mut router = Router::new(LIMITS);
-        router.connect(ConnId(1), hello("a", "lobby", None), Instant::now()).unwrap();
-        router.connect(ConnId(2), hello("b", "lobby", None), Instant::now()).unwrap();
-        let (actions, away) = router.drop_abruptly(ConnId(1), Vec::new());
+        let mut router = Router::new(LIMITS, Vec::new());
+        join(&mut router, 1, hello("a", "lobby", None)).unwrap();
+        join(&mut router, 2, hello("b", "lobby", None)).unwrap();
+        let (actions, away) = router.drop_abruptly(ConnId(1), Vec::new(), Instant::now());
         assert_eq!(away, None);
         assert_eq!(render(&actions), [r#"2<-{"type":"peer-left","id":"a"}"#]);
+        assert_eq!(router.next_deadline(), None);
     }
 
     #[test]
     fn holding_is_bounded() {
         let mut router = router_with(&[(1, "door", "lobby"), (2, "bob", "lobby")]);
-        router.drop_abruptly(ConnId(1), Vec::new());
+        router.drop_abruptly(ConnId(1), Vec::new(), Instant::now());
         for _ in 0..MAX_HELD_MESSAGES {
             check(&mut router, 2, r#"{"type":"x","to":"door"}"#, &[]);
         }
@@ -994,10 +1220,38 @@ mod tests {
     }
 
     #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "abcd"));
-        assert!(!constant_time_eq("", "a"));
+    fn a_peerjs_message_for_nobody_waits_for_the_grace_then_expires() {
+        let mut router = Router::new(LIMITS, Vec::new());
+        let start = Instant::now();
+        join_at(&mut router, 1, peerjs_hello("a", "ta"), start).unwrap();
+        let offer = r#"{"type":"OFFER","dst":"late","payload":1}"#;
+        assert!(router.receive(ConnId(1), offer, start).is_empty(), "held, not refused");
+        assert_eq!(router.next_deadline(), Some(start + GRACE));
+        // It connects in time: the message is delivered after its welcome.
+        let late = join_at(&mut router, 2, peerjs_hello("late", "tl"), start + GRACE / 2).unwrap();
+        assert_eq!(late, [r#"2<-{"dst":"late","payload":1,"src":"a","type":"OFFER"} (bounce)"#]);
+        assert_eq!(router.next_deadline(), None);
+        // One that never connects: EXPIRE, once, at the deadline.
+        let sent = start + GRACE;
+        router.receive(ConnId(1), r#"{"type":"OFFER","dst":"never","payload":1}"#, sent);
+        router.receive(ConnId(1), r#"{"type":"CANDIDATE","dst":"never","payload":2}"#, sent);
+        assert!(router.expire_due(sent + GRACE - Duration::from_millis(1)).actions.is_empty());
+        let expired = router.expire_due(sent + GRACE);
+        assert_eq!(render(&expired.actions), [r#"1<-{"dst":"a","src":"never","type":"EXPIRE"}"#]);
+        assert!(expired.left.is_empty(), "nobody left: nobody was there");
+        assert_eq!(router.next_deadline(), None);
+    }
+
+    #[test]
+    fn pending_ids_are_bounded() {
+        let mut router = Router::new(limits(10, 0, 100, 100), Vec::new());
+        let now = Instant::now();
+        join_at(&mut router, 1, peerjs_hello("a", "ta"), now).unwrap();
+        for n in 0..MAX_PENDING_IDS {
+            let text = format!(r#"{{"type":"OFFER","dst":"nobody{n}","payload":1}}"#);
+            assert!(router.receive(ConnId(1), &text, now).is_empty());
+        }
+        let over = router.receive(ConnId(1), r#"{"type":"OFFER","dst":"one-more","payload":1}"#, now);
+        assert_eq!(render(&over), [r#"1<-{"dst":"a","src":"one-more","type":"EXPIRE"}"#]);
     }
 }

@@ -4,9 +4,11 @@
 //! once, and the plain case stays as small as a bare `TcpStream` (the TLS
 //! state, about 1 KB, is boxed and only exists on HTTPS connections).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_rustls::server::TlsStream;
@@ -48,4 +50,14 @@ impl AsyncWrite for Stream {
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
         }
     }
+}
+
+/// `Some(output)` if `future` finishes within `limit`, else `None`: every
+/// wait on a client goes through this, so none is unbounded.
+pub async fn with_timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    smol::future::or(async { Some(future.await) }, async {
+        smol::Timer::after(limit).await;
+        None
+    })
+    .await
 }

@@ -1,19 +1,20 @@
-//! The WebSocket side: checking an upgrade request, and the per-socket read
+//! The WebSocket side: checking an upgrade request, and each socket's read
 //! and write loops.
 //!
-//! We own the upgrade (the front door in `server.rs` has already read the
+//! We own the upgrade (the front door in `conn.rs` has already read the
 //! head): check the headers and the Origin, write `101` with
 //! `derive_accept_key`, then wrap the socket with `from_partially_read`, so
 //! bytes the client sent right after its head are not lost.
 //!
 //! Each socket runs as one task with two halves polled together: the reader
 //! hands frames to the hub; the writer drains the peer's outbox. Neither
-//! half ever waits on another peer.
+//! half ever waits on another peer, and neither holds a timer: liveness and
+//! the reconnect grace are the hub's (`hub::run_timers`). The task ends
+//! when its socket does, and tells the hub how.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::pin;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -22,18 +23,16 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use log::debug;
-use smol::channel::Receiver;
 use smol::future::or;
 use smol::stream::StreamExt;
-use smol::Timer;
 
-use crate::config::Config;
-use crate::http::{parse_query, Request, Response};
+use crate::codec::Codec;
+use crate::http::{Request, Response};
+use crate::hub::Hub;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{close, Codec, ErrorCode, Hello, Rejection};
-use crate::server::Shared;
-use crate::stream::Stream;
-use crate::with_timeout;
+use crate::protocol::{close, ErrorCode, Hello, Rejection};
+use crate::router::ConnId;
+use crate::stream::{with_timeout, Stream};
 
 /// Bytes read from a socket at a time. Signaling messages are small; this
 /// buffer exists for every idle peer, so it is 1 KiB, not tungstenite's
@@ -54,9 +53,9 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// Check an upgrade request for `/ws`. `Ok` carries the `101` head to
-/// write; `Err` the response that refuses it.
-pub fn check_upgrade(request: &Request, config: &Config) -> Result<Vec<u8>, Response> {
+/// Check an upgrade request for a WebSocket endpoint. `Ok` carries the
+/// `101` head to write; `Err` the response that refuses it.
+pub fn check_upgrade(request: &Request, allowed_origins: &[String]) -> Result<Vec<u8>, Response> {
     if request.method != "GET" {
         return Err(Response::json_error(405, "the WebSocket endpoint takes GET").with_header("Allow", "GET"));
     }
@@ -75,7 +74,7 @@ pub fn check_upgrade(request: &Request, config: &Config) -> Result<Vec<u8>, Resp
     if !is_valid_key(key) {
         return Err(Response::json_error(400, "missing or malformed Sec-WebSocket-Key"));
     }
-    if !origin_allowed(request.header("origin"), request.header("host"), &config.allowed_origins) {
+    if !origin_allowed(request.header("origin"), request.header("host"), allowed_origins) {
         return Err(Response::json_error(403, "this page's origin may not open the intercom WebSocket"));
     }
     let accept = derive_accept_key(key.as_bytes());
@@ -108,17 +107,6 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
 }
 
-/// The `Hello` from the upgrade request's query.
-pub fn hello_from(request: &Request) -> Result<Hello, Rejection> {
-    Hello::from_query(&query_pairs(request)?)
-}
-
-/// The upgrade request's query, decoded.
-pub fn query_pairs(request: &Request) -> Result<Vec<(String, String)>, Rejection> {
-    parse_query(request.query.as_deref().unwrap_or(""))
-        .ok_or_else(|| Rejection::new(ErrorCode::InvalidId, "the query string has a broken %-escape"))
-}
-
 /// Why the reader stopped.
 enum ReadEnd {
     /// The peer closed with a close frame: it left on purpose.
@@ -132,8 +120,9 @@ enum ReadEnd {
 
 /// Why the writer stopped.
 enum WriteEnd {
-    /// Our close frame went out (replaced, shutting down, not reading).
-    CloseSent,
+    /// Our close frame went out (replaced, shutting down, not reading, not
+    /// answering pings). `abrupt` for the last: the peer dropped off.
+    CloseSent { abrupt: bool },
     /// The socket failed under a write.
     Failed,
 }
@@ -142,37 +131,31 @@ enum WriteEnd {
 enum First {
     Read(ReadEnd),
     Wrote(WriteEnd),
-    /// No answer to a ping within the timeout.
-    Silent,
 }
 
 /// Run one upgraded socket until it closes. `leftover` is what the client
-/// sent after its request head; `stop` closes when the daemon shuts down.
+/// sent after its request head; `hello` and `codec` come from the endpoint
+/// and query it was opened with.
 pub async fn serve(
-    shared: &Rc<Shared>,
+    hub: &RefCell<Hub>,
+    max_message_bytes: usize,
     stream: Stream,
     leftover: Vec<u8>,
     hello: Result<Hello, Rejection>,
     codec: Codec,
-    stop: Receiver<()>,
 ) {
-    let config = websocket_config(shared.config.max_message_bytes);
+    let config = websocket_config(max_message_bytes);
     // Boxed so that the handshake's state is freed once it is done instead
     // of staying part of every idle peer's task.
     let socket = Box::pin(WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config))).await;
-    let (conn, outbox) = shared.hub.borrow_mut().open();
-    shared.hub.borrow_mut().join(conn, codec, hello, Instant::now());
+    let now = Instant::now();
+    let (conn, outbox) = hub.borrow_mut().open(now);
+    hub.borrow_mut().join(conn, codec, hello, now);
     let (mut sender, mut receiver) = socket.split();
-    let last_heard = Cell::new(Instant::now());
 
     let mut writing = pin!(write_loop(&mut sender, &outbox));
-    let reading = read_loop(shared, conn, &mut receiver, &last_heard);
-    let watching = watch_liveness(&outbox, &last_heard, shared.config.ping_interval, shared.config.ping_timeout);
-    let first = or(or(async { First::Read(reading.await) }, async { First::Wrote((&mut writing).await) }), async {
-        watching.await;
-        First::Silent
-    })
-    .await;
+    let reading = read_loop(hub, max_message_bytes, conn, &outbox, &mut receiver);
+    let first = or(async { First::Read(reading.await) }, async { First::Wrote((&mut writing).await) }).await;
     let abrupt = match first {
         First::Read(ReadEnd::Closed) => false,
         First::Read(ReadEnd::Broken) | First::Wrote(WriteEnd::Failed) => true,
@@ -181,68 +164,47 @@ pub async fn serve(
             with_timeout(CLOSE_TIMEOUT, writing).await;
             false
         }
-        First::Wrote(WriteEnd::CloseSent) => {
+        First::Wrote(WriteEnd::CloseSent { abrupt }) => {
             // Wait for the peer's close reply so the close code reaches it
             // rather than a reset.
             with_timeout(CLOSE_TIMEOUT, async { while let Some(Ok(_)) = receiver.next().await {} }).await;
-            false
-        }
-        First::Silent => {
-            debug!("websocket {} did not answer a ping within {:?}", conn.0, shared.config.ping_timeout);
-            outbox.close(close::NOT_ANSWERING, "not answering pings");
-            with_timeout(CLOSE_TIMEOUT, writing).await;
-            true
+            abrupt
         }
     };
-    if !abrupt {
-        shared.hub.borrow_mut().close(conn);
-        return;
-    }
-    let away = shared.hub.borrow_mut().close_abruptly(conn);
-    if let Some(id) = away {
-        // Hold the id for its return; a shutdown ends the wait early.
-        or(
-            async {
-                Timer::after(shared.config.reconnect_grace).await;
-            },
-            async {
-                let _ = stop.recv().await;
-            },
-        )
-        .await;
-        shared.hub.borrow_mut().expire(&id, conn);
-    }
+    hub.borrow_mut().closed(conn, abrupt, Instant::now());
 }
 
 async fn read_loop(
-    shared: &Shared,
-    conn: crate::router::ConnId,
+    hub: &RefCell<Hub>,
+    max_message_bytes: usize,
+    conn: ConnId,
+    outbox: &Outbox,
     receiver: &mut WebSocketReceiver<Stream>,
-    last_heard: &Cell<Instant>,
 ) -> ReadEnd {
     let mut saw_close = false;
     while let Some(result) = receiver.next().await {
-        last_heard.set(Instant::now());
+        let now = Instant::now();
+        outbox.heard(now);
         match result {
-            Ok(Message::Text(text)) => shared.hub.borrow_mut().receive(conn, text.as_str(), Instant::now()),
-            Ok(Message::Binary(_)) => shared.hub.borrow_mut().reject(
+            Ok(Message::Text(text)) => hub.borrow_mut().receive(conn, text.as_str(), now),
+            Ok(Message::Binary(_)) => hub.borrow_mut().reject(
                 conn,
                 Rejection::new(ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"),
             ),
             // tungstenite answers close frames by itself; the stream ends next.
             Ok(Message::Close(_)) => saw_close = true,
             // tungstenite answers pings by itself; a pong is proof of life,
-            // which `last_heard` has already taken.
+            // which the outbox has already noted.
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
             Err(WsError::Capacity(_)) => {
-                let limit = shared.config.max_message_bytes;
-                let rejection = Rejection::new(ErrorCode::TooLarge, format!("messages are limited to {limit} bytes"));
-                shared.hub.borrow_mut().fail(conn, rejection, close::TOO_LARGE);
+                let rejection =
+                    Rejection::new(ErrorCode::TooLarge, format!("messages are limited to {max_message_bytes} bytes"));
+                hub.borrow_mut().fail(conn, rejection, close::TOO_LARGE);
                 return ReadEnd::Refused;
             }
             Err(WsError::Utf8(_)) => {
                 let rejection = Rejection::new(ErrorCode::BadMessage, "a text frame was not valid UTF-8");
-                shared.hub.borrow_mut().fail(conn, rejection, close::INVALID_DATA);
+                hub.borrow_mut().fail(conn, rejection, close::INVALID_DATA);
                 return ReadEnd::Refused;
             }
             Err(error) => {
@@ -258,24 +220,6 @@ async fn read_loop(
     }
 }
 
-/// Resolves when the socket has been silent for `interval`, was pinged, and
-/// still said nothing within `timeout`. Sleeps on one timer per socket; with
-/// no sockets, nothing wakes the daemon.
-async fn watch_liveness(outbox: &Outbox, last_heard: &Cell<Instant>, interval: Duration, timeout: Duration) {
-    loop {
-        Timer::at(last_heard.get() + interval).await;
-        if last_heard.get().elapsed() < interval {
-            continue;
-        }
-        let pinged = Instant::now();
-        outbox.ping();
-        Timer::at(pinged + timeout).await;
-        if last_heard.get() < pinged {
-            return;
-        }
-    }
-}
-
 /// Drain the outbox into the socket until a close frame has gone out or the
 /// socket fails. A peer dropped for not reading is given up on at once.
 async fn write_loop(sender: &mut WebSocketSender<Stream>, outbox: &Outbox) -> WriteEnd {
@@ -286,7 +230,7 @@ async fn write_loop(sender: &mut WebSocketSender<Stream>, outbox: &Outbox) -> Wr
             Outgoing::Close { code, reason } => {
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 with_timeout(CLOSE_TIMEOUT, sender.close(Some(frame))).await;
-                return WriteEnd::CloseSent;
+                return WriteEnd::CloseSent { abrupt: code == close::NOT_ANSWERING };
             }
         };
         match race_abort(outbox, sender.send(message)).await {

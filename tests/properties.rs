@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use intercomd::codec::Codec;
 use intercomd::http::{parse_head, parse_query, percent_decode, HeadError, MAX_HEAD_BYTES};
-use intercomd::protocol::{is_valid_name, parse_inbound, stamp, Codec, Hello, Inbound};
-use intercomd::router::{ConnId, Delivery, Limits, Router};
+use intercomd::protocol::{is_valid_name, parse_inbound, stamp, Hello, Inbound};
+use intercomd::router::{Action, ConnId, Delivery, Limits, Router};
 use intercomd::static_files::safe_segments;
 use proptest::prelude::*;
 
@@ -84,12 +85,11 @@ proptest! {
 
     #[test]
     fn query_parsing_never_panics(query in "[ -~]{0,80}") {
-        if let Some(pairs) = parse_query(&query) {
-            if let Ok(hello) = Hello::from_query(&pairs) {
-                prop_assert!(is_valid_name(&hello.room));
-                prop_assert!(hello.id.as_deref().is_none_or(is_valid_name));
-                prop_assert!(hello.token.is_none_or(|token| token.len() <= 128));
-            }
+        let pairs = parse_query(&query);
+        if let Ok(hello) = Hello::from_query(&pairs) {
+            prop_assert!(is_valid_name(&hello.room));
+            prop_assert!(hello.id.as_deref().is_none_or(is_valid_name));
+            prop_assert!(hello.token.is_none_or(|token| token.len() <= 128));
         }
     }
 
@@ -134,12 +134,30 @@ fn message_text() -> impl Strategy<Value = String> {
 /// One event for the router model.
 #[derive(Debug, Clone)]
 enum Event {
-    Connect { conn: u8, id: u8, room: u8, token: Option<u8> },
-    Send { conn: u8, text: String },
-    Join { conn: u8, room: u8 },
-    Disconnect { conn: u8 },
-    Drop { conn: u8 },
-    Expire { id: u8, conn: u8 },
+    Connect {
+        conn: u8,
+        id: u8,
+        room: u8,
+        token: Option<u8>,
+    },
+    Send {
+        conn: u8,
+        text: String,
+    },
+    Join {
+        conn: u8,
+        room: u8,
+    },
+    Disconnect {
+        conn: u8,
+    },
+    Drop {
+        conn: u8,
+    },
+    /// Time passes, by this many seconds, and the router acts on what is due.
+    Tick {
+        seconds: u8,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -156,7 +174,7 @@ fn event() -> impl Strategy<Value = Event> {
         (0..12u8, 0..5u8).prop_map(|(conn, room)| Event::Join { conn, room }),
         (0..12u8).prop_map(|conn| Event::Disconnect { conn }),
         (0..12u8).prop_map(|conn| Event::Drop { conn }),
-        (0..8u8, 0..12u8).prop_map(|(id, conn)| Event::Expire { id, conn }),
+        (0..8u8).prop_map(|seconds| Event::Tick { seconds }),
     ]
 }
 
@@ -172,8 +190,8 @@ proptest! {
             max_room_peers: 3,
             reconnect_grace: Duration::from_secs(10),
         };
-        let mut router = Router::new(limits);
-        let now = Instant::now();
+        let mut router = Router::new(limits, Vec::new());
+        let mut now = Instant::now();
         for event in events {
             match event {
                 Event::Connect { conn, id, room, token } => {
@@ -184,7 +202,19 @@ proptest! {
                         // Every third id speaks PeerJS: the invariants hold across codecs.
                         codec: if id % 3 == 0 { Codec::PeerJs } else { Codec::Native },
                     };
-                    let _ = router.connect(ConnId(u64::from(conn)), hello, now);
+                    let conn = ConnId(u64::from(conn));
+                    let actions = match router.join(conn, hello.codec, Ok(hello), now) {
+                        Ok(joined) => joined.actions,
+                        Err(refused) => {
+                            let shape = matches!(refused.actions[..], [Action::Send { .. }, Action::Close { .. }]);
+                            prop_assert!(shape, "a refusal is an error, then a close");
+                            refused.actions
+                        }
+                    };
+                    // The first thing the joining socket gets is its welcome
+                    // (or its error): nothing can overtake it.
+                    let welcome_first = matches!(actions[0], Action::Send { conn: to, .. } if to == conn);
+                    prop_assert!(welcome_first, "the joining socket's frame comes first");
                 }
                 Event::Send { conn, text } => {
                     let _ = router.receive(ConnId(u64::from(conn)), &text, now);
@@ -197,12 +227,18 @@ proptest! {
                     let _ = router.disconnect(ConnId(u64::from(conn)), Vec::<Delivery>::new());
                 }
                 Event::Drop { conn } => {
-                    let _ = router.drop_abruptly(ConnId(u64::from(conn)), Vec::new());
+                    let _ = router.drop_abruptly(ConnId(u64::from(conn)), Vec::new(), now);
                 }
-                Event::Expire { id, conn } => {
-                    let _ = router.expire(&format!("p{id}"), ConnId(u64::from(conn)));
+                Event::Tick { seconds } => {
+                    now += Duration::from_secs(u64::from(seconds));
+                    let _ = router.expire_due(now);
+                    prop_assert!(router.next_deadline().is_none_or(|due| due > now), "nothing due is left undone");
                 }
             }
+            prop_assert!(
+                router.next_deadline().is_none_or(|due| due <= now + limits.reconnect_grace),
+                "no deadline lies beyond one grace"
+            );
             let peers = router.peer_list();
             prop_assert!(peers.len() <= limits.max_peers);
             prop_assert!(router.room_count() <= limits.max_rooms);

@@ -1,0 +1,231 @@
+//! One connection's HTTP life: the TLS handshake on the HTTPS listener,
+//! request heads read within their time limit, responses written, keep-alive,
+//! a lingering close after an error, and the hand-off of an upgraded socket
+//! to `ws.rs`.
+//!
+//! Invariants:
+//! - Every wait on a client is bounded: the handshake and each head by
+//!   `HEAD_TIMEOUT`, a response by `WRITE_TIMEOUT`, the lingering close by
+//!   `LINGER_TIME`.
+//! - Bytes read past a head are kept: they belong to the next request or
+//!   to the WebSocket.
+//! - The HTTP phase is boxed and freed before the WebSocket phase starts,
+//!   so an idle peer's task holds only what its socket needs (a future's
+//!   size is that of its largest state, and HTTP's are the larger).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_net::TcpStream;
+use futures_rustls::TlsAcceptor;
+use log::{debug, info};
+use smol::channel::Receiver;
+use smol::future::or;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::codec::Codec;
+use crate::config::Config;
+use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
+use crate::hub::Hub;
+use crate::metrics::Connections;
+use crate::protocol::{Hello, Rejection};
+use crate::routes::{self, View};
+use crate::stream::{with_timeout, Stream};
+use crate::tls::Certificates;
+use crate::ws;
+
+/// Bytes asked of a socket per read while reading a request head.
+const READ_CHUNK: usize = 2048;
+/// How long, and how many bytes, `linger_close` waits for and discards.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// What every connection task shares (behind one `Rc`, made by `server.rs`).
+pub struct Shared {
+    pub config: Config,
+    /// The router and every socket's outbox.
+    pub hub: RefCell<Hub>,
+    /// Counted by the accept loop, reported by `/metrics`.
+    pub connections: Connections,
+    /// The HTTPS listener's certificate (swapped when renewed) and port.
+    pub https: Option<HttpsState>,
+}
+
+pub struct HttpsState {
+    pub certificates: RefCell<Certificates>,
+    /// The port it listens on, for `/api/https` (the bound one, so that
+    /// `--https-listen 127.0.0.1:0` in tests reports the real port).
+    pub port: u16,
+}
+
+/// Serve one TCP connection until it closes: requests, or the WebSocket it
+/// upgrades to. `tls` for the HTTPS listener; `stop` closes when the daemon
+/// shuts down, which ends a wait for the next request.
+pub async fn serve(shared: &Shared, tcp: TcpStream, tls: bool, address: SocketAddr, stop: Receiver<()>) {
+    // Signaling is small and latency-bound: no Nagle delay.
+    let _ = tcp.set_nodelay(true);
+    let stream = if tls {
+        let Some(https) = &shared.https else { return };
+        let acceptor = TlsAcceptor::from(https.certificates.borrow().server_config.clone());
+        // The handshake is part of the request head's time budget.
+        match with_timeout(HEAD_TIMEOUT, Box::pin(acceptor.accept(tcp))).await {
+            Some(Ok(stream)) => Stream::Tls(Box::new(stream)),
+            Some(Err(error)) => {
+                debug!("{address}: TLS handshake failed: {error}");
+                return;
+            }
+            None => {
+                debug!("{address}: no TLS handshake within {HEAD_TIMEOUT:?}");
+                return;
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    let upgrade = Box::pin(serve_http(shared, stream, address, stop)).await;
+    if let Some(Upgrade { stream, leftover, hello, codec }) = upgrade {
+        let max_message_bytes = shared.config.max_message_bytes;
+        Box::pin(ws::serve(&shared.hub, max_message_bytes, stream, leftover, hello, codec)).await;
+    }
+}
+
+/// What the HTTP phase hands on when a request upgrades to a WebSocket.
+struct Upgrade {
+    stream: Stream,
+    /// Bytes the client sent after its request head.
+    leftover: Vec<u8>,
+    hello: Result<Hello, Rejection>,
+    codec: Codec,
+}
+
+/// Why no request head could be read.
+enum ReadFailure {
+    /// The client closed, the socket failed, or we are stopping.
+    Gone,
+    Head(HeadError),
+}
+
+/// Answer requests until the connection closes (`None`) or upgrades.
+async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, stop: Receiver<()>) -> Option<Upgrade> {
+    let mut buffer = Vec::new();
+    loop {
+        let head = with_timeout(
+            HEAD_TIMEOUT,
+            or(read_head(&mut stream, &mut buffer), async {
+                let _ = stop.recv().await;
+                Err(ReadFailure::Gone)
+            }),
+        )
+        .await;
+        let (request, length) = match head {
+            Some(Ok(parsed)) => parsed,
+            Some(Err(ReadFailure::Head(error))) => {
+                let (status, text) = match error {
+                    HeadError::Malformed => (400, "malformed request head"),
+                    HeadError::TooLarge => (431, "request head too large"),
+                };
+                debug!("{address}: {text}");
+                write_response(&mut stream, &Response::text(status, text), false, false).await;
+                linger_close(stream).await;
+                return None;
+            }
+            Some(Err(ReadFailure::Gone)) => return None,
+            None => {
+                debug!("{address}: no complete request head within {HEAD_TIMEOUT:?}");
+                return None;
+            }
+        };
+        buffer.drain(..length);
+
+        if let Some(codec) = routes::websocket(&request.path, &shared.config) {
+            match ws::check_upgrade(&request, &shared.config.allowed_origins) {
+                Ok(switching) => {
+                    with_timeout(WRITE_TIMEOUT, stream.write_all(&switching)).await?.ok()?;
+                    buffer.shrink_to_fit();
+                    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
+                    let hello = codec.hello(&query, &shared.config.peerjs.key);
+                    return Some(Upgrade { stream, leftover: buffer, hello, codec });
+                }
+                Err(response) => {
+                    if response.status == 403 {
+                        info!("{address}: WebSocket refused for origin {:?}", request.header("origin").unwrap_or(""));
+                    }
+                    write_response(&mut stream, &response, false, false).await;
+                    linger_close(stream).await;
+                    return None;
+                }
+            }
+        }
+
+        let keep_alive = request.keep_alive() && !request.has_body();
+        let response = respond(shared, &request);
+        if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await {
+            return None;
+        }
+        if !keep_alive {
+            // An orderly end: TLS clients are owed a close_notify.
+            let _ = with_timeout(WRITE_TIMEOUT, stream.close()).await;
+            return None;
+        }
+    }
+}
+
+/// The answer to `request`, with every borrow closed before it is written.
+fn respond(shared: &Shared, request: &Request) -> Response {
+    let hub = shared.hub.borrow();
+    let certificates = shared.https.as_ref().map(|https| (https.port, https.certificates.borrow()));
+    let https = certificates
+        .as_ref()
+        .map(|(port, certificates)| routes::Https { port: *port, ca_der: certificates.ca_der.as_deref() });
+    let view = View { config: &shared.config, hub: &hub, connections: &shared.connections, https };
+    routes::respond(&view, request)
+}
+
+/// Read until `buffer` holds a complete head (or the limit is passed).
+async fn read_head(stream: &mut Stream, buffer: &mut Vec<u8>) -> Result<(Request, usize), ReadFailure> {
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        if let Some(parsed) = http::parse_head(buffer).map_err(ReadFailure::Head)? {
+            return Ok(parsed);
+        }
+        let room = MAX_HEAD_BYTES + 1 - buffer.len().min(MAX_HEAD_BYTES);
+        let read = stream.read(&mut chunk[..room.min(READ_CHUNK)]).await.map_err(|_| ReadFailure::Gone)?;
+        if read == 0 {
+            return Err(ReadFailure::Gone);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Close after an error response without losing it: closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the
+/// response before the client reads it. So stop writing, then read and
+/// discard what the client still sends, for a bounded time and amount.
+async fn linger_close(mut stream: Stream) {
+    let _ = with_timeout(WRITE_TIMEOUT, stream.close()).await;
+    let mut sink = vec![0u8; READ_CHUNK];
+    let mut left = LINGER_BYTES;
+    with_timeout(LINGER_TIME, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    })
+    .await;
+}
+
+/// Write a whole response within `WRITE_TIMEOUT`. False if it failed.
+async fn write_response(stream: &mut Stream, response: &Response, head_only: bool, keep_alive: bool) -> bool {
+    let written = with_timeout(WRITE_TIMEOUT, async {
+        stream.write_all(&response.head_bytes(keep_alive)).await?;
+        if !head_only {
+            stream.write_all(&response.body).await?;
+        }
+        stream.flush().await
+    })
+    .await;
+    matches!(written, Some(Ok(())))
+}

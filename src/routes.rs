@@ -1,0 +1,325 @@
+//! Request to endpoint: which answer a request gets, or which WebSocket
+//! codec it upgrades to. Pure: it reads the daemon's state through a
+//! [`View`] and returns a `Response`; `conn.rs` does the reading and writing.
+//!
+//! Invariants:
+//! - Every endpoint is in [`Endpoint::of`]; a path it does not know is a
+//!   page (`static_files`), or a JSON 404 under `/api/`.
+//! - Only the JSON API and the PeerJS HTTP endpoints carry CORS headers,
+//!   and only for `--allow-origin` origins.
+
+use crate::api;
+use crate::codec::Codec;
+use crate::config::Config;
+use crate::http::{self, Request, Response};
+use crate::hub::Hub;
+use crate::metrics::{self, Connections, Sockets};
+use crate::peerjs;
+use crate::protocol;
+use crate::static_files;
+
+/// What `respond` may read.
+pub struct View<'a> {
+    pub config: &'a Config,
+    pub hub: &'a Hub,
+    pub connections: &'a Connections,
+    /// The HTTPS listener's port and the local CA (DER), if there is one.
+    pub https: Option<Https<'a>>,
+}
+
+pub struct Https<'a> {
+    pub port: u16,
+    /// `None` with `--tls-cert`: the user's own CA is theirs to hand out.
+    pub ca_der: Option<&'a [u8]>,
+}
+
+/// The WebSocket endpoint `path` is, if any: `/ws` (native) or
+/// `<--peerjs-path>/peerjs`.
+pub fn websocket(path: &str, config: &Config) -> Option<Codec> {
+    if path == "/ws" {
+        return Some(Codec::Native);
+    }
+    (path.strip_prefix(config.peerjs.path.as_str()) == Some("/peerjs")).then_some(Codec::PeerJs)
+}
+
+/// The answer to a plain HTTP request (not a WebSocket upgrade), CORS
+/// headers included.
+pub fn respond(view: &View, request: &Request) -> Response {
+    with_cors(answer(view, request), request, view.config)
+}
+
+fn answer(view: &View, request: &Request) -> Response {
+    let method = request.method.as_str();
+    let readable = matches!(method, "GET" | "HEAD");
+    let not_allowed = |allow: &'static str| {
+        Response::json_error(405, &format!("this endpoint takes {allow}")).with_header("Allow", allow)
+    };
+    let router = view.hub.router();
+    match Endpoint::of(&request.path, &view.config.peerjs.path) {
+        Some(Endpoint::Rooms) if method == "POST" => api::new_room(router),
+        Some(Endpoint::Rooms) => not_allowed("POST"),
+        Some(_) if !readable => not_allowed("GET, HEAD"),
+        Some(Endpoint::IceServers) => api::ice_servers(&protocol::ice_servers(&view.config.stun_servers)),
+        Some(Endpoint::Peers) => api::peers(router),
+        Some(Endpoint::Room(room)) => match http::percent_decode(room, false) {
+            Some(room) if protocol::is_valid_name(&room) => api::room(router, &room),
+            _ => Response::json_error(400, "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"),
+        },
+        Some(Endpoint::Health) => api::healthz(),
+        Some(Endpoint::Https) => match &view.https {
+            Some(https) => api::https(Some(https.port), https.ca_der),
+            None => api::https(None, None),
+        },
+        Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
+        Some(Endpoint::Metrics) => {
+            let sockets = Sockets { websockets: view.hub.websocket_count(), dropped_slow: view.hub.dropped_slow() };
+            metrics::render(router, sockets, view.connections)
+        }
+        Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
+        None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
+        None if readable => static_files::serve(request, view.config.www.as_deref()),
+        None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
+    }
+}
+
+/// Pages of an origin allowed by `--allow-origin` may read the JSON API
+/// across origins; nobody else gets any CORS header, so other sites'
+/// scripts cannot read it from a visitor's browser.
+fn with_cors(response: Response, request: &Request, config: &Config) -> Response {
+    let Some(origin) = request.header("origin") else { return response };
+    let origin = origin.trim().to_ascii_lowercase();
+    let api = request.path.starts_with("/api/") || peerjs_route(&request.path, &config.peerjs.path).is_some();
+    if api && config.allowed_origins.contains(&origin) {
+        response.with_header("Access-Control-Allow-Origin", origin).with_header("Vary", "Origin")
+    } else {
+        response
+    }
+}
+
+enum Endpoint<'a> {
+    IceServers,
+    Peers,
+    Rooms,
+    /// `/api/rooms/<room>`, the name still percent-encoded.
+    Room(&'a str),
+    Health,
+    Metrics,
+    /// `/api/https`: the secure address and the local CA.
+    Https,
+    CaCertificate,
+    /// Under `--peerjs-path` (the WebSocket aside): what follows it.
+    PeerJs(&'a str),
+}
+
+impl Endpoint<'_> {
+    fn of<'p>(path: &'p str, peerjs_path: &str) -> Option<Endpoint<'p>> {
+        if let Some(rest) = peerjs_route(path, peerjs_path) {
+            return Some(Endpoint::PeerJs(rest));
+        }
+        match path {
+            "/api/ice-servers" => Some(Endpoint::IceServers),
+            "/api/peers" => Some(Endpoint::Peers),
+            "/api/rooms" => Some(Endpoint::Rooms),
+            "/healthz" => Some(Endpoint::Health),
+            "/metrics" => Some(Endpoint::Metrics),
+            "/api/https" => Some(Endpoint::Https),
+            api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
+            _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
+        }
+    }
+}
+
+/// The part of `path` after `--peerjs-path`, when it is one of the PeerJS
+/// HTTP endpoints: `""` (the server's description, not at the root),
+/// `<key>/id` or `<key>/peers`.
+fn peerjs_route<'p>(path: &'p str, peerjs_path: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(peerjs_path)?;
+    if rest.is_empty() || rest == "/" {
+        return (!peerjs_path.is_empty()).then_some("");
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (key, what) = rest.split_once('/')?;
+    (!key.is_empty() && matches!(what, "id" | "peers")).then_some(rest)
+}
+
+/// The PeerJS HTTP endpoints (`rest` from `peerjs_route`).
+fn peerjs_http(view: &View, rest: &str) -> Response {
+    let config = &view.config.peerjs;
+    let Some((key, what)) = rest.split_once('/') else {
+        let body = serde_json::json!({
+            "name": "PeerJS Server",
+            "description": "intercomd: a PeerJS-compatible signaling endpoint on a LAN intercom",
+            "website": "https://peerjs.com/",
+        });
+        return Response::json(200, body.to_string());
+    };
+    if key != config.key {
+        return Response::text(401, "Invalid key provided");
+    }
+    let router = view.hub.router();
+    match what {
+        // The bare id: the client takes the whole body as the id, so it has
+        // no trailing newline.
+        "id" => Response::new(200, "text/plain; charset=utf-8", router.fresh_id().into_bytes())
+            .with_header("Cache-Control", "no-store"),
+        _ if !config.discovery => Response::text(401, "discovery is off (start intercomd with --peerjs-discovery)"),
+        _ => {
+            let ids = router.room_members(peerjs::ROOM);
+            Response::json(200, serde_json::to_string(&ids).expect("strings serialize"))
+                .with_header("Cache-Control", "no-store")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::liveness::Liveness;
+    use crate::router::Limits;
+
+    fn config(flags: &[&str]) -> Config {
+        Config::from_args(flags).unwrap_or_else(|(message, _)| panic!("{message}"))
+    }
+
+    fn hub() -> Hub {
+        let limits =
+            Limits { max_peers: 10, max_rate: 0, max_rooms: 10, max_room_peers: 10, reconnect_grace: Duration::ZERO };
+        let liveness = Liveness { interval: Duration::from_secs(20), timeout: Duration::from_secs(10) };
+        Hub::new(limits, Vec::new(), liveness)
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path.to_string(), Some(query.to_string())),
+            None => (target.to_string(), None),
+        };
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Request { method: method.into(), path, query, minor_version: 1, headers }
+    }
+
+    /// `status content-type body` starts with `expected`.
+    fn check(config: &Config, https: Option<Https>, method: &str, target: &str, expected: &str) {
+        let hub = hub();
+        let connections = Connections::default();
+        let view = View { config, hub: &hub, connections: &connections, https };
+        let response = respond(&view, &request(method, target, &[]));
+        let content_type = response.headers.iter().find(|(k, _)| *k == "Content-Type").map_or("", |(_, v)| v);
+        let got = format!("{} {content_type} {}", response.status, String::from_utf8_lossy(&response.body));
+        assert!(got.starts_with(expected), "{method} {target}: {got:?} does not start with {expected:?}");
+    }
+
+    #[test]
+    fn every_endpoint_and_its_methods() {
+        let config = config(&[]);
+        let check = |method, target, expected| check(&config, None, method, target, expected);
+        check("GET", "/healthz", "200 text/plain; charset=utf-8 ok");
+        check("HEAD", "/healthz", "200 text/plain; charset=utf-8 ok");
+        check("POST", "/healthz", r#"405 application/json {"error":"this endpoint takes GET, HEAD"}"#);
+        check(
+            "GET",
+            "/api/ice-servers",
+            r#"200 application/json {"iceServers":[{"urls":["stun:stun.l.google.com:19302"]},{"ur"#,
+        );
+        check("GET", "/api/peers", r#"200 application/json {"peers":[]}"#);
+        check("GET", "/api/rooms", r#"405 application/json {"error":"this endpoint takes POST"}"#);
+        check("GET", "/api/rooms/kitchen", r#"200 application/json {"room":"kitchen","peers":[]}"#);
+        check(
+            "GET",
+            "/api/rooms/a%2Fb",
+            r#"400 application/json {"error":"a room name is 1 to 64 characters of A-Z a-z"#,
+        );
+        check("GET", "/api/nothing", r#"404 application/json {"error":"no such API endpoint"}"#);
+        check("GET", "/api/https", r#"200 application/json {"ca":null,"caFingerprint":null,"port":null}"#);
+        check(
+            "GET",
+            "/intercomd-ca.crt",
+            "404 text/plain; charset=utf-8 this intercom serves a certificate of its own (--tls-cert)",
+        );
+        check(
+            "GET",
+            "/metrics",
+            "200 text/plain; version=0.0.4; charset=utf-8 # HELP intercomd_peers Peers connected now.",
+        );
+        check("DELETE", "/", "405 text/plain; charset=utf-8 pages take GET");
+        check("GET", "/index.html", "200 text/html; charset=utf-8");
+        check("GET", "/peerjs", r#"200 application/json {"description":"intercomd: a PeerJS-compatible signaling"#);
+        check("GET", "/peerjs/wrong/id", "401 text/plain; charset=utf-8 Invalid key provided");
+        check(
+            "GET",
+            "/peerjs/peerjs/peers",
+            "401 text/plain; charset=utf-8 discovery is off (start intercomd with --peerjs-discovery)",
+        );
+        check("GET", "/peerjs/peerjs/other", "404 text/plain; charset=utf-8 not found");
+    }
+
+    #[test]
+    fn the_https_endpoints_tell_the_port_and_the_ca() {
+        let config = config(&[]);
+        let der = [0x30u8, 0x03, 0x02, 0x01, 0x01];
+        check(
+            &config,
+            Some(Https { port: 8443, ca_der: Some(&der) }),
+            "GET",
+            "/api/https",
+            r#"200 application/json {"ca":"/intercomd-ca.crt","caFingerprint":"1B:65:F6:8A:52:2C:"#,
+        );
+        check(
+            &config,
+            Some(Https { port: 8443, ca_der: Some(&der) }),
+            "GET",
+            "/intercomd-ca.crt",
+            "200 application/x-x509-ca-cert 0\u{3}\u{2}\u{1}\u{1}",
+        );
+    }
+
+    #[test]
+    fn peerjs_ids_are_bare_and_discovery_lists_the_peerjs_room() {
+        let config = config(&["--peerjs-path", "/pj/", "--peerjs-discovery"]);
+        let mut hub = hub();
+        let now = Instant::now();
+        let (conn, _outbox) = hub.open(now);
+        let hello = protocol::Hello {
+            id: Some("app".into()),
+            room: peerjs::ROOM.into(),
+            token: Some("t".into()),
+            codec: Codec::PeerJs,
+        };
+        hub.join(conn, Codec::PeerJs, Ok(hello), now);
+        let connections = Connections::default();
+        let view = View { config: &config, hub: &hub, connections: &connections, https: None };
+        let id = respond(&view, &request("GET", "/pj/peerjs/id", &[]));
+        assert_eq!(id.status, 200);
+        assert!(protocol::is_valid_name(std::str::from_utf8(&id.body).unwrap()), "a bare id: {:?}", id.body);
+        assert_eq!(&*respond(&view, &request("GET", "/pj/peerjs/peers", &[])).body, br#"["app"]"#);
+        assert_eq!(respond(&view, &request("GET", "/peerjs/peerjs/id", &[])).status, 404, "the old path is a page");
+    }
+
+    #[test]
+    fn websocket_endpoints() {
+        let default = config(&[]);
+        assert_eq!(websocket("/ws", &default), Some(Codec::Native));
+        assert_eq!(websocket("/peerjs/peerjs", &default), Some(Codec::PeerJs));
+        assert_eq!(websocket("/ws/", &default), None);
+        assert_eq!(websocket("/peerjs", &default), None);
+        let root = config(&["--peerjs-path", "/"]);
+        assert_eq!(websocket("/peerjs", &root), Some(Codec::PeerJs), "PeerJS' own default path");
+    }
+
+    #[test]
+    fn cors_only_for_the_api_and_only_to_allowed_origins() {
+        let config = config(&["--allow-origin", "https://panel.example"]);
+        let hub = hub();
+        let connections = Connections::default();
+        let view = View { config: &config, hub: &hub, connections: &connections, https: None };
+        let cors = |target: &str, origin: &str| {
+            let response = respond(&view, &request("GET", target, &[("origin", origin)]));
+            response.headers.iter().find(|(k, _)| *k == "Access-Control-Allow-Origin").map(|(_, v)| v.to_string())
+        };
+        assert_eq!(cors("/api/peers", "https://PANEL.example").as_deref(), Some("https://panel.example"));
+        assert_eq!(cors("/peerjs/peerjs/id", "https://panel.example").as_deref(), Some("https://panel.example"));
+        assert_eq!(cors("/api/peers", "https://evil.example"), None);
+        assert_eq!(cors("/index.html", "https://panel.example"), None, "pages carry no CORS");
+    }
+}
