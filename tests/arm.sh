@@ -318,58 +318,21 @@ done
 # ---------------------------------------------------------------- 6. tests
 phase tests
 # The test programs are x86, built by the usual toolchain; only the daemon
-# they start is ARM.
-#
-# A test whose outcome depends on how fast the daemon is, not on what it does,
-# runs on its own and passes if one of RACY_TRIES tries passes; the summary
-# names it and the try, with why it is racy.
-# (Empty now: the one test that raced under emulation, a reconnect test
-# whose "door" did not read its presence frames before the cut, was fixed
-# in the test itself.)
-RACY_TESTS=()
-RACY_TRIES=5
-skips=()
-for racy in "${RACY_TESTS[@]}"; do skips+=(--skip "${racy#* }"); done
+# they start is ARM. Every test must pass on its first try: none is retried,
+# so a test that depends on how fast the daemon is fails here, and is fixed
+# in the test (await the event, or keep a margin of at least a second).
 run cargo test --locked --no-run "${SUITES[@]}"
 for target in "${TARGETS[@]}"; do
   log=$LOG_DIR/$target-tests.log
   target_started=$(now_ms)
-  echo "+ INTERCOMD_BIN=$(wrapper_of "$target") cargo test --locked --no-fail-fast ${SUITES[*]} -- ${skips[*]}"
+  echo "+ INTERCOMD_BIN=$(wrapper_of "$target") cargo test --locked --no-fail-fast ${SUITES[*]}"
   status=0
-  INTERCOMD_BIN=$(wrapper_of "$target") cargo test --locked --no-fail-fast "${SUITES[@]}" -- "${skips[@]}" 2>&1 |
+  INTERCOMD_BIN=$(wrapper_of "$target") cargo test --locked --no-fail-fast "${SUITES[@]}" 2>&1 |
     tee "$log" || status=$?
-  racy_notes=
-  : >"$LOG_DIR/$target-racy-tests.log"
-  for racy in "${RACY_TESTS[@]}"; do
-    suite=${racy%% *} name=${racy#* } passed_on=
-    for try in $(seq "$RACY_TRIES"); do
-      echo "+ INTERCOMD_BIN=$(wrapper_of "$target") cargo test --locked --test $suite -- --exact $name   # try $try"
-      output=$(INTERCOMD_BIN=$(wrapper_of "$target") cargo test --locked --test "$suite" -- --exact "$name" 2>&1 || true)
-      echo "$output" >>"$LOG_DIR/$target-racy-tests.log"
-      if echo "$output" | grep -q '^test result: ok. 0 passed'; then
-        passed_on=gone
-        break
-      elif echo "$output" | grep -q '^test result: ok. 1 passed'; then
-        passed_on=$try
-        break
-      fi
-    done
-    if [ "$passed_on" = gone ]; then
-      note "no test $name in $suite any more: drop it from RACY_TESTS in tests/arm.sh"
-    elif [ -n "$passed_on" ]; then
-      echo "$name: passed on try $passed_on"
-      echo "test result: ok. 1 passed; 0 failed; (racy test, try $passed_on)" >>"$log"
-      racy_notes+="; $name passed on try $passed_on of $RACY_TRIES"
-    else
-      echo "test $name ... FAILED" >>"$log"
-      echo "test result: FAILED. 0 passed; 1 failed; (racy test, $RACY_TRIES tries)" >>"$log"
-      status=1
-    fi
-  done
   counts=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
     END { printf "%d passed, %d failed", p, f }' "$log")
   failed_tests=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$log" | sort -u | tr '\n' ' ')
-  note "$target under qemu: integration tests $counts in $((($(now_ms) - target_started) / 1000)) s$racy_notes${failed_tests:+ (failed: $failed_tests)}"
+  note "$target under qemu: integration tests $counts in $((($(now_ms) - target_started) / 1000)) s${failed_tests:+ (failed: $failed_tests)}"
   [ "$status" = 0 ] || fail "integration tests against the $target binary (log: ${log#$TOP/})"
 done
 

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{assert_nothing_more, client_frame, http_get, json_body, raw_upgrade, Client, Daemon, WAIT};
+use common::{assert_nothing_more, client_frame, http_get, json_body, metric, raw_upgrade, Client, Daemon, WAIT};
 use serde_json::json;
 
 /// Cut the TCP connection under a client without a close frame, as a phone
@@ -62,7 +62,12 @@ fn a_peer_back_within_the_grace_gets_what_was_sent_meanwhile_in_order() {
 #[test]
 fn a_peer_not_back_within_the_grace_leaves_and_its_senders_are_told() {
     smol::block_on(async {
-        let daemon = Daemon::start(&["--reconnect-grace", "0.3"]);
+        // Two seconds: bob's offer must reach the daemon while door is away
+        // (a margin of the whole grace after the log line), and the
+        // peer-left comes within WAIT with room to spare even if the daemon
+        // notices the end of the grace a quarter of it late.
+        let grace = Duration::from_secs(2);
+        let daemon = Daemon::start(&["--reconnect-grace", "2"]);
         let (door, _) = Client::join(&daemon, "door", Some("s3cret")).await;
         let (mut bob, _) = Client::join(&daemon, "bob", None).await;
         let started = Instant::now();
@@ -70,18 +75,101 @@ fn a_peer_not_back_within_the_grace_leaves_and_its_senders_are_told() {
         daemon.wait_for_log("peer door dropped off");
         bob.send(json!({"type":"offer","to":"door"})).await;
         assert_eq!(bob.recv().await, json!({"type":"peer-left","id":"door"}));
+        // Measured from before the cut, so the grace cannot look longer than it was.
+        let left_after = started.elapsed();
         let error = bob.expect_error("peer-unavailable").await;
         assert_eq!(error["ref"], json!({"type":"offer","to":"door"}));
-        assert!(started.elapsed() >= Duration::from_millis(300), "not before the grace ended");
+        assert!(left_after >= grace, "door left {left_after:?} after the cut, before the {grace:?} grace ended");
         // The id is free again, for anyone.
         let (_thief, _) = Client::join(&daemon, "door", Some("other")).await;
     });
 }
 
 #[test]
+fn abruptly_dropped_peers_free_their_connections_at_once_and_stay_held_as_away() {
+    smol::block_on(async {
+        // The grace (30 s) is far longer than every wait below (WAIT, 5 s),
+        // so all of this happens while the 50 are away.
+        let daemon = Daemon::start(&["--reconnect-grace", "30", "--max-connections-per-ip", "60"]);
+        let (mut bystander, _) = Client::join(&daemon, "bystander", None).await;
+        // Read the same way every time: the metrics request's own connection
+        // is counted in each reading.
+        let with_bystander_only = metric(daemon.addr, "intercomd_connections");
+        let mut peers = Vec::new();
+        for n in 0..50 {
+            let (peer, _) = Client::join(&daemon, &format!("p{n}"), Some(&format!("t{n}"))).await;
+            peers.push(peer);
+            assert_eq!(bystander.recv().await, json!({"type":"peer-joined","id":format!("p{n}")}));
+        }
+        assert_eq!(
+            metric(daemon.addr, "intercomd_connections"),
+            with_bystander_only + 50,
+            "each of the 50 peers holds one connection"
+        );
+
+        let cut_at = Instant::now();
+        for peer in peers {
+            cut(peer);
+        }
+        // Nobody can await a count going down: poll it, within WAIT.
+        let deadline = cut_at + WAIT;
+        let released_after = loop {
+            let open = metric(daemon.addr, "intercomd_connections");
+            if open == with_bystander_only {
+                break cut_at.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the 50 cut connections were not released within {WAIT:?} of the cut: intercomd_connections is \
+                 {open}, {with_bystander_only} with only the bystander connected (a peer held as away for the \
+                 reconnect grace must not hold its connection)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        println!("the 50 cut connections were released {released_after:?} after the cut");
+
+        // Still well within the grace, all 50 are held as away.
+        let (_, _, body) = http_get(daemon.addr, "/api/peers", "");
+        let mut listed: Vec<String> = json_body(&body)["peers"]
+            .as_array()
+            .expect("a peers list")
+            .iter()
+            .map(|peer| peer["id"].as_str().expect("an id").to_string())
+            .collect();
+        listed.sort();
+        let mut expected: Vec<String> = (0..50).map(|n| format!("p{n}")).chain(["bystander".to_string()]).collect();
+        expected.sort();
+        assert_eq!(
+            listed,
+            expected,
+            "{:?} after the cut, within the 30 s grace, every peer is still listed",
+            cut_at.elapsed()
+        );
+
+        // Their slots are free: 50 more connections from this address fit
+        // under the limit of 60 only if the 50 cut ones no longer count. Each
+        // comes back with its token, as itself.
+        let mut back = Vec::new();
+        for n in 0..50 {
+            let (peer, welcome) = Client::join(&daemon, &format!("p{n}"), Some(&format!("t{n}"))).await;
+            assert_eq!(welcome["id"], format!("p{n}"), "{welcome}");
+            back.push(peer);
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(30), "the test outlasted the grace it checks");
+        // The room never heard them leave or come back.
+        assert_nothing_more(&mut back[0], &mut bystander, "bystander").await;
+    });
+}
+
+#[test]
 fn a_socket_that_does_not_answer_pings_is_dropped() {
     smol::block_on(async {
-        let daemon = Daemon::start(&["--ping-interval", "0.2", "--ping-timeout", "0.2", "--reconnect-grace", "0"]);
+        // Whole seconds: silent is pinged after about 1 s of silence and
+        // dropped about 1 s later; even a quarter late each (liveness may be
+        // checked by a periodic sweep), that is 2.5 s after its upgrade,
+        // well within bob's WAIT for the peer-left. bob answers its own
+        // pings at once, since it is reading all along.
+        let daemon = Daemon::start(&["--ping-interval", "1", "--ping-timeout", "1", "--reconnect-grace", "0"]);
         // A half-open peer: it completed the handshake, then went silent
         // (never reads, so never answers a ping).
         let silent = raw_upgrade(daemon.addr, "id=silent");
@@ -189,7 +277,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let socket = UnixDatagram::bind(&path).unwrap();
     socket.set_read_timeout(Some(WAIT)).unwrap();
     let mut daemon =
-        Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
+        Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "2000000")]);
     let next = || {
         let mut buffer = [0u8; 256];
         let length = socket.recv(&mut buffer).expect("a notify datagram within the timeout");
@@ -197,7 +285,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     };
     assert_eq!(next(), "READY=1");
     assert_eq!(next(), "WATCHDOG=1");
-    assert_eq!(next(), "WATCHDOG=1", "keep-alives repeat (every 100 ms for WATCHDOG_USEC=200000)");
+    assert_eq!(next(), "WATCHDOG=1", "keep-alives repeat (every second for WATCHDOG_USEC=2000000)");
     daemon.terminate();
     let mut seen = next();
     while seen == "WATCHDOG=1" {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{assert_nothing_more, Client, Daemon};
+use std::time::{Duration, Instant};
+
+use common::{assert_nothing_more, Client, Daemon, WAIT};
 use serde_json::json;
 
 fn run(test: impl std::future::Future<Output = ()>) {
@@ -240,27 +242,41 @@ fn server_full_at_max_peers() {
 #[test]
 fn rate_limited_beyond_the_burst() {
     run(async {
-        let daemon = Daemon::start(&["--max-rate", "5"]);
+        // One message a second with a burst of two: the third of three sent
+        // back to back is over unless a whole second passed between the
+        // first and the third.
+        let daemon = Daemon::start(&["--max-rate", "1"]);
         let (mut a, _) = Client::join(&daemon, "a", None).await;
         let (mut b, _) = Client::join(&daemon, "b", None).await;
         a.recv_type("peer-joined").await;
-        // A burst of twice the rate passes; the messages right after do not
-        // (the test sends them far faster than 5 a second).
-        for i in 0..12 {
-            a.send(json!({"type":"x","to":"b","n":i})).await;
+        for n in 0..3 {
+            a.send(json!({"type":"x","to":"b","n":n})).await;
         }
-        let mut delivered = 0;
-        let mut limited = 0;
-        while delivered + limited < 12 {
-            if delivered < 10 {
-                let message = b.recv().await;
-                assert_eq!(message["n"], delivered, "in order");
-                delivered += 1;
-            } else {
-                let error = a.expect_error("rate-limited").await;
-                assert_eq!(error["ref"]["to"], "b");
-                limited += 1;
+        for n in 0..2 {
+            assert_eq!(b.recv().await, json!({"type":"x","to":"b","n":n,"from":"a"}), "the burst, in order");
+        }
+        let error = a.expect_error("rate-limited").await;
+        assert_eq!(error["ref"], json!({"type":"x","to":"b"}), "{error}");
+        // The third never reached b: the answer to b's own request, handled
+        // after a's three, is the next thing b gets.
+        b.send(json!({"type":"peers"})).await;
+        assert_eq!(b.recv().await["type"], "peers");
+        // a's socket stays open: it still gets messages, and nothing more
+        // (one error for the one message over).
+        assert_nothing_more(&mut b, &mut a, "a").await;
+        // And it is a rate, not a ban: once a token is back (after a
+        // second), a is served again. A token coming back is no event, so
+        // ask now and then, within WAIT.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            a.send(json!({"type":"peers"})).await;
+            let answer = a.recv().await;
+            if answer["type"] == "peers" {
+                break;
             }
+            assert_eq!(answer["code"], "rate-limited", "{answer}");
+            assert!(Instant::now() < deadline, "a was still rate-limited {WAIT:?} after its burst");
+            smol::Timer::after(Duration::from_millis(250)).await;
         }
     });
 }

@@ -185,6 +185,20 @@ pub fn parse_response(response: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) 
     (status, headers, response[end + 4..].to_vec())
 }
 
+/// A value from `GET /metrics` (Prometheus text), e.g.
+/// `metric(addr, "intercomd_connections")`. The request's own connection is
+/// open while it is answered, so a connection count read this way includes
+/// it: compare it with another count read the same way.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (status, _, body) = http_get(addr, "/metrics", "");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "GET /metrics: {text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in /metrics:\n{text}"))
+}
+
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
 }
