@@ -55,7 +55,7 @@ fn main() {
         "  context switches in {WINDOW:?}, nobody connected: {idle}   budget 0  {}",
         if idle == 0 { "ok" } else { "OVER BUDGET" }
     );
-    println!("  context switches in {WINDOW:?}, {PEERS} idle peers: {with_peers}   (pings after 20 s of silence; none due yet in this window)");
+    println!("  context switches in {WINDOW:?}, {PEERS} idle peers: {with_peers}   (the liveness sweep is due 20 s after they joined: none in this window)");
     if idle > 0 {
         std::process::exit(1);
     }

@@ -127,10 +127,10 @@ mod tests {
             pairs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect::<Vec<_>>()
         };
         let native = Codec::Native.hello(&query(&[("id", "door")]), "peerjs").unwrap();
-        assert_eq!((native.id.as_deref(), native.codec), (Some("door"), Codec::Native));
+        assert_eq!((native.id.as_deref(), native.room.as_str()), (Some("door"), "lobby"));
         let peerjs =
             Codec::PeerJs.hello(&query(&[("key", "peerjs"), ("id", "app"), ("token", "t")]), "peerjs").unwrap();
-        assert_eq!((peerjs.id.as_deref(), peerjs.codec), (Some("app"), Codec::PeerJs));
+        assert_eq!((peerjs.id.as_deref(), peerjs.room.as_str()), (Some("app"), peerjs::ROOM));
         assert!(Codec::PeerJs.hello(&query(&[("id", "app"), ("token", "t")]), "peerjs").is_err());
     }
 }

@@ -88,7 +88,8 @@ impl Hub {
         let outbox = Outbox::new(now);
         self.outboxes.insert(conn, outbox.clone());
         if self.next_sweep.is_none() {
-            self.next_sweep = Some(now + self.liveness.sweep_every());
+            // The first socket: nothing else is due before it is.
+            self.next_sweep = Some(self.liveness.due(now, None));
             self.rearm();
         }
         (conn, outbox)
@@ -222,22 +223,34 @@ impl Hub {
         }
         self.dispatch(expired.actions);
         if self.next_sweep.is_some_and(|due| due <= now) {
-            self.sweep(now);
-            self.next_sweep = (!self.outboxes.is_empty()).then(|| now + self.liveness.sweep_every());
+            // Until the earliest socket is due, but not sooner than a
+            // quarter period: sockets due at scattered moments share sweeps.
+            let earliest = self.sweep(now);
+            self.next_sweep = earliest.map(|due| due.max(now + self.liveness.sweep_every()));
         }
     }
 
     /// Ping the sockets that have been silent for the ping interval; treat
     /// those that did not answer a ping within the timeout as dropped off.
-    fn sweep(&mut self, now: Instant) {
+    /// Returns when the earliest remaining socket is next due.
+    fn sweep(&mut self, now: Instant) -> Option<Instant> {
         let mut silent = Vec::new();
+        let mut earliest: Option<Instant> = None;
         for (conn, outbox) in &self.outboxes {
             let (heard, pinged) = outbox.last_heard();
-            match self.liveness.judge(heard, pinged, now) {
-                Verdict::Alive => {}
-                Verdict::Ping => outbox.ping(now),
-                Verdict::Silent => silent.push(*conn),
-            }
+            let pinged = match self.liveness.judge(heard, pinged, now) {
+                Verdict::Alive => pinged,
+                Verdict::Ping => {
+                    outbox.ping(now);
+                    Some(now)
+                }
+                Verdict::Silent => {
+                    silent.push(*conn);
+                    continue;
+                }
+            };
+            let due = self.liveness.due(heard, pinged);
+            earliest = Some(earliest.map_or(due, |earliest| earliest.min(due)));
         }
         for conn in silent {
             debug!("websocket {} did not answer a ping within {:?}", conn.0, self.liveness.timeout);
@@ -248,6 +261,7 @@ impl Hub {
             outbox.close(close::NOT_ANSWERING, close::reason(close::NOT_ANSWERING));
             self.depart(conn, unsent, true, now);
         }
+        earliest
     }
 
     /// Carry out actions; a full queue turns into more actions (the slow
@@ -347,7 +361,7 @@ mod tests {
     }
 
     fn hello(id: &str, token: Option<&str>) -> Result<Hello, Rejection> {
-        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: token.map(Into::into), codec: Codec::Native })
+        Ok(Hello { id: Some(id.into()), room: "lobby".into(), token: token.map(Into::into) })
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -441,7 +455,7 @@ mod tests {
         for outbox in [&quiet_box, &chatty_box, &bob_box] {
             drain(outbox);
         }
-        assert_eq!(hub.next_deadline(), Some(start + LIVENESS.sweep_every()));
+        assert_eq!(hub.next_deadline(), Some(start + LIVENESS.interval), "nothing to look at before that");
         // Just before the interval nobody is pinged; by the first sweep
         // after it, all three (silent since they joined) are.
         advance(&mut hub, start + LIVENESS.interval - Duration::from_millis(1));
@@ -486,7 +500,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(hub.next_deadline(), None);
         let (conn, _outbox) = hub.open(now);
-        assert_eq!(hub.next_deadline(), Some(now + LIVENESS.sweep_every()), "a socket is swept");
+        assert_eq!(hub.next_deadline(), Some(now + LIVENESS.interval), "a socket is swept when it is due");
         assert!(hub.wake.is_full(), "the timer was nudged");
         hub.closed(conn, false, now);
         assert_eq!(hub.next_deadline(), None, "the last socket took the sweep with it");

@@ -1,12 +1,14 @@
 //! When a silent WebSocket is pinged, and when it counts as gone. Pure: the
 //! hub's sweep (`hub.rs`) passes in what each socket last did and the time.
 //!
-//! One sweep over every socket, every `sweep_every`, instead of a timer per
-//! socket: with thousands of idle peers that is one wakeup where there
-//! would be thousands, and a socket task holds no timer at all. The price is
-//! precision: a socket is pinged between `interval` and `interval +
-//! sweep_every` after it last said anything, and given up on between
-//! `timeout` and `timeout + sweep_every` after the ping.
+//! One sweep over every socket instead of a timer per socket: with
+//! thousands of idle peers that is one wakeup where there would be
+//! thousands, and a socket task holds no timer at all. The hub sleeps until
+//! the earliest socket is due ([`Liveness::due`]), but sweeps at most once
+//! per [`Liveness::sweep_every`], so sockets due at scattered moments share
+//! sweeps. The price is precision: a socket may be pinged up to
+//! `sweep_every` after its interval is over, and given up on up to
+//! `sweep_every` after its timeout.
 
 use std::time::{Duration, Instant};
 
@@ -31,27 +33,31 @@ pub enum Verdict {
 }
 
 impl Liveness {
-    /// How often the hub sweeps while any socket is open: a quarter of the
-    /// shorter of the two durations, so neither is overrun by more than a
-    /// quarter.
+    /// The shortest time between two sweeps: a quarter of the shorter of
+    /// the two durations, so neither is overrun by more than a quarter.
     pub fn sweep_every(&self) -> Duration {
         self.interval.min(self.timeout) / 4
     }
 
-    /// `heard`: when the socket last delivered any frame (a pong, a message,
-    /// a ping of its own). `pinged`: when we last pinged it, if we did.
-    pub fn judge(&self, heard: Instant, pinged: Option<Instant>, now: Instant) -> Verdict {
+    /// When a socket next needs a look: the end of its interval, or of its
+    /// timeout once it has been pinged and has not answered. `heard`: when
+    /// the socket last delivered any frame (a pong, a message, a ping of its
+    /// own); `pinged`: when we last pinged it, if we did.
+    pub fn due(&self, heard: Instant, pinged: Option<Instant>) -> Instant {
         match pinged {
-            // Nothing since the ping.
-            Some(pinged) if heard < pinged => {
-                if now.saturating_duration_since(pinged) >= self.timeout {
-                    Verdict::Silent
-                } else {
-                    Verdict::Alive
-                }
-            }
-            _ if now.saturating_duration_since(heard) >= self.interval => Verdict::Ping,
-            _ => Verdict::Alive,
+            Some(pinged) if heard < pinged => pinged + self.timeout,
+            _ => heard + self.interval,
+        }
+    }
+
+    /// What to do about a socket at `now`.
+    pub fn judge(&self, heard: Instant, pinged: Option<Instant>, now: Instant) -> Verdict {
+        if now < self.due(heard, pinged) {
+            Verdict::Alive
+        } else if pinged.is_some_and(|pinged| heard < pinged) {
+            Verdict::Silent
+        } else {
+            Verdict::Ping
         }
     }
 }
@@ -99,6 +105,14 @@ mod tests {
         let start = Instant::now() + secs(100);
         assert_eq!(LIVENESS.judge(start, None, start - secs(50)), Verdict::Alive);
         assert_eq!(LIVENESS.judge(start - secs(50), Some(start), start - secs(1)), Verdict::Alive);
+    }
+
+    #[test]
+    fn a_socket_is_due_at_the_end_of_its_interval_or_of_its_timeout() {
+        let start = Instant::now();
+        assert_eq!(LIVENESS.due(start, None), start + secs(20));
+        assert_eq!(LIVENESS.due(start, Some(start + secs(20))), start + secs(30), "pinged, no answer yet");
+        assert_eq!(LIVENESS.due(start + secs(21), Some(start + secs(20))), start + secs(41), "answered");
     }
 
     #[test]

@@ -27,7 +27,6 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::codec::Codec;
 use crate::protocol::{is_valid_name, is_valid_token, query_value, ErrorCode, Hello, Inbound, Reference, Rejection};
 
 /// The room every PeerJS peer is in. PeerJS has no rooms; one shared room
@@ -54,7 +53,7 @@ pub fn hello_from_query(pairs: &[(String, Option<String>)], key: &str) -> Result
     if !is_valid_token(token) {
         return Err(Rejection::new(ErrorCode::InvalidToken, "a token is at most 128 bytes of printable characters"));
     }
-    Ok(Hello { id: Some(id.to_string()), room: ROOM.to_string(), token: Some(token.to_string()), codec: Codec::PeerJs })
+    Ok(Hello { id: Some(id.to_string()), room: ROOM.to_string(), token: Some(token.to_string()) })
 }
 
 /// Decode one client frame. `Ok(None)`: nothing to do (`HEARTBEAT`).
@@ -149,7 +148,7 @@ mod tests {
             "peerjs",
         );
         let hello = ok.unwrap();
-        assert_eq!((hello.id.as_deref(), hello.room.as_str(), hello.codec), (Some("a"), ROOM, Codec::PeerJs));
+        assert_eq!((hello.id.as_deref(), hello.room.as_str()), (Some("a"), ROOM));
         for (query, says) in [
             (&[("key", "other"), ("id", "a"), ("token", "t")][..], "Invalid key"),
             (&[("id", "a"), ("token", "t")], "Invalid key"),

@@ -10,8 +10,6 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::codec::Codec;
-
 /// Longest peer id or room name, in bytes (they are ASCII).
 pub const MAX_ID_LEN: usize = 64;
 /// Longest reconnect token, in bytes.
@@ -147,7 +145,6 @@ pub struct Hello {
     pub id: Option<String>,
     pub room: String,
     pub token: Option<String>,
-    pub codec: Codec,
 }
 
 impl Hello {
@@ -178,7 +175,7 @@ impl Hello {
             }
         }
         let (id, room, token) = (id.map(str::to_string), room.to_string(), token.map(str::to_string));
-        Ok(Hello { id, room, token, codec: Codec::Native })
+        Ok(Hello { id, room, token })
     }
 }
 
@@ -422,10 +419,7 @@ mod tests {
         let pairs =
             |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect::<Vec<_>>();
         let hello = Hello::from_query(&pairs(&[("id", "door"), ("token", "s3cret")])).unwrap();
-        assert_eq!(
-            hello,
-            Hello { id: Some("door".into()), room: "lobby".into(), token: Some("s3cret".into()), codec: Codec::Native }
-        );
+        assert_eq!(hello, Hello { id: Some("door".into()), room: "lobby".into(), token: Some("s3cret".into()) });
         assert_eq!(Hello::from_query(&[]).unwrap().id, None);
         let code = |list: &[(&str, &str)]| Hello::from_query(&pairs(list)).unwrap_err().code;
         assert_eq!(code(&[("id", "no spaces")]), ErrorCode::InvalidId);

@@ -176,13 +176,15 @@ pub struct Router {
     /// When each away peer's grace ends and each `pending` entry expires,
     /// earliest first. Entries are removed as soon as they no longer apply
     /// (the peer came back, the id connected), so the first one is always
-    /// real.
-    deadlines: BTreeSet<(Instant, Due)>,
+    /// real. A sorted `VecDeque` rather than a `BTreeSet`: every deadline is
+    /// `now + grace`, so a new one nearly always goes at the back, and the
+    /// code is a fraction of a B-tree's.
+    deadlines: VecDeque<(Instant, Due)>,
     pub stats: Stats,
 }
 
 /// Something the router must do at a deadline.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug)]
 enum Due {
     /// The reconnect grace of this away peer ends.
     Away(String),
@@ -224,7 +226,7 @@ impl Router {
             ids: HashMap::new(),
             rooms: HashMap::new(),
             pending: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            deadlines: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -291,7 +293,7 @@ impl Router {
             // dead): the newer socket wins.
             match existing.away_until {
                 Some(until) => {
-                    self.deadlines.remove(&(until, Due::Away(id.clone())));
+                    forget_deadline(&mut self.deadlines, until, |due| matches!(due, Due::Away(away) if *away == id));
                     kind = JoinKind::Returned;
                 }
                 None => {
@@ -306,13 +308,13 @@ impl Router {
                 let old = std::mem::replace(&mut peer.conn, conn);
                 peer.away_until = None;
                 peer.token = hello.token;
-                peer.codec = hello.codec;
+                peer.codec = codec;
                 let held = std::mem::take(&mut peer.held);
                 peer.held_bytes = 0;
                 self.ids.remove(&old);
                 self.ids.insert(conn, id.clone());
                 let room = hello.room;
-                actions.insert(0, Action::Send { conn, text: self.welcome(hello.codec, &id, &room), bounce: None });
+                actions.insert(0, Action::Send { conn, text: self.welcome(codec, &id, &room), bounce: None });
                 actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
                 return Ok(Joined { id, room, kind, actions });
             }
@@ -329,7 +331,7 @@ impl Router {
         }
         let room = hello.room;
         // Before it is in the room, so the list is of the others.
-        actions.insert(0, Action::Send { conn, text: self.welcome(hello.codec, &id, &room), bounce: None });
+        actions.insert(0, Action::Send { conn, text: self.welcome(codec, &id, &room), bounce: None });
         let mut peer = returning.unwrap_or_else(|| Peer {
             conn,
             away_until: None,
@@ -338,13 +340,13 @@ impl Router {
             bucket: TokenBucket::new(self.limits.max_rate, now),
             held: VecDeque::new(),
             held_bytes: 0,
-            codec: hello.codec,
+            codec,
         });
         peer.conn = conn;
         peer.away_until = None;
         peer.room = room.clone();
         peer.token = hello.token;
-        peer.codec = hello.codec;
+        peer.codec = codec;
         peer.held_bytes = 0;
         let held = std::mem::take(&mut peer.held);
         let codec = peer.codec;
@@ -352,7 +354,7 @@ impl Router {
         actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
         // Messages PeerJS senders sent before this id existed.
         if let Some(pending) = self.pending.remove(&id) {
-            self.deadlines.remove(&(pending.until, Due::Pending(id.clone())));
+            forget_deadline(&mut self.deadlines, pending.until, |due| matches!(due, Due::Pending(to) if *to == id));
             for (message, from, bounce) in pending.messages {
                 actions.push(Action::Send { conn, text: codec.relay(message, &from), bounce: Some(bounce) });
             }
@@ -489,14 +491,14 @@ impl Router {
             peer.held.push_front(delivery);
         }
         self.ids.remove(&conn);
-        self.deadlines.insert((until, Due::Away(id.clone())));
+        add_deadline(&mut self.deadlines, until, Due::Away(id.clone()));
         (Vec::new(), Some(id))
     }
 
     /// When [`Router::expire_due`] next has something to do; `None` while
     /// nobody is away and nothing is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _)| *at)
+        self.deadlines.front().map(|(at, _)| *at)
     }
 
     /// Act on every deadline up to `now`: away peers whose grace ended leave
@@ -505,11 +507,11 @@ impl Router {
     /// connected expire (their PeerJS senders get `EXPIRE`).
     pub fn expire_due(&mut self, now: Instant) -> Expired {
         let mut expired = Expired::default();
-        while let Some((first, _)) = self.deadlines.first() {
+        while let Some((first, _)) = self.deadlines.front() {
             if *first > now {
                 break;
             }
-            let (at, due) = self.deadlines.pop_first().expect("just looked");
+            let (at, due) = self.deadlines.pop_front().expect("just looked");
             match due {
                 Due::Away(id) => {
                     if self.peers.get(&id).is_none_or(|peer| peer.away_until != Some(at)) {
@@ -635,11 +637,12 @@ impl Router {
             actions.push(self.error_to(bounce.sender, rejection));
             return;
         }
-        let until = now + self.limits.reconnect_grace;
-        let pending = self.pending.entry(to.clone()).or_insert_with(|| {
-            self.deadlines.insert((until, Due::Pending(to.clone())));
-            Pending { until, messages: Vec::new(), bytes: 0 }
-        });
+        if !self.pending.contains_key(&to) {
+            let until = now + self.limits.reconnect_grace;
+            add_deadline(&mut self.deadlines, until, Due::Pending(to.clone()));
+            self.pending.insert(to.clone(), Pending { until, messages: Vec::new(), bytes: 0 });
+        }
+        let pending = self.pending.get_mut(&to).expect("just made sure");
         let fits = pending.messages.is_empty()
             || (pending.messages.len() < MAX_HELD_MESSAGES && pending.bytes + size <= MAX_HELD_BYTES);
         if fits {
@@ -717,7 +720,7 @@ impl Router {
         let peer = self.peers.remove(id).expect("caller checked the peer exists");
         self.ids.remove(&peer.conn);
         if let Some(until) = peer.away_until {
-            self.deadlines.remove(&(until, Due::Away(id.to_string())));
+            forget_deadline(&mut self.deadlines, until, |due| matches!(due, Due::Away(away) if away == id));
         }
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.remove(id);
@@ -744,6 +747,19 @@ impl Router {
 impl Delivery {
     fn to(self, conn: ConnId) -> Action {
         Action::Send { conn, text: self.text, bounce: self.bounce }
+    }
+}
+
+/// Put a deadline in its place: after every one that is not later.
+fn add_deadline(deadlines: &mut VecDeque<(Instant, Due)>, at: Instant, due: Due) {
+    let index = deadlines.partition_point(|(other, _)| *other <= at);
+    deadlines.insert(index, (at, due));
+}
+
+/// Take out the deadline at `at` that `is` recognizes, if it is there.
+fn forget_deadline(deadlines: &mut VecDeque<(Instant, Due)>, at: Instant, is: impl Fn(&Due) -> bool) {
+    if let Some(index) = deadlines.iter().position(|(other, due)| *other == at && is(due)) {
+        deadlines.remove(index);
     }
 }
 
@@ -798,12 +814,15 @@ mod tests {
         Limits { max_peers, max_rate, max_rooms, max_room_peers, reconnect_grace: GRACE }
     }
 
-    fn hello(id: &str, room: &str, token: Option<&str>) -> Hello {
-        Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into), codec: Codec::Native }
+    /// A hello on the endpoint of a codec.
+    struct Ask(Codec, Hello);
+
+    fn hello(id: &str, room: &str, token: Option<&str>) -> Ask {
+        Ask(Codec::Native, Hello { id: Some(id.into()), room: room.into(), token: token.map(Into::into) })
     }
 
-    fn peerjs_hello(id: &str, token: &str) -> Hello {
-        Hello { id: Some(id.into()), room: "peerjs".into(), token: Some(token.into()), codec: Codec::PeerJs }
+    fn peerjs_hello(id: &str, token: &str) -> Ask {
+        Ask(Codec::PeerJs, Hello { id: Some(id.into()), room: "peerjs".into(), token: Some(token.into()) })
     }
 
     /// Render actions as short strings: `1<-{"type":..}` or `1 close 4001`.
@@ -821,15 +840,15 @@ mod tests {
 
     /// Join at `now` and return the rendered actions after the welcome,
     /// which must come first.
-    fn join_at(router: &mut Router, conn: u64, hello: Hello, now: Instant) -> Result<Vec<String>, Refused> {
-        let joined = router.join(ConnId(conn), hello.codec, Ok(hello), now)?;
+    fn join_at(router: &mut Router, conn: u64, Ask(codec, hello): Ask, now: Instant) -> Result<Vec<String>, Refused> {
+        let joined = router.join(ConnId(conn), codec, Ok(hello), now)?;
         let rendered = render(&joined.actions);
         assert!(rendered[0].starts_with(&format!("{conn}<-")), "the welcome comes first: {rendered:?}");
         assert!(rendered[0].contains("welcome") || rendered[0].contains("OPEN"), "{rendered:?}");
         Ok(rendered[1..].to_vec())
     }
 
-    fn join(router: &mut Router, conn: u64, hello: Hello) -> Result<Vec<String>, Refused> {
+    fn join(router: &mut Router, conn: u64, hello: Ask) -> Result<Vec<String>, Refused> {
         join_at(router, conn, hello, Instant::now())
     }
 
@@ -850,7 +869,7 @@ mod tests {
     fn the_welcome_is_the_first_action_of_every_join() {
         let mut router = Router::new(LIMITS, protocol::ice_servers(&["stun:s.example".into()]));
         let now = Instant::now();
-        let joined = router.join(ConnId(1), Codec::Native, Ok(hello("bob", "lobby", Some("t"))), now).unwrap();
+        let joined = router.join(ConnId(1), Codec::Native, Ok(hello("bob", "lobby", Some("t")).1), now).unwrap();
         assert_eq!(
             render(&joined.actions),
             [
@@ -858,7 +877,7 @@ mod tests {
             ]
         );
         assert_eq!(joined.kind, JoinKind::New);
-        let joined = router.join(ConnId(2), Codec::Native, Ok(hello("door", "lobby", Some("t"))), now).unwrap();
+        let joined = router.join(ConnId(2), Codec::Native, Ok(hello("door", "lobby", Some("t")).1), now).unwrap();
         assert_eq!(
             render(&joined.actions),
             [
@@ -869,14 +888,14 @@ mod tests {
         // Back after a drop, with messages held: welcome, then what was held.
         router.drop_abruptly(ConnId(2), Vec::new(), now);
         check(&mut router, 1, r#"{"type":"ring","to":"door"}"#, &[]);
-        let joined = router.join(ConnId(3), Codec::Native, Ok(hello("door", "lobby", Some("t"))), now).unwrap();
+        let joined = router.join(ConnId(3), Codec::Native, Ok(hello("door", "lobby", Some("t")).1), now).unwrap();
         assert_eq!(joined.kind, JoinKind::Returned);
         let rendered = render(&joined.actions);
         assert!(rendered[0].starts_with(r#"3<-{"type":"welcome","id":"door""#), "{rendered:?}");
         assert_eq!(rendered[1], r#"3<-{"from":"bob","to":"door","type":"ring"} (bounce)"#);
         // A PeerJS peer's welcome is OPEN; a takeover closes the old socket.
-        router.join(ConnId(4), Codec::PeerJs, Ok(peerjs_hello("app", "p")), now).unwrap();
-        let joined = router.join(ConnId(5), Codec::PeerJs, Ok(peerjs_hello("app", "p")), now).unwrap();
+        router.join(ConnId(4), Codec::PeerJs, Ok(peerjs_hello("app", "p").1), now).unwrap();
+        let joined = router.join(ConnId(5), Codec::PeerJs, Ok(peerjs_hello("app", "p").1), now).unwrap();
         assert_eq!(joined.kind, JoinKind::Replaced);
         assert_eq!(render(&joined.actions), [r#"5<-{"type":"OPEN"}"#, "4 close 4001"]);
     }
@@ -885,7 +904,7 @@ mod tests {
     fn a_refused_join_gets_its_error_then_its_close_in_its_codec() {
         let mut router = router_with(&[(1, "door", "lobby")]);
         let now = Instant::now();
-        let refused = router.join(ConnId(2), Codec::Native, Ok(hello("door", "lobby", Some("x"))), now).unwrap_err();
+        let refused = router.join(ConnId(2), Codec::Native, Ok(hello("door", "lobby", Some("x")).1), now).unwrap_err();
         assert_eq!(refused.rejection.code, ErrorCode::IdTaken);
         assert_eq!(
             render(&refused.actions),
@@ -991,7 +1010,7 @@ mod tests {
         assert_eq!(render(&taken.actions)[1], "3 close 4002");
         let taken = join(&mut router, 3, hello("door", "lobby", None)).unwrap_err();
         assert_eq!(taken.rejection.code, ErrorCode::IdTaken);
-        let joined = router.join(ConnId(4), Codec::Native, Ok(hello("door", "lobby", Some("t"))), Instant::now());
+        let joined = router.join(ConnId(4), Codec::Native, Ok(hello("door", "lobby", Some("t")).1), Instant::now());
         let rendered = render(&joined.unwrap().actions);
         assert!(rendered[0].contains(r#""peers":["bob"]"#), "{rendered:?}");
         assert_eq!(rendered[1..], ["1 close 4001"], "a takeover in the same room is silent");
@@ -1024,7 +1043,7 @@ mod tests {
         let mut router = Router::new(limits(100, 0, 100, 100), Vec::new());
         let mut seen = BTreeSet::new();
         for conn in 0..100 {
-            let hello = Hello { id: None, room: "lobby".into(), token: None, codec: Codec::Native };
+            let hello = Hello { id: None, room: "lobby".into(), token: None };
             let joined = router.join(ConnId(conn), Codec::Native, Ok(hello), Instant::now()).unwrap();
             assert!(protocol::is_valid_name(&joined.id));
             assert!(seen.insert(joined.id));

@@ -280,12 +280,7 @@ mod tests {
         let mut hub = hub();
         let now = Instant::now();
         let (conn, _outbox) = hub.open(now);
-        let hello = protocol::Hello {
-            id: Some("app".into()),
-            room: peerjs::ROOM.into(),
-            token: Some("t".into()),
-            codec: Codec::PeerJs,
-        };
+        let hello = protocol::Hello { id: Some("app".into()), room: peerjs::ROOM.into(), token: Some("t".into()) };
         hub.join(conn, Codec::PeerJs, Ok(hello), now);
         let connections = Connections::default();
         let view = View { config: &config, hub: &hub, connections: &connections, https: None };
