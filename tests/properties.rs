@@ -199,11 +199,11 @@ proptest! {
                         id: Some(format!("p{id}")),
                         room: format!("r{room}"),
                         token: token.map(|t| format!("t{t}")),
-                        // Every third id speaks PeerJS: the invariants hold across codecs.
-                        codec: if id % 3 == 0 { Codec::PeerJs } else { Codec::Native },
                     };
+                    // Every third id speaks PeerJS: the invariants hold across codecs.
+                    let codec = if id % 3 == 0 { Codec::PeerJs } else { Codec::Native };
                     let conn = ConnId(u64::from(conn));
-                    let actions = match router.join(conn, hello.codec, Ok(hello), now) {
+                    let actions = match router.join(conn, codec, Ok(hello), now) {
                         Ok(joined) => joined.actions,
                         Err(refused) => {
                             let shape = matches!(refused.actions[..], [Action::Send { .. }, Action::Close { .. }]);
