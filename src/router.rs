@@ -349,7 +349,6 @@ impl Router {
         peer.codec = codec;
         peer.held_bytes = 0;
         let held = std::mem::take(&mut peer.held);
-        let codec = peer.codec;
         self.insert(id.clone(), peer, &mut actions);
         actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
         // Messages PeerJS senders sent before this id existed.
