@@ -376,6 +376,14 @@ mod tests {
         out
     }
 
+    /// Open a socket at `now`, join it as `id`, and take its welcome.
+    fn joined(hub: &mut Hub, id: &str, token: Option<&str>, now: Instant) -> (ConnId, Outbox) {
+        let (conn, outbox) = hub.open(now);
+        hub.join(conn, Codec::Native, hello(id, token), now);
+        drain(&outbox);
+        (conn, outbox)
+    }
+
     /// What the writer would take next, without waiting.
     fn next_now(outbox: &Outbox) -> Option<Outgoing> {
         smol::future::block_on(smol::future::poll_once(outbox.recv()))
@@ -385,12 +393,9 @@ mod tests {
     fn a_full_queue_drops_the_slow_peer_and_tells_the_sender() {
         let mut hub = hub();
         let now = Instant::now();
-        let (alice, alice_box) = hub.open(now);
-        let (bob, bob_box) = hub.open(now);
-        hub.join(alice, Codec::Native, hello("alice", None), now);
-        hub.join(bob, Codec::Native, hello("bob", None), now);
+        let (alice, alice_box) = joined(&mut hub, "alice", None, now);
+        let (bob, bob_box) = joined(&mut hub, "bob", None, now);
         drain(&alice_box);
-        drain(&bob_box);
         for _ in 0..MAX_QUEUED_MESSAGES {
             hub.receive(alice, r#"{"type":"chat","to":"bob"}"#, now);
         }
@@ -422,11 +427,8 @@ mod tests {
     fn an_abrupt_close_frees_the_socket_at_once_and_the_grace_ends_on_the_hubs_timer() {
         let mut hub = hub();
         let now = Instant::now();
-        let (door, _door_box) = hub.open(now);
-        let (bob, bob_box) = hub.open(now);
-        hub.join(door, Codec::Native, hello("door", Some("t")), now);
-        hub.join(bob, Codec::Native, hello("bob", None), now);
-        drain(&bob_box);
+        let (door, _door_box) = joined(&mut hub, "door", Some("t"), now);
+        let (bob, bob_box) = joined(&mut hub, "bob", None, now);
         hub.closed(door, true, now);
         assert_eq!(hub.websocket_count(), 1, "the socket is gone");
         assert_eq!(hub.router().peer_count(), 2, "the peer is held as away");
@@ -446,13 +448,11 @@ mod tests {
     fn the_sweep_pings_the_silent_and_drops_who_does_not_answer() {
         let mut hub = hub();
         let start = Instant::now();
-        let (quiet, quiet_box) = hub.open(start);
-        let (chatty, chatty_box) = hub.open(start);
-        let (bob, bob_box) = hub.open(start);
-        hub.join(quiet, Codec::Native, hello("quiet", Some("t")), start);
-        hub.join(chatty, Codec::Native, hello("chatty", None), start);
-        hub.join(bob, Codec::Native, hello("bob", None), start);
-        for outbox in [&quiet_box, &chatty_box, &bob_box] {
+        let (quiet, quiet_box) = joined(&mut hub, "quiet", Some("t"), start);
+        let (_chatty, chatty_box) = joined(&mut hub, "chatty", None, start);
+        let (bob, bob_box) = joined(&mut hub, "bob", None, start);
+        // The presence frames of the later joins.
+        for outbox in [&quiet_box, &chatty_box] {
             drain(outbox);
         }
         assert_eq!(hub.next_deadline(), Some(start + LIVENESS.interval), "nothing to look at before that");

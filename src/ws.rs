@@ -121,8 +121,9 @@ enum ReadEnd {
 /// Why the writer stopped.
 enum WriteEnd {
     /// Our close frame went out (replaced, shutting down, not reading, not
-    /// answering pings). `abrupt` for the last: the peer dropped off.
-    CloseSent { abrupt: bool },
+    /// answering pings). The hub queued it, so it has already decided what
+    /// the peer's departure means.
+    CloseSent,
     /// The socket failed under a write.
     Failed,
 }
@@ -164,11 +165,11 @@ pub async fn serve(
             with_timeout(CLOSE_TIMEOUT, writing).await;
             false
         }
-        First::Wrote(WriteEnd::CloseSent { abrupt }) => {
+        First::Wrote(WriteEnd::CloseSent) => {
             // Wait for the peer's close reply so the close code reaches it
             // rather than a reset.
             with_timeout(CLOSE_TIMEOUT, async { while let Some(Ok(_)) = receiver.next().await {} }).await;
-            abrupt
+            false
         }
     };
     hub.borrow_mut().closed(conn, abrupt, Instant::now());
@@ -230,7 +231,7 @@ async fn write_loop(sender: &mut WebSocketSender<Stream>, outbox: &Outbox) -> Wr
             Outgoing::Close { code, reason } => {
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 with_timeout(CLOSE_TIMEOUT, sender.close(Some(frame))).await;
-                return WriteEnd::CloseSent { abrupt: code == close::NOT_ANSWERING };
+                return WriteEnd::CloseSent;
             }
         };
         match race_abort(outbox, sender.send(message)).await {
