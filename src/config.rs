@@ -107,8 +107,9 @@ pub struct Flags {
     #[argh(switch)]
     pub no_https: bool,
 
-    /// where the generated certificate authority and server certificate
-    /// are kept (default $STATE_DIRECTORY, which systemd sets, else ./state)
+    /// where the call log, the generated certificate authority and the
+    /// server certificate are kept (default $STATE_DIRECTORY, which systemd
+    /// sets, else ./state)
     #[argh(option)]
     pub state_dir: Option<PathBuf>,
 
@@ -206,6 +207,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// The HTTPS listener; `None` with `--no-https`.
     pub https: Option<Https>,
+    /// Where the call log is kept (and, with a generated certificate, the
+    /// certificate authority).
+    pub state_dir: PathBuf,
     pub peerjs: PeerJs,
     pub log_level: LevelFilter,
 }
@@ -282,17 +286,16 @@ impl Config {
                 return Err(format!("error: --www {}: not a directory", dir.display()));
             }
         }
+        let state_dir = flags.state_dir.unwrap_or_else(default_state_dir);
         let https = match (flags.no_https, flags.tls_cert, flags.tls_key) {
-            (true, None, None) if flags.state_dir.is_none() => None,
-            (true, ..) => return Err("error: --no-https contradicts --tls-cert, --tls-key and --state-dir".into()),
+            (true, None, None) => None,
+            (true, ..) => return Err("error: --no-https contradicts --tls-cert and --tls-key".into()),
             (false, Some(cert), Some(key)) => {
                 Some(Https { listen: flags.https_listen, certificate: CertificateSource::Files { cert, key } })
             }
             (false, None, None) => Some(Https {
                 listen: flags.https_listen,
-                certificate: CertificateSource::Generated {
-                    state_dir: flags.state_dir.unwrap_or_else(default_state_dir),
-                },
+                certificate: CertificateSource::Generated { state_dir: state_dir.clone() },
             }),
             (false, Some(_), None) => return Err("error: --tls-cert needs --tls-key".into()),
             (false, None, Some(_)) => return Err("error: --tls-key needs --tls-cert".into()),
@@ -322,6 +325,7 @@ impl Config {
             listen: flags.listen,
             www: flags.www,
             stun_servers,
+            state_dir,
             max_peers: flags.max_peers,
             max_connections_per_ip: flags.max_connections_per_ip,
             max_rooms: flags.max_rooms,

@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use async_net::TcpStream;
@@ -26,6 +27,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
 use crate::metrics::Connections;
@@ -46,6 +48,8 @@ pub struct Shared {
     pub config: Config,
     /// The router and every socket's outbox.
     pub hub: RefCell<Hub>,
+    /// The call log and the event consumers' queues (the hub publishes).
+    pub feed: Rc<RefCell<Feed>>,
     /// Counted by the accept loop, reported by `/metrics`.
     pub connections: Connections,
     /// The HTTPS listener's certificate (swapped when renewed) and port.

@@ -20,7 +20,8 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info};
 use smol::channel::{self, Receiver, Sender};
@@ -28,6 +29,8 @@ use smol::future::or;
 use smol::Timer;
 
 use crate::codec::Codec;
+use crate::events::{Calls, Clock};
+use crate::feed::Feed;
 use crate::liveness::{Liveness, Verdict};
 use crate::outbox::{Outbox, SendError};
 use crate::protocol::{close, Hello, IceServer, Rejection};
@@ -49,10 +52,14 @@ pub struct Hub {
     wake_receiver: Option<Receiver<()>>,
     /// Peers dropped because their queue stayed full, for `/metrics`.
     dropped_slow: u64,
+    /// The calls in progress, turned into events from what the router saw.
+    calls: Calls,
+    /// Where events go: the call log and every consumer's queue.
+    feed: Rc<RefCell<Feed>>,
 }
 
 impl Hub {
-    pub fn new(limits: Limits, ice_servers: Vec<IceServer>, liveness: Liveness) -> Hub {
+    pub fn new(limits: Limits, ice_servers: Vec<IceServer>, liveness: Liveness, feed: Rc<RefCell<Feed>>) -> Hub {
         let (wake, wake_receiver) = channel::bounded(1);
         Hub {
             router: Router::new(limits, ice_servers),
@@ -64,6 +71,36 @@ impl Hub {
             wake,
             wake_receiver: Some(wake_receiver),
             dropped_slow: 0,
+            calls: Calls::new(),
+            feed,
+        }
+    }
+
+    /// Rings not turned into events (a caller over `MAX_RINGS_PER_MINUTE`).
+    pub fn rings_suppressed(&self) -> u64 {
+        self.calls.suppressed
+    }
+
+    /// Publish what is left to publish (at shutdown).
+    pub fn flush_events(&mut self) {
+        self.publish(Instant::now());
+    }
+
+    /// Turn what the router saw into events and publish them. Called at the
+    /// end of every event the hub handles.
+    fn publish(&mut self, now: Instant) {
+        let seen = self.router.take_seen();
+        if seen.is_empty() {
+            return;
+        }
+        let clock = clock(now);
+        let mut events = Vec::new();
+        for seen in seen {
+            self.calls.observe(seen, clock, &mut events);
+        }
+        let mut feed = self.feed.borrow_mut();
+        for event in events {
+            feed.publish(event);
         }
     }
 
@@ -119,6 +156,7 @@ impl Hub {
                 self.dispatch(refused.actions);
             }
         }
+        self.publish(now);
         self.rearm();
     }
 
@@ -126,6 +164,7 @@ impl Hub {
     pub fn receive(&mut self, conn: ConnId, text: &str, now: Instant) {
         let actions = self.router.receive(conn, text, now);
         self.dispatch(actions);
+        self.publish(now);
         self.rearm();
     }
 
@@ -133,6 +172,7 @@ impl Hub {
     pub fn reject(&mut self, conn: ConnId, rejection: Rejection) {
         let action = self.router.error_to(conn, rejection);
         self.dispatch(vec![action]);
+        self.publish(Instant::now());
     }
 
     /// Send a fatal error to `conn`, then close it with `close_code`.
@@ -143,6 +183,8 @@ impl Hub {
             info!("peer {id} closed: {} ({} peers)", close::reason(close_code), self.router.peer_count());
         }
         self.dispatch(actions);
+        self.publish(Instant::now());
+        self.rearm();
     }
 
     /// The socket task of `conn` is ending at `now`: `abrupt` when the
@@ -155,6 +197,7 @@ impl Hub {
             self.next_sweep = None;
         }
         self.depart(conn, unsent, abrupt, now);
+        self.publish(now);
         self.rearm();
     }
 
@@ -191,10 +234,7 @@ impl Hub {
 
     /// When `run_timers` must next call `tick`.
     fn next_deadline(&self) -> Option<Instant> {
-        match (self.router.next_deadline(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.router.next_deadline(), self.next_sweep, self.calls.next_deadline()].into_iter().flatten().min()
     }
 
     /// Wake `run_timers` if a deadline sooner than the one it sleeps until
@@ -227,6 +267,15 @@ impl Hub {
             // quarter period: sockets due at scattered moments share sweeps.
             let earliest = self.sweep(now);
             self.next_sweep = earliest.map(|due| due.max(now + self.liveness.sweep_every()));
+        }
+        self.publish(now);
+        if self.calls.next_deadline().is_some_and(|due| due <= now) {
+            let mut events = Vec::new();
+            self.calls.expire(clock(now), &mut events);
+            let mut feed = self.feed.borrow_mut();
+            for event in events {
+                feed.publish(event);
+            }
         }
     }
 
@@ -311,6 +360,12 @@ impl Hub {
     }
 }
 
+/// `now` on both clocks: the wall clock only for the events' time stamps.
+fn clock(now: Instant) -> Clock {
+    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64);
+    Clock { at: now, unix_ms }
+}
+
 /// The hub's one timer: sleep until the next deadline (an away peer's grace,
 /// held messages' expiry, the liveness sweep), act on it, repeat. With no
 /// deadline it waits for a nudge and nothing else, so a daemon with nobody
@@ -357,7 +412,7 @@ mod tests {
 
     fn hub() -> Hub {
         let limits = Limits { max_peers: 10, max_rate: 0, max_rooms: 100, max_room_peers: 100, reconnect_grace: GRACE };
-        Hub::new(limits, Vec::new(), LIVENESS)
+        Hub::new(limits, Vec::new(), LIVENESS, Rc::new(RefCell::new(Feed::new())))
     }
 
     fn hello(id: &str, token: Option<&str>) -> Result<Hello, Rejection> {

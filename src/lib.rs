@@ -37,6 +37,8 @@ pub mod static_files;
 
 mod api;
 mod conn;
+mod events;
+mod feed;
 mod hub;
 mod liveness;
 mod metrics;

@@ -45,6 +45,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::codec::{Codec, Welcome};
+use crate::events::{self, Seen};
 use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Inbound, Reference, Rejection};
 
 /// The hub's handle for one WebSocket connection. Ids are never reused
@@ -180,6 +181,9 @@ pub struct Router {
     /// `now + grace`, so a new one nearly always goes at the back, and the
     /// code is a fraction of a B-tree's.
     deadlines: VecDeque<(Instant, Due)>,
+    /// What happened that may make an intercom event (presence changes and
+    /// routed call-control messages), for the hub to take after each call.
+    seen: Vec<Seen>,
     pub stats: Stats,
 }
 
@@ -227,7 +231,21 @@ impl Router {
             rooms: HashMap::new(),
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
+            seen: Vec::new(),
             stats: Stats::default(),
+        }
+    }
+
+    /// Take what was seen since the last call (see [`Seen`]).
+    pub fn take_seen(&mut self) -> Vec<Seen> {
+        std::mem::take(&mut self.seen)
+    }
+
+    /// Note a routed call-control message for the events.
+    fn see_call(&mut self, from: &str, to: &str, recipients: Vec<String>, message: &Map<String, Value>) {
+        if let Some(signal) = events::signal(message) {
+            let room = self.peers[from].room.clone();
+            self.seen.push(Seen::Call { from: from.to_string(), room, to: to.to_string(), recipients, signal });
         }
     }
 
@@ -410,6 +428,7 @@ impl Router {
                     return vec![self.error_to(conn, rejection)];
                 };
                 self.stats.routed += 1;
+                self.see_call(&from, &to, vec![to.clone()], &message);
                 let text = target_codec.relay(message, &from);
                 self.deliver(&to, text, Some(bounce), &mut actions);
                 actions
@@ -433,6 +452,7 @@ impl Router {
                     self.deliver(member, text, None, &mut actions);
                 }
                 self.stats.routed += others.len() as u64;
+                self.see_call(&from, protocol::BROADCAST, others, &message);
                 actions
             }
             Inbound::Join { room } => {
@@ -695,6 +715,7 @@ impl Router {
     /// Put `peer` into every map and tell its room it joined.
     fn insert(&mut self, id: String, peer: Peer, actions: &mut Vec<Action>) {
         self.announce(&peer.room, protocol::peer_joined(&id), actions);
+        self.seen.push(Seen::Online { id: id.clone(), room: peer.room.clone() });
         self.rooms.entry(peer.room.clone()).or_default().insert(id.clone());
         self.ids.insert(peer.conn, id.clone());
         self.peers.insert(id, peer);
@@ -728,6 +749,7 @@ impl Router {
             }
         }
         self.announce(&peer.room, protocol::peer_left(id), actions);
+        self.seen.push(Seen::Offline { id: id.to_string(), room: peer.room.clone() });
         peer
     }
 

@@ -187,7 +187,7 @@ mod tests {
         let limits =
             Limits { max_peers: 10, max_rate: 0, max_rooms: 10, max_room_peers: 10, reconnect_grace: Duration::ZERO };
         let liveness = Liveness { interval: Duration::from_secs(20), timeout: Duration::from_secs(10) };
-        Hub::new(limits, Vec::new(), liveness)
+        Hub::new(limits, Vec::new(), liveness, std::rc::Rc::new(std::cell::RefCell::new(crate::feed::Feed::new())))
     }
 
     fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {

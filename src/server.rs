@@ -33,6 +33,7 @@ use smol::{LocalExecutor, Timer};
 
 use crate::config::Config;
 use crate::conn::{self, HttpsState, Shared};
+use crate::feed::{self, Feed};
 use crate::hub::{self, Hub};
 use crate::liveness::Liveness;
 use crate::metrics::Connections;
@@ -136,9 +137,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         reconnect_grace: config.reconnect_grace,
     };
     let liveness = Liveness { interval: config.ping_interval, timeout: config.ping_timeout };
-    let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness);
-    let shared =
-        Rc::new(Shared { config, hub: RefCell::new(hub), connections: Connections::default(), https: https_state });
+    let feed = Rc::new(RefCell::new(Feed::load(&config.state_dir)));
+    let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness, feed.clone());
+    let shared = Rc::new(Shared {
+        config,
+        hub: RefCell::new(hub),
+        feed,
+        connections: Connections::default(),
+        https: https_state,
+    });
     let executor = LocalExecutor::new();
     // Closed (not sent on) to tell idle HTTP connections to go.
     let (stop_sender, stop) = channel::bounded::<()>(1);
@@ -149,6 +156,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     executor
         .run(async {
             let plain = or(accepting.run(&http, false), hub::run_timers(&shared.hub));
+            let plain = or(plain, feed::save(&shared.feed));
             let secure = async {
                 match &https_listener {
                     Some(listener) => or(accepting.run(listener, true), renew_certificates(&shared)).await,
@@ -164,6 +172,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             if with_timeout(SHUTDOWN_GRACE, all_gone.recv()).await.is_none() {
                 warn!("{} connections still open after {SHUTDOWN_GRACE:?}; dropping them", shared.connections.open());
             }
+            // The goodbyes may have ended calls; and a save may have been
+            // cut short above.
+            shared.hub.borrow_mut().flush_events();
+            shared.feed.borrow_mut().save_now();
         })
         .await;
     Ok(())

@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,19 @@ pub struct Daemon {
     child: Child,
     /// Every line the daemon logged so far.
     log: Arc<Mutex<Vec<String>>>,
+    /// The `--state-dir` made for it (removed when it is dropped), unless
+    /// the test gave its own.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A new, empty directory under the system's temporary directory.
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("intercomd-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl Daemon {
@@ -45,12 +59,19 @@ impl Daemon {
     /// The same, with extra environment variables.
     pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Daemon {
         let binary = std::env::var("INTERCOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_string());
-        let wants_https = flags
-            .iter()
-            .any(|flag| ["--https-listen", "--tls-cert", "--tls-key", "--state-dir", "--no-https"].contains(flag));
+        let wants_https =
+            flags.iter().any(|flag| ["--https-listen", "--tls-cert", "--tls-key", "--no-https"].contains(flag));
+        // Each daemon keeps its call log in a directory of its own, unless
+        // the test names one.
+        let state_dir = (!flags.contains(&"--state-dir")).then(scratch_dir);
+        let state_flags = match &state_dir {
+            Some(dir) => vec!["--state-dir".to_string(), dir.display().to_string()],
+            None => Vec::new(),
+        };
         let mut child = Command::new(&binary)
             .args(["--listen", "127.0.0.1:0"])
             .args(if wants_https { &[][..] } else { &["--no-https"][..] })
+            .args(&state_flags)
             .args(flags)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -80,7 +101,7 @@ impl Daemon {
                 panic!("the daemon did not log 'listening on' within {WAIT:?}; its log: {:?}", log.lock().unwrap());
             }
         };
-        let mut daemon = Daemon { addr, https_addr: None, child, log };
+        let mut daemon = Daemon { addr, https_addr: None, child, log, state_dir };
         if flags.contains(&"--https-listen") {
             daemon.wait_for_log("listening on https://");
             let line = daemon.log().into_iter().find(|line| line.contains("listening on https://")).unwrap();
@@ -139,6 +160,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

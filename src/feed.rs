@@ -1,0 +1,391 @@
+//! Where events go: the call log (kept in memory, saved to `--state-dir`)
+//! and every consumer's bounded queue (the live streams of `/api/events`,
+//! MQTT, webhooks, ntfy).
+//!
+//! Invariants:
+//! - Publishing never waits: each consumer has a bounded queue filled with
+//!   `try_send`. A full queue of a delivery sink (MQTT, a webhook) loses
+//!   that event for that sink and counts it; a full live stream is a
+//!   client that is not reading, and is cut off (it reconnects with
+//!   `Last-Event-ID` and catches up from the log).
+//! - The call log holds call events only (presence comes and goes too
+//!   often to be history), at most [`MAX_LOG_EVENTS`] and [`MAX_LOG_BYTES`],
+//!   oldest dropped first.
+//! - The file is replaced whole, through a temporary file, `fsync` and a
+//!   rename, so a power cut leaves the old log or the new one, never half
+//!   of one. Writing happens off the daemon's thread (`smol::unblock`), at
+//!   most one write at a time, and only after an event: a daemon nobody
+//!   rings never touches the disk.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use log::{info, warn};
+use serde_json::Value;
+use smol::channel::{self, Receiver, Sender, TrySendError};
+
+use crate::events::Event;
+
+/// Call events kept in the log; older ones are dropped.
+pub const MAX_LOG_EVENTS: usize = 500;
+/// Bytes of JSON the log may hold (and so the file's size), whatever the
+/// count: an event is 150 to 300 bytes, so this is rarely what bounds it.
+pub const MAX_LOG_BYTES: usize = 256 * 1024;
+/// The call log's file in `--state-dir`: one JSON event per line.
+pub const LOG_FILE: &str = "events.jsonl";
+/// Live streams (`GET /api/events` as Server-Sent Events) open at once;
+/// the next one gets 503.
+pub const MAX_STREAMS: usize = 32;
+/// Events queued for one live stream before it counts as not reading.
+pub const STREAM_QUEUE: usize = 64;
+
+/// An event with its place in the sequence, encoded once for everyone.
+#[derive(Debug)]
+pub struct Published {
+    pub seq: u64,
+    pub event: Event,
+    /// [`Event::to_json`] of it.
+    pub json: Rc<str>,
+}
+
+/// A consumer's counters, for `/metrics` (and the consumer's own health).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// `mqtt`, `webhook`, `ntfy`.
+    pub name: &'static str,
+    /// Which one of its kind (a webhook's URL without credentials).
+    pub target: String,
+    /// Events it delivered.
+    pub delivered: Cell<u64>,
+    /// Deliveries that failed for good (after the retries).
+    pub failed: Cell<u64>,
+    /// Events lost because its queue was full.
+    pub dropped: Cell<u64>,
+    /// Connected (MQTT) or last delivery succeeded (HTTP).
+    pub up: Cell<bool>,
+}
+
+/// A consumer's end of its queue.
+pub struct Subscription {
+    pub events: Receiver<Rc<Published>>,
+    pub stats: Rc<SinkStats>,
+}
+
+struct Sink {
+    sender: Sender<Rc<Published>>,
+    stats: Rc<SinkStats>,
+    /// A live stream: cut off (not counted as a loss) when full.
+    stream: bool,
+}
+
+pub struct Feed {
+    /// Call events as JSON lines, oldest first.
+    log: VecDeque<Rc<str>>,
+    log_bytes: usize,
+    next_seq: u64,
+    sinks: Vec<Sink>,
+    /// Where the log is saved; `None` in tests of the hub alone.
+    path: Option<PathBuf>,
+    /// The log changed since it was last saved.
+    unsaved: bool,
+    /// Nudges `save` after the log changed.
+    dirty: Sender<()>,
+    /// Taken by `save`.
+    dirty_receiver: Option<Receiver<()>>,
+}
+
+impl Feed {
+    /// An empty feed that saves nothing.
+    pub fn new() -> Feed {
+        let (dirty, dirty_receiver) = channel::bounded(1);
+        Feed {
+            log: VecDeque::new(),
+            log_bytes: 0,
+            next_seq: 1,
+            sinks: Vec::new(),
+            path: None,
+            unsaved: false,
+            dirty,
+            dirty_receiver: Some(dirty_receiver),
+        }
+    }
+
+    /// The feed of a daemon whose state is in `dir`: the call log as it was
+    /// saved (lines that are not events are skipped with a warning; a
+    /// missing file is an empty log).
+    pub fn load(dir: &Path) -> Feed {
+        let mut feed = Feed::new();
+        let path = dir.join(LOG_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut skipped = 0;
+                for line in text.lines() {
+                    let seq = serde_json::from_str::<Value>(line)
+                        .ok()
+                        .filter(|value| value.get("event").is_some_and(Value::is_string))
+                        .and_then(|value| value.get("seq").and_then(Value::as_u64));
+                    match seq {
+                        Some(seq) if seq >= feed.next_seq => {
+                            feed.next_seq = seq + 1;
+                            feed.keep(line.into());
+                        }
+                        _ => skipped += 1,
+                    }
+                }
+                if skipped > 0 {
+                    warn!("{}: skipped {skipped} lines that are not events in order", path.display());
+                }
+                info!("call log: {} events from {}", feed.log.len(), path.display());
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => warn!("cannot read the call log {}: {error}; starting with an empty one", path.display()),
+        }
+        feed.path = Some(path);
+        feed
+    }
+
+    /// The call log, oldest first.
+    pub fn log(&self) -> impl DoubleEndedIterator<Item = &Rc<str>> + ExactSizeIterator {
+        self.log.iter()
+    }
+
+    /// The sequence number of the last event published (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Every delivery sink's counters (not the live streams').
+    pub fn sinks(&self) -> impl Iterator<Item = &SinkStats> {
+        self.sinks.iter().filter(|sink| !sink.stream).map(|sink| &*sink.stats)
+    }
+
+    /// Live streams open now.
+    pub fn stream_count(&self) -> usize {
+        self.sinks.iter().filter(|sink| sink.stream).count()
+    }
+
+    /// A delivery sink (MQTT, a webhook): every event from now on, through
+    /// a queue of `capacity`; what does not fit is counted in `dropped`.
+    pub fn subscribe(&mut self, name: &'static str, target: String, capacity: usize) -> Subscription {
+        let (sender, events) = channel::bounded(capacity);
+        let stats = Rc::new(SinkStats { name, target, ..SinkStats::default() });
+        self.sinks.push(Sink { sender, stats: stats.clone(), stream: false });
+        Subscription { events, stats }
+    }
+
+    /// A live stream, or `None` at [`MAX_STREAMS`]. Its queue closes when
+    /// it falls [`STREAM_QUEUE`] events behind.
+    pub fn stream(&mut self) -> Option<Receiver<Rc<Published>>> {
+        if self.stream_count() >= MAX_STREAMS {
+            return None;
+        }
+        let (sender, events) = channel::bounded(STREAM_QUEUE);
+        self.sinks.push(Sink { sender, stats: Rc::new(SinkStats { name: "stream", ..SinkStats::default() }), stream: true });
+        Some(events)
+    }
+
+    /// Give `event` the next sequence number, keep it if it is a call event,
+    /// and queue it for every consumer.
+    pub fn publish(&mut self, event: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let json: Rc<str> = event.to_json(seq).into();
+        if event.kind.is_call() {
+            self.keep(json.clone());
+            self.unsaved = true;
+            if self.path.is_some() {
+                // Full means a save is already due, which will see this one.
+                let _ = self.dirty.try_send(());
+            }
+        }
+        let published = Rc::new(Published { seq, event, json });
+        self.sinks.retain(|sink| match sink.sender.try_send(published.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) if sink.stream => false,
+            Err(TrySendError::Full(_)) => {
+                sink.stats.dropped.set(sink.stats.dropped.get() + 1);
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        });
+    }
+
+    fn keep(&mut self, json: Rc<str>) {
+        self.log_bytes += json.len() + 1;
+        self.log.push_back(json);
+        while self.log.len() > MAX_LOG_EVENTS || self.log_bytes > MAX_LOG_BYTES {
+            let Some(old) = self.log.pop_front() else { break };
+            self.log_bytes -= old.len() + 1;
+        }
+    }
+
+    /// The log as the file's bytes.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.log_bytes);
+        for line in &self.log {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+}
+
+impl Feed {
+    /// Save the log now, on this thread, if it changed since the last save:
+    /// at shutdown, where a save in flight may have been cut short.
+    pub fn save_now(&mut self) {
+        let Some(path) = &self.path else { return };
+        if !self.unsaved {
+            return;
+        }
+        match write_atomically(path, &self.snapshot()) {
+            Ok(()) => self.unsaved = false,
+            Err(error) => warn!("cannot save the call log to {}: {error}", path.display()),
+        }
+    }
+}
+
+/// Save the call log whenever it changed, one write at a time, off the
+/// daemon's thread. Waits on a channel in between: no timer, no wakeup.
+pub async fn save(feed: &RefCell<Feed>) {
+    let (dirty, path) = {
+        let mut feed = feed.borrow_mut();
+        match (feed.dirty_receiver.take(), feed.path.clone()) {
+            (Some(dirty), Some(path)) => (dirty, path),
+            _ => return,
+        }
+    };
+    let mut failing = false;
+    while dirty.recv().await.is_ok() {
+        let bytes = {
+            let mut feed = feed.borrow_mut();
+            feed.unsaved = false;
+            feed.snapshot()
+        };
+        let target = path.clone();
+        match smol::unblock(move || write_atomically(&target, &bytes)).await {
+            Ok(()) if failing => {
+                info!("call log saved to {} again", path.display());
+                failing = false;
+            }
+            Ok(()) => {}
+            // Once per failing spell: a full SD card must not fill the
+            // journal too.
+            Err(error) if !failing => {
+                warn!("cannot save the call log to {}: {error}; it is kept in memory", path.display());
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Replace `path` with `bytes`: a temporary file beside it, written and
+/// synced, renamed over it, and the directory synced, so that after a power
+/// cut the file is the old one or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let temporary = path.with_extension("jsonl.tmp");
+    let mut file = fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Kind;
+
+    fn event(kind: Kind, from: &str) -> Event {
+        Event {
+            kind,
+            unix_ms: 1_796_220_000_000,
+            room: "home".into(),
+            from: from.into(),
+            to: Some("*".into()),
+            call: Some("c1".into()),
+            by: None,
+            reason: None,
+            media: None,
+            seconds: None,
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_call_events_within_both_bounds() {
+        let mut feed = Feed::new();
+        feed.publish(event(Kind::Online, "kitchen"));
+        assert_eq!(feed.log().len(), 0, "presence is not history");
+        for n in 0..MAX_LOG_EVENTS + 5 {
+            feed.publish(event(Kind::Ring, &format!("door{n}")));
+        }
+        assert_eq!(feed.log().len(), MAX_LOG_EVENTS);
+        assert!(feed.log().next().unwrap().contains("\"seq\":7,"), "the oldest went first");
+        assert_eq!(feed.last_seq(), MAX_LOG_EVENTS as u64 + 6);
+        let big = "d".repeat(60);
+        let mut feed = Feed::new();
+        for _ in 0..MAX_LOG_EVENTS {
+            feed.publish(event(Kind::Ring, &big).clone());
+            let mut with_long_room = event(Kind::Ring, &big);
+            with_long_room.room = "r".repeat(1000);
+            feed.publish(with_long_room);
+        }
+        assert!(feed.log_bytes <= MAX_LOG_BYTES);
+        assert_eq!(feed.snapshot().len(), feed.log_bytes);
+        assert!(feed.log().len() < MAX_LOG_EVENTS);
+    }
+
+    #[test]
+    fn a_full_sink_loses_events_and_counts_them_a_full_stream_is_cut_off() {
+        let mut feed = Feed::new();
+        let sink = feed.subscribe("webhook", "http://hook".into(), 2);
+        let stream = feed.stream().unwrap();
+        for _ in 0..STREAM_QUEUE + 1 {
+            feed.publish(event(Kind::Ring, "door"));
+        }
+        assert_eq!(sink.stats.dropped.get(), STREAM_QUEUE as u64 - 1);
+        assert_eq!(sink.events.len(), 2);
+        assert_eq!(feed.stream_count(), 0, "the stream that did not read is gone");
+        assert_eq!(stream.len(), STREAM_QUEUE, "it keeps what it had queued");
+        assert!(stream.is_closed());
+        drop(sink);
+        feed.publish(event(Kind::Ring, "door"));
+        assert_eq!(feed.sinks().count(), 0, "a sink whose task ended is let go");
+    }
+
+    #[test]
+    fn streams_are_bounded() {
+        let mut feed = Feed::new();
+        let streams: Vec<_> = (0..MAX_STREAMS).map(|_| feed.stream().unwrap()).collect();
+        assert!(feed.stream().is_none());
+        drop(streams);
+        feed.publish(event(Kind::Online, "kitchen"));
+        assert!(feed.stream().is_some(), "closed streams free their places");
+    }
+
+    #[test]
+    fn the_log_survives_a_restart_and_skips_what_is_not_an_event() {
+        let dir = std::env::temp_dir().join(format!("intercomd-feed-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut feed = Feed::load(&dir);
+        feed.publish(event(Kind::Ring, "door"));
+        feed.publish(event(Kind::Missed, "door"));
+        write_atomically(&dir.join(LOG_FILE), &feed.snapshot()).unwrap();
+        assert!(!dir.join("events.jsonl.tmp").exists());
+        let mut text = fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+        text.push_str("not json\n{\"seq\":1,\"event\":\"ring\"}\n{\"seq\":9}\n");
+        fs::write(dir.join(LOG_FILE), text).unwrap();
+        let feed = Feed::load(&dir);
+        assert_eq!(feed.log().len(), 2);
+        assert_eq!(feed.last_seq(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
