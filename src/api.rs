@@ -1,9 +1,10 @@
 //! The JSON and text endpoints: `/api/ice-servers`, `/api/peers`,
-//! `/api/rooms`, `/api/https`, the CA download, `/healthz`. Each is a pure
+//! `/api/rooms`, `/api/https`, `/api/events`, the CA download, `/healthz`. Each is a pure
 //! function from state to a `Response`; `routes.rs` picks which one answers.
 
 use serde::Serialize;
 
+use crate::feed::Feed;
 use crate::http::Response;
 use crate::protocol::IceServer;
 use crate::router::Router;
@@ -34,6 +35,22 @@ struct PeersBody {
 pub fn peers(router: &Router) -> Response {
     let peers = router.peer_list().into_iter().map(|(id, room)| PeerEntry { id, room }).collect();
     json(&PeersBody { peers })
+}
+
+/// `{"events":[..]}`: the call log after `since`, oldest first (each event
+/// exactly as the feed encoded it).
+pub fn events(feed: &Feed, since: u64) -> Response {
+    let events = feed.log_since(since);
+    let mut body = String::with_capacity(16 + events.iter().map(|(_, json)| json.len() + 1).sum::<usize>());
+    body.push_str("{\"events\":[");
+    for (index, (_, json)) in events.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        body.push_str(json);
+    }
+    body.push_str("]}");
+    Response::json(200, body).with_header("Cache-Control", "no-store")
 }
 
 /// Where the local CA's certificate can be downloaded (DER, the form every

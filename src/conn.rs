@@ -35,6 +35,7 @@ use crate::protocol::{Hello, Rejection};
 use crate::routes::{self, View};
 use crate::stream::{with_timeout, Stream};
 use crate::tls::Certificates;
+use crate::sse;
 use crate::ws;
 
 /// Bytes asked of a socket per read while reading a request head.
@@ -162,6 +163,20 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
             }
         }
 
+        if let Some(wanted) = routes::event_stream(&request) {
+            match wanted {
+                Ok(since) => {
+                    let head = routes::event_stream_head(&request, &shared.config);
+                    sse::serve(stream, &shared.feed, since, head, address, stop).await;
+                }
+                Err(response) => {
+                    write_response(&mut stream, &response, false, false).await;
+                    linger_close(stream).await;
+                }
+            }
+            return None;
+        }
+
         let keep_alive = request.keep_alive() && !request.has_body();
         let response = respond(shared, &request);
         if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await {
@@ -182,7 +197,8 @@ fn respond(shared: &Shared, request: &Request) -> Response {
     let https = certificates
         .as_ref()
         .map(|(port, certificates)| routes::Https { port: *port, ca_der: certificates.ca_der.as_deref() });
-    let view = View { config: &shared.config, hub: &hub, connections: &shared.connections, https };
+    let feed = shared.feed.borrow();
+    let view = View { config: &shared.config, hub: &hub, feed: &feed, connections: &shared.connections, https };
     routes::respond(&view, request)
 }
 

@@ -28,7 +28,7 @@ use log::{info, warn};
 use serde_json::Value;
 use smol::channel::{self, Receiver, Sender, TrySendError};
 
-use crate::events::Event;
+use crate::events::{Event, Kind};
 
 /// Call events kept in the log; older ones are dropped.
 pub const MAX_LOG_EVENTS: usize = 500;
@@ -83,15 +83,15 @@ struct Sink {
 }
 
 pub struct Feed {
-    /// Call events as JSON lines, oldest first.
-    log: VecDeque<Rc<str>>,
+    /// Call events (sequence number, JSON line), oldest first.
+    log: VecDeque<(u64, Rc<str>)>,
     log_bytes: usize,
     next_seq: u64,
     sinks: Vec<Sink>,
     /// Where the log is saved; `None` in tests of the hub alone.
     path: Option<PathBuf>,
-    /// The log changed since it was last saved.
-    unsaved: bool,
+    /// Events published since start, by kind (in `Kind::ALL` order).
+    pub published: [u64; Kind::ALL.len()],
     /// Nudges `save` after the log changed.
     dirty: Sender<()>,
     /// Taken by `save`.
@@ -108,7 +108,7 @@ impl Feed {
             next_seq: 1,
             sinks: Vec::new(),
             path: None,
-            unsaved: false,
+            published: [0; Kind::ALL.len()],
             dirty,
             dirty_receiver: Some(dirty_receiver),
         }
@@ -131,7 +131,7 @@ impl Feed {
                     match seq {
                         Some(seq) if seq >= feed.next_seq => {
                             feed.next_seq = seq + 1;
-                            feed.keep(line.into());
+                            feed.keep(seq, line.into());
                         }
                         _ => skipped += 1,
                     }
@@ -150,7 +150,13 @@ impl Feed {
 
     /// The call log, oldest first.
     pub fn log(&self) -> impl DoubleEndedIterator<Item = &Rc<str>> + ExactSizeIterator {
-        self.log.iter()
+        self.log.iter().map(|(_, json)| json)
+    }
+
+    /// The logged events after `seq`, oldest first.
+    pub fn log_since(&self, seq: u64) -> Vec<(u64, Rc<str>)> {
+        let first = self.log.partition_point(|(logged, _)| *logged <= seq);
+        self.log.range(first..).cloned().collect()
     }
 
     /// The sequence number of the last event published (0: none yet).
@@ -194,9 +200,11 @@ impl Feed {
         let seq = self.next_seq;
         self.next_seq += 1;
         let json: Rc<str> = event.to_json(seq).into();
+        if let Some(index) = Kind::ALL.iter().position(|kind| *kind == event.kind) {
+            self.published[index] += 1;
+        }
         if event.kind.is_call() {
-            self.keep(json.clone());
-            self.unsaved = true;
+            self.keep(seq, json.clone());
             if self.path.is_some() {
                 // Full means a save is already due, which will see this one.
                 let _ = self.dirty.try_send(());
@@ -214,11 +222,11 @@ impl Feed {
         });
     }
 
-    fn keep(&mut self, json: Rc<str>) {
+    fn keep(&mut self, seq: u64, json: Rc<str>) {
         self.log_bytes += json.len() + 1;
-        self.log.push_back(json);
+        self.log.push_back((seq, json));
         while self.log.len() > MAX_LOG_EVENTS || self.log_bytes > MAX_LOG_BYTES {
-            let Some(old) = self.log.pop_front() else { break };
+            let Some((_, old)) = self.log.pop_front() else { break };
             self.log_bytes -= old.len() + 1;
         }
     }
@@ -226,7 +234,7 @@ impl Feed {
     /// The log as the file's bytes.
     fn snapshot(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.log_bytes);
-        for line in &self.log {
+        for (_, line) in &self.log {
             bytes.extend_from_slice(line.as_bytes());
             bytes.push(b'\n');
         }
@@ -235,23 +243,18 @@ impl Feed {
 }
 
 impl Feed {
-    /// Save the log now, on this thread, if it changed since the last save:
-    /// at shutdown, where a save in flight may have been cut short.
-    pub fn save_now(&mut self) {
-        let Some(path) = &self.path else { return };
-        if !self.unsaved {
-            return;
-        }
-        match write_atomically(path, &self.snapshot()) {
-            Ok(()) => self.unsaved = false,
-            Err(error) => warn!("cannot save the call log to {}: {error}", path.display()),
-        }
+    /// No more events will come (the daemon is stopping): `save` writes
+    /// what it has not written yet, then returns.
+    pub fn close(&self) {
+        self.dirty.close();
     }
 }
 
 /// Save the call log whenever it changed, one write at a time, off the
 /// daemon's thread. Waits on a channel in between: no timer, no wakeup.
-pub async fn save(feed: &RefCell<Feed>) {
+/// Returns after [`Feed::close`], once the last change is written; the
+/// daemon awaits that, so a write is never cut off by the exit.
+pub async fn save(feed: Rc<RefCell<Feed>>) {
     let (dirty, path) = {
         let mut feed = feed.borrow_mut();
         match (feed.dirty_receiver.take(), feed.path.clone()) {
@@ -261,11 +264,7 @@ pub async fn save(feed: &RefCell<Feed>) {
     };
     let mut failing = false;
     while dirty.recv().await.is_ok() {
-        let bytes = {
-            let mut feed = feed.borrow_mut();
-            feed.unsaved = false;
-            feed.snapshot()
-        };
+        let bytes = feed.borrow().snapshot();
         let target = path.clone();
         match smol::unblock(move || write_atomically(&target, &bytes)).await {
             Ok(()) if failing => {
@@ -302,7 +301,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Kind;
 
     fn event(kind: Kind, from: &str) -> Event {
         Event {
@@ -386,6 +384,9 @@ mod tests {
         let feed = Feed::load(&dir);
         assert_eq!(feed.log().len(), 2);
         assert_eq!(feed.last_seq(), 2);
+        assert_eq!(feed.log_since(1).len(), 1);
+        assert_eq!(feed.log_since(0).len(), 2);
+        assert_eq!(feed.log_since(2).len(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,6 +46,7 @@ mod outbox;
 mod peerjs;
 mod routes;
 mod server;
+mod sse;
 mod stream;
 mod systemd;
 mod tls;

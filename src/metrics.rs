@@ -7,6 +7,8 @@
 use std::cell::Cell;
 use std::fmt::Write as _;
 
+use crate::events::Kind;
+use crate::feed::{Feed, SinkStats};
 use crate::http::Response;
 use crate::protocol::ErrorCode;
 use crate::router::Router;
@@ -47,10 +49,15 @@ pub struct Sockets {
     pub websockets: usize,
     /// Peers dropped because their outgoing queue stayed full.
     pub dropped_slow: u64,
+    /// Rings that made no event (`MAX_RINGS_PER_MINUTE`).
+    pub rings_suppressed: u64,
 }
 
+/// A per-sink metric: name, type, help, and how to read it.
+type SinkFamily = (&'static str, &'static str, &'static str, fn(&SinkStats) -> u64);
+
 /// Prometheus text format, version 0.0.4.
-pub fn render(router: &Router, sockets: Sockets, connections: &Connections) -> Response {
+pub fn render(router: &Router, sockets: Sockets, connections: &Connections, feed: &Feed) -> Response {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
         let _ =
@@ -79,6 +86,41 @@ pub fn render(router: &Router, sockets: Sockets, connections: &Connections) -> R
     for (code, count) in ErrorCode::ALL.iter().zip(router.stats.rejected) {
         let _ = writeln!(out, "intercomd_messages_rejected_total{{reason=\"{}\"}} {count}", code.as_str());
     }
+    let _ = writeln!(out, "# HELP intercomd_events_total Intercom events published, by kind.");
+    let _ = writeln!(out, "# TYPE intercomd_events_total counter");
+    for (kind, count) in Kind::ALL.iter().zip(feed.published) {
+        let _ = writeln!(out, "intercomd_events_total{{event=\"{}\"}} {count}", kind.as_str());
+    }
+    let mut metric = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
+        let _ =
+            writeln!(out, "# HELP intercomd_{name} {help}\n# TYPE intercomd_{name} {kind}\nintercomd_{name} {value}");
+    };
+    metric(
+        "rings_suppressed_total",
+        "counter",
+        "Rings that made no event because their caller rang too often.",
+        &sockets.rings_suppressed,
+    );
+    metric("event_streams", "gauge", "Live event streams (GET /api/events) open now.", &feed.stream_count());
+    let sinks: Vec<_> = feed.sinks().collect();
+    let families: [SinkFamily; 4] = [
+        ("event_sink_up", "gauge", "1 while the sink is connected (MQTT) or its last delivery worked (HTTP).", |s| {
+            u64::from(s.up.get())
+        }),
+        ("event_sink_delivered_total", "counter", "Events the sink delivered.", |s| s.delivered.get()),
+        ("event_sink_failed_total", "counter", "Events the sink gave up on after its retries.", |s| s.failed.get()),
+        ("event_sink_dropped_total", "counter", "Events lost because the sink's queue was full.", |s| s.dropped.get()),
+    ];
+    for (name, kind, help, value) in families {
+        if sinks.is_empty() {
+            break;
+        }
+        let _ = writeln!(out, "# HELP intercomd_{name} {help}\n# TYPE intercomd_{name} {kind}");
+        for sink in &sinks {
+            let target = sink.target.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = writeln!(out, "intercomd_{name}{{sink=\"{}\",target=\"{target}\"}} {}", sink.name, value(sink));
+        }
+    }
     Response::new(200, "text/plain; version=0.0.4; charset=utf-8", out.into_bytes())
         .with_header("Cache-Control", "no-store")
 }
@@ -100,7 +142,11 @@ mod tests {
         connections.accepted();
         connections.closed();
         connections.refused();
-        let response = render(&router, Sockets { websockets: 1, dropped_slow: 7 }, &connections);
+        let mut feed = Feed::new();
+        let webhook = feed.subscribe("webhook", "http://hook.lan/\"x\"".into(), 1);
+        webhook.stats.delivered.set(3);
+        let sockets = Sockets { websockets: 1, dropped_slow: 7, rings_suppressed: 2 };
+        let response = render(&router, sockets, &connections, &feed);
         let text = String::from_utf8(response.body.to_vec()).unwrap();
         for line in [
             "intercomd_peers 0",
@@ -110,6 +156,11 @@ mod tests {
             "intercomd_connections_refused_total 1",
             "intercomd_peers_dropped_slow_total 7",
             "intercomd_messages_rejected_total{reason=\"bad-json\"} 0",
+            "intercomd_events_total{event=\"ring\"} 0",
+            "intercomd_rings_suppressed_total 2",
+            "intercomd_event_streams 0",
+            "intercomd_event_sink_delivered_total{sink=\"webhook\",target=\"http://hook.lan/\\\"x\\\"\"} 3",
+            "intercomd_event_sink_up{sink=\"webhook\",target=\"http://hook.lan/\\\"x\\\"\"} 0",
         ] {
             assert_eq!(text.lines().filter(|l| *l == line).count(), 1, "{line:?} in\n{text}");
         }

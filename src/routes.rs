@@ -11,6 +11,7 @@
 use crate::api;
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::http::{self, Request, Response};
 use crate::hub::Hub;
 use crate::metrics::{self, Connections, Sockets};
@@ -22,6 +23,7 @@ use crate::static_files;
 pub struct View<'a> {
     pub config: &'a Config,
     pub hub: &'a Hub,
+    pub feed: &'a Feed,
     pub connections: &'a Connections,
     /// The HTTPS listener's port and the local CA (DER), if there is one.
     pub https: Option<Https<'a>>,
@@ -40,6 +42,49 @@ pub fn websocket(path: &str, config: &Config) -> Option<Codec> {
         return Some(Codec::Native);
     }
     (path.strip_prefix(config.peerjs.path.as_str()) == Some("/peerjs")).then_some(Codec::PeerJs)
+}
+
+/// Whether `request` asks for the live event stream (`GET /api/events`
+/// with `Accept: text/event-stream`, as `EventSource` sends): `Ok` with
+/// the sequence number to replay the log after (`Last-Event-ID`, else
+/// `?since=`, else 0: the whole log), or the error to answer.
+pub fn event_stream(request: &Request) -> Option<Result<u64, Response>> {
+    let wanted = request.method == "GET"
+        && request.path == "/api/events"
+        && request.header("accept").is_some_and(|accept| accept.contains("text/event-stream"));
+    if !wanted {
+        return None;
+    }
+    Some(since(request).map(|since| since.unwrap_or(0)))
+}
+
+/// The head of the event stream's response (CORS as for the rest of the
+/// API): no length, so it ends when the connection does.
+pub fn event_stream_head(request: &Request, config: &Config) -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n".to_vec();
+    for (name, value) in with_cors(Response::new(200, "", Vec::new()), request, config).headers {
+        if name.starts_with("Access-Control") || name == "Vary" {
+            head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+    }
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    head
+}
+
+/// `Last-Event-ID`, else `?since=`: a sequence number, if given.
+fn since(request: &Request) -> Result<Option<u64>, Response> {
+    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
+    let given = request.header("last-event-id").map(str::to_string).or_else(|| {
+        query.into_iter().find(|(name, _)| name == "since").map(|(_, value)| value.unwrap_or_default())
+    });
+    match given {
+        None => Ok(None),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Response::json_error(400, "since (or Last-Event-ID) is the seq of an event: a whole number")),
+    }
 }
 
 /// The answer to a plain HTTP request (not a WebSocket upgrade), CORS
@@ -66,14 +111,22 @@ fn answer(view: &View, request: &Request) -> Response {
             _ => Response::json_error(400, "a room name is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"),
         },
         Some(Endpoint::Health) => api::healthz(),
+        Some(Endpoint::Events) => match since(request) {
+            Ok(since) => api::events(view.feed, since.unwrap_or(0)),
+            Err(response) => response,
+        },
         Some(Endpoint::Https) => match &view.https {
             Some(https) => api::https(Some(https.port), https.ca_der),
             None => api::https(None, None),
         },
         Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
         Some(Endpoint::Metrics) => {
-            let sockets = Sockets { websockets: view.hub.websocket_count(), dropped_slow: view.hub.dropped_slow() };
-            metrics::render(router, sockets, view.connections)
+            let sockets = Sockets {
+                websockets: view.hub.websocket_count(),
+                dropped_slow: view.hub.dropped_slow(),
+                rings_suppressed: view.hub.rings_suppressed(),
+            };
+            metrics::render(router, sockets, view.connections, view.feed)
         }
         Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
@@ -103,6 +156,8 @@ enum Endpoint<'a> {
     /// `/api/rooms/<room>`, the name still percent-encoded.
     Room(&'a str),
     Health,
+    /// `/api/events`: the call log (its live stream is `event_stream`).
+    Events,
     Metrics,
     /// `/api/https`: the secure address and the local CA.
     Https,
@@ -121,6 +176,7 @@ impl Endpoint<'_> {
             "/api/peers" => Some(Endpoint::Peers),
             "/api/rooms" => Some(Endpoint::Rooms),
             "/healthz" => Some(Endpoint::Health),
+            "/api/events" => Some(Endpoint::Events),
             "/metrics" => Some(Endpoint::Metrics),
             "/api/https" => Some(Endpoint::Https),
             api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
@@ -203,7 +259,7 @@ mod tests {
     fn check(config: &Config, https: Option<Https>, method: &str, target: &str, expected: &str) {
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config, hub: &hub, connections: &connections, https };
+        let view = View { config, hub: &hub, feed: &Feed::new(), connections: &connections, https };
         let response = respond(&view, &request(method, target, &[]));
         let content_type = response.headers.iter().find(|(k, _)| *k == "Content-Type").map_or("", |(_, v)| v);
         let got = format!("{} {content_type} {}", response.status, String::from_utf8_lossy(&response.body));
@@ -283,12 +339,30 @@ mod tests {
         let hello = protocol::Hello { id: Some("app".into()), room: peerjs::ROOM.into(), token: Some("t".into()) };
         hub.join(conn, Codec::PeerJs, Ok(hello), now);
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, connections: &connections, https: None };
+        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
         let id = respond(&view, &request("GET", "/pj/peerjs/id", &[]));
         assert_eq!(id.status, 200);
         assert!(protocol::is_valid_name(std::str::from_utf8(&id.body).unwrap()), "a bare id: {:?}", id.body);
         assert_eq!(&*respond(&view, &request("GET", "/pj/peerjs/peers", &[])).body, br#"["app"]"#);
         assert_eq!(respond(&view, &request("GET", "/peerjs/peerjs/id", &[])).status, 404, "the old path is a page");
+    }
+
+    #[test]
+    fn events_as_json_or_as_a_stream() {
+        let config = config(&[]);
+        check(&config, None, "GET", "/api/events", r#"200 application/json {"events":[]}"#);
+        check(&config, None, "GET", "/api/events?since=x", "400 application/json");
+        check(&config, None, "POST", "/api/events", "405");
+        let stream = |target: &str, headers: &[(&str, &str)]| event_stream(&request("GET", target, headers));
+        let sse = [("accept", "text/event-stream")];
+        assert!(stream("/api/events", &[]).is_none(), "plain GET is JSON");
+        assert_eq!(stream("/api/events", &sse).unwrap().ok(), Some(0));
+        assert_eq!(stream("/api/events?since=7", &sse).unwrap().ok(), Some(7));
+        let resumed = [("accept", "text/event-stream"), ("last-event-id", "9")];
+        assert_eq!(stream("/api/events?since=7", &resumed).unwrap().ok(), Some(9), "the browser's resume wins");
+        assert_eq!(stream("/api/events?since=-1", &sse).unwrap().unwrap_err().status, 400);
+        let head = event_stream_head(&request("GET", "/api/events", &sse), &config);
+        assert!(String::from_utf8(head).unwrap().starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"));
     }
 
     #[test]
@@ -307,7 +381,7 @@ mod tests {
         let config = config(&["--allow-origin", "https://panel.example"]);
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, connections: &connections, https: None };
+        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
         let cors = |target: &str, origin: &str| {
             let response = respond(&view, &request("GET", target, &[("origin", origin)]));
             response.headers.iter().find(|(k, _)| *k == "Access-Control-Allow-Origin").map(|(_, v)| v.to_string())

@@ -153,10 +153,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let (alive, all_gone) = channel::bounded::<()>(1);
     let accepting = Accepting { executor: &executor, shared: &shared, caps: &caps, stop: &stop, alive };
 
+    // Its own task rather than one more branch of the race below: a save
+    // in progress must finish, not be dropped, when the daemon stops.
+    let saving = executor.spawn(feed::save(shared.feed.clone()));
     executor
         .run(async {
             let plain = or(accepting.run(&http, false), hub::run_timers(&shared.hub));
-            let plain = or(plain, feed::save(&shared.feed));
             let secure = async {
                 match &https_listener {
                     Some(listener) => or(accepting.run(listener, true), renew_certificates(&shared)).await,
@@ -172,10 +174,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             if with_timeout(SHUTDOWN_GRACE, all_gone.recv()).await.is_none() {
                 warn!("{} connections still open after {SHUTDOWN_GRACE:?}; dropping them", shared.connections.open());
             }
-            // The goodbyes may have ended calls; and a save may have been
-            // cut short above.
+            // The goodbyes may have ended calls; then the last save.
             shared.hub.borrow_mut().flush_events();
-            shared.feed.borrow_mut().save_now();
+            shared.feed.borrow().close();
+            if with_timeout(SHUTDOWN_GRACE, saving).await.is_none() {
+                warn!("the call log was not saved within {SHUTDOWN_GRACE:?}");
+            }
         })
         .await;
     Ok(())

@@ -5,10 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The pure core: no I/O, no `.await`, no clock. It imports only itself.
-const CORE: [&str; 5] = ["router", "codec", "protocol", "peerjs", "liveness"];
+const CORE: [&str; 6] = ["router", "codec", "protocol", "peerjs", "liveness", "events"];
 
 /// (module, what it must never import)
-const NEVER: [(&str, &[&str]); 4] = [
+const NEVER: [(&str, &[&str]); 6] = [
+    // The call log and the consumers' queues: below the hub, beside the core.
+    ("feed", &["hub", "router", "ws", "conn", "server", "daemon", "routes"]),
+    ("sse", &["hub", "router", "ws", "server", "daemon", "routes"]),
     ("hub", &["ws", "conn", "server", "daemon", "routes"]),
     ("ws", &["conn", "server", "daemon", "routes"]),
     ("routes", &["ws", "conn", "server", "daemon", "stream", "tls", "outbox"]),
@@ -16,7 +19,7 @@ const NEVER: [(&str, &[&str]); 4] = [
 ];
 
 /// (module, the only modules that may import it)
-const ONLY_FROM: [(&str, &[&str]); 2] = [("conn", &["server"]), ("server", &["daemon"])];
+const ONLY_FROM: [(&str, &[&str]); 3] = [("conn", &["server"]), ("server", &["daemon"]), ("sse", &["conn"])];
 
 /// Each module of `src/` and the modules of this crate its non-test code
 /// names (`crate::x`).

@@ -1,0 +1,137 @@
+//! The live event stream: `GET /api/events` as Server-Sent Events.
+//!
+//! The stream first replays the call log after the client's last event
+//! (`Last-Event-ID`, which `EventSource` resends when it reconnects, or
+//! `?since=`), then sends every event as it is published, each as
+//! `id: <seq>` and `data: <event JSON>`. Subscribing and reading the log
+//! happen in one borrow of the feed, so nothing falls between them.
+//!
+//! Invariants:
+//! - A stream exists only while a client watches: its task holds the one
+//!   timer (the heartbeat) and its place among `MAX_STREAMS`.
+//! - A client that does not read is cut off when its queue fills (the feed
+//!   closes it), and every write is bounded by `WRITE_TIMEOUT`.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use log::debug;
+use smol::channel::Receiver;
+use smol::future::or;
+use smol::io::AsyncWriteExt;
+use smol::Timer;
+
+use crate::feed::{Feed, MAX_STREAMS};
+use crate::http::{Response, WRITE_TIMEOUT};
+use crate::stream::{with_timeout, Stream};
+
+/// A comment line sent when nothing else was, so that a client that went
+/// away is noticed (its write fails) and proxies keep the stream open.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// How long `EventSource` waits before reconnecting, in milliseconds.
+const RETRY_MS: u32 = 2000;
+
+/// Serve the stream on `stream` until the client goes, does not read, or
+/// the daemon stops (`stop` closes).
+pub async fn serve(
+    mut stream: Stream,
+    feed: &RefCell<Feed>,
+    since: u64,
+    head: Vec<u8>,
+    address: SocketAddr,
+    stop: Receiver<()>,
+) {
+    let subscribed = {
+        let mut feed = feed.borrow_mut();
+        feed.stream().map(|events| (events, feed.log_since(since)))
+    };
+    let Some((events, backlog)) = subscribed else {
+        let message = format!("{MAX_STREAMS} event streams are open already; try again later");
+        let response = Response::json_error(503, &message).with_header("Retry-After", "30");
+        let _ = with_timeout(WRITE_TIMEOUT, async {
+            stream.write_all(&response.head_bytes(false)).await?;
+            stream.write_all(&response.body).await?;
+            stream.flush().await
+        })
+        .await;
+        return;
+    };
+    let mut first = head;
+    let _ = write!(Text(&mut first), "retry: {RETRY_MS}\n\n");
+    for (seq, json) in &backlog {
+        frame(&mut first, *seq, json);
+    }
+    drop(backlog);
+    if !send(&mut stream, &first).await {
+        return;
+    }
+    drop(first);
+    debug!("{address}: event stream opened");
+    loop {
+        let next = or(
+            async { Some(events.recv().await.ok()) },
+            or(
+                async {
+                    let _ = stop.recv().await;
+                    None
+                },
+                async {
+                    Timer::after(HEARTBEAT).await;
+                    Some(None)
+                },
+            ),
+        )
+        .await;
+        let mut bytes = Vec::new();
+        match next {
+            // The daemon is stopping.
+            None => break,
+            Some(Some(published)) => {
+                frame(&mut bytes, published.seq, &published.json);
+                // Whatever else is queued goes in the same write.
+                while let Ok(published) = events.try_recv() {
+                    frame(&mut bytes, published.seq, &published.json);
+                }
+            }
+            // The heartbeat; or the feed closed the queue of a stream that
+            // did not read, which the write below then ends.
+            Some(None) if events.is_closed() && events.is_empty() => {
+                debug!("{address}: event stream cut off: the client did not read");
+                break;
+            }
+            Some(None) => bytes.extend_from_slice(b":\n\n"),
+        }
+        if !send(&mut stream, &bytes).await {
+            break;
+        }
+    }
+    let _ = with_timeout(WRITE_TIMEOUT, stream.close()).await;
+    debug!("{address}: event stream closed");
+}
+
+/// One event: `id: 7\ndata: {...}\n\n`.
+fn frame(bytes: &mut Vec<u8>, seq: u64, json: &str) {
+    let _ = write!(Text(bytes), "id: {seq}\ndata: {json}\n\n");
+}
+
+async fn send(stream: &mut Stream, bytes: &[u8]) -> bool {
+    let written = with_timeout(WRITE_TIMEOUT, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await;
+    matches!(written, Some(Ok(())))
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Text<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
