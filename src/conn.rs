@@ -167,7 +167,7 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
             match wanted {
                 Ok(since) => {
                     let head = routes::event_stream_head(&request, &shared.config);
-                    sse::serve(stream, &shared.feed, since, head, address, stop).await;
+                    Box::pin(sse::serve(stream, &shared.feed, since, head, address, stop)).await;
                 }
                 Err(response) => {
                     write_response(&mut stream, &response, false, false).await;

@@ -24,7 +24,7 @@
 //! A call is keyed by its caller and call id, so one peer cannot end or
 //! answer another caller's call by reusing its id.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -122,8 +122,8 @@ pub struct Event {
     pub by: Option<String>,
     pub reason: Option<String>,
     pub media: Option<String>,
-    /// `answered`: seconds since the ring. `ended`: the call's duration.
-    pub seconds: Option<f64>,
+    /// `answered`: time since the ring. `ended`: the call's duration.
+    pub elapsed: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,47 +171,52 @@ impl Event {
             by: None,
             reason: None,
             media: None,
-            seconds: None,
+            elapsed: None,
         }
     }
 
     /// One line of JSON, fields in a fixed order:
     /// `{"seq":7,"event":"ring","time":"2026-12-02T14:02:03.120Z","room":..,"from":..,"to":..,"call":..,
-    /// "by":..,"reason":..,"media":..,"after"|"duration":..}`; absent fields are left out.
+    /// "by":..,"reason":..,"media":..,"after"|"duration":..}`; absent fields are left out. Durations are
+    /// in seconds with one decimal (enough for people, stable in tests).
     pub fn to_json(&self, seq: u64) -> String {
-        let mut object = Map::new();
-        object.insert("seq".into(), seq.into());
-        object.insert("event".into(), self.kind.as_str().into());
-        object.insert("time".into(), rfc3339(self.unix_ms).into());
-        object.insert("room".into(), self.room.clone().into());
-        object.insert(if self.kind.is_call() { "from" } else { "peer" }.into(), self.from.clone().into());
-        let optional = [("to", &self.to), ("call", &self.call), ("by", &self.by), ("reason", &self.reason), ("media", &self.media)];
-        for (name, value) in optional {
+        let mut out = format!("{{\"seq\":{seq},\"event\":\"{}\",\"time\":\"{}\"", self.kind.as_str(), rfc3339(self.unix_ms));
+        let from = if self.kind.is_call() { "from" } else { "peer" };
+        let text = [("room", Some(&self.room)), (from, Some(&self.from)), ("to", self.to.as_ref()), ("call", self.call.as_ref())];
+        let more = [("by", self.by.as_ref()), ("reason", self.reason.as_ref()), ("media", self.media.as_ref())];
+        for (name, value) in text.into_iter().chain(more) {
             if let Some(value) = value {
-                object.insert(name.into(), value.clone().into());
+                // Ids and rooms are plain already; call fields are checked
+                // by `signal`; escaping anyway keeps the line JSON whatever
+                // comes in.
+                let _ = write!(out, ",\"{name}\":");
+                push_json_string(&mut out, value);
             }
         }
-        if let Some(seconds) = self.seconds {
+        if let Some(elapsed) = self.elapsed {
             let name = if self.kind == Kind::Answered { "after" } else { "duration" };
-            // Tenths of a second: enough for people, stable in tests.
-            let tenths = (seconds * 10.0).round() / 10.0;
-            object.insert(name.into(), serde_json::Number::from_f64(tenths).map_or(Value::Null, Value::Number));
-        }
-        // serde_json's map keeps keys sorted unless told otherwise; write
-        // them in the documented order instead.
-        let order = ["seq", "event", "time", "room", "from", "peer", "to", "call", "by", "reason", "media", "after", "duration"];
-        let mut out = String::from("{");
-        for name in order {
-            if let Some(value) = object.get(name) {
-                if out.len() > 1 {
-                    out.push(',');
-                }
-                let _ = write!(out, "{}:{}", Value::from(name), value);
-            }
+            let tenths = elapsed.as_secs() * 10 + u64::from(elapsed.subsec_millis() + 50) / 100;
+            let _ = write!(out, ",\"{name}\":{}.{}", tenths / 10, tenths % 10);
         }
         out.push('}');
         out
     }
+}
+
+/// `text` as a JSON string.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// `unix_ms` as RFC 3339 in UTC with milliseconds: `2026-12-02T14:02:03.120Z`.
@@ -245,24 +250,57 @@ struct Call {
     media: Option<String>,
     rang_at: Instant,
     /// Rung peers that have not replied yet.
-    waiting: BTreeSet<String>,
+    waiting: Vec<String>,
     /// The first rung peer that declined.
     declined_by: Option<String>,
     /// Who answered, and when.
     answered: Option<(String, Instant)>,
 }
 
+/// (caller, call id).
+type Key = (String, String);
+
+/// The calls followed, oldest first.
+#[derive(Default)]
+struct Table(Vec<(Key, Call)>);
+
+impl Table {
+    fn get(&self, key: &Key) -> Option<&Call> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, call)| call)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Call> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, call)| call)
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.0.retain(|(k, _)| k != key);
+    }
+}
+
+/// Take `id` out of `list`; whether it was there.
+fn take(list: &mut Vec<String>, id: &str) -> bool {
+    let before = list.len();
+    list.retain(|item| item != id);
+    list.len() != before
+}
+
+/// Rings remembered for `MAX_RINGS_PER_MINUTE`; when this many happened
+/// within a minute (from many callers at once), further rings make no event.
+const MAX_RECENT_RINGS: usize = 256;
+
 /// The calls in progress, and what they have become.
 #[derive(Default)]
 pub struct Calls {
-    /// By (caller, call id).
-    calls: HashMap<(String, String), Call>,
+    /// By (caller, call id); a handful at a time, so a list.
+    calls: Table,
     /// Ringing calls by when they time out, oldest first (every deadline is
     /// `rang_at + RING_TIMEOUT`, so appending keeps the order). Entries of
     /// calls that ended since are skipped when they come up.
     deadlines: VecDeque<(Instant, (String, String))>,
-    /// When each caller's recent rings started, for `MAX_RINGS_PER_MINUTE`.
-    recent_rings: HashMap<String, VecDeque<Instant>>,
+    /// Who rang when, over the last minute, for `MAX_RINGS_PER_MINUTE`
+    /// (oldest first; at most `MAX_RECENT_RINGS`).
+    recent_rings: VecDeque<(String, Instant)>,
     /// Rings not turned into events because of `MAX_RINGS_PER_MINUTE`.
     pub suppressed: u64,
 }
@@ -309,13 +347,13 @@ impl Calls {
                     }
                     call.answered = Some((from.clone(), clock.at));
                     call.waiting.clear();
-                    let after = clock.at.duration_since(call.rang_at).as_secs_f64();
+                    let after = clock.at.duration_since(call.rang_at);
                     events.push(self.event(Kind::Answered, &key, Some(from), None, Some(after), clock));
                 }
                 SignalKind::Reject => {
                     let key = (to, signal.call);
                     let Some(call) = self.calls.get_mut(&key) else { return };
-                    if call.answered.is_some() || !call.waiting.remove(&from) {
+                    if call.answered.is_some() || !take(&mut call.waiting, &from) {
                         return;
                     }
                     let declined = signal.reason.as_deref().is_none_or(|reason| reason == "declined");
@@ -350,7 +388,11 @@ impl Calls {
         if let Some(call) = self.calls.get_mut(&key) {
             // A directed copy of a room ring for a late joiner.
             if call.answered.is_none() {
-                call.waiting.extend(recipients);
+                for recipient in recipients {
+                    if !call.waiting.contains(&recipient) {
+                        call.waiting.push(recipient);
+                    }
+                }
             }
             return;
         }
@@ -358,32 +400,30 @@ impl Calls {
         if recipients.is_empty() {
             return;
         }
-        let recent = self.recent_rings.entry(key.0.clone()).or_default();
-        while recent.front().is_some_and(|at| clock.at.duration_since(*at) >= Duration::from_secs(60)) {
+        let recent = &mut self.recent_rings;
+        while recent.front().is_some_and(|(_, at)| clock.at.duration_since(*at) >= Duration::from_secs(60)) {
             recent.pop_front();
         }
-        if recent.len() >= MAX_RINGS_PER_MINUTE {
+        let rang = recent.iter().filter(|(caller, _)| *caller == key.0).count();
+        if rang >= MAX_RINGS_PER_MINUTE || recent.len() >= MAX_RECENT_RINGS {
             self.suppressed += 1;
             return;
         }
-        recent.push_back(clock.at);
-        self.recent_rings.retain(|_, recent| !recent.is_empty());
-        if self.calls.len() >= MAX_OPEN_CALLS {
-            let oldest = self.calls.iter().min_by_key(|(_, call)| call.rang_at).map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.calls.remove(&oldest);
-            }
+        recent.push_back((key.0.clone(), clock.at));
+        if self.calls.0.len() >= MAX_OPEN_CALLS {
+            // Calls are added in time order: the first is the oldest.
+            self.calls.0.remove(0);
         }
         let call = Call {
             room,
             to,
             media: signal.media,
             rang_at: clock.at,
-            waiting: recipients.into_iter().collect(),
+            waiting: recipients,
             declined_by: None,
             answered: None,
         };
-        self.calls.insert(key.clone(), call);
+        self.calls.0.push((key.clone(), call));
         self.deadlines.push_back((clock.at + RING_TIMEOUT, key.clone()));
         events.push(self.event(Kind::Ring, &key, None, None, None, clock));
     }
@@ -391,7 +431,7 @@ impl Calls {
     fn hangup(&mut self, from: String, to: String, signal: Signal, clock: Clock, events: &mut Vec<Event>) {
         // The caller's hangup is keyed by itself, the callee's by the caller.
         let by_caller = (from.clone(), signal.call.clone());
-        let key = if self.calls.contains_key(&by_caller) { by_caller } else { (to, signal.call) };
+        let key = if self.calls.get(&by_caller).is_some() { by_caller } else { (to, signal.call) };
         let Some(call) = self.calls.get(&key) else { return };
         let reason = signal.reason;
         match &call.answered {
@@ -414,7 +454,7 @@ impl Calls {
             // A rung peer hanging up a ring is a reply.
             None => {
                 if let Some(call) = self.calls.get_mut(&key) {
-                    call.waiting.remove(&from);
+                    take(&mut call.waiting, &from);
                 }
                 self.settle(&key, clock, events);
             }
@@ -423,13 +463,15 @@ impl Calls {
 
     /// A peer is gone: its calls end, and it no longer holds a ring open.
     fn peer_gone(&mut self, id: &str, clock: Clock, events: &mut Vec<Event>) {
-        let mut keys: Vec<(String, String)> = self
+        let keys: Vec<(String, String)> = self
             .calls
+            .0
             .iter()
-            .filter(|(key, call)| key.0 == id || call.waiting.contains(id) || call.answered.as_ref().is_some_and(|(by, _)| by == id))
+            .filter(|(key, call)| {
+                key.0 == id || call.waiting.iter().any(|w| w == id) || call.answered.as_ref().is_some_and(|(by, _)| by == id)
+            })
             .map(|(key, _)| key.clone())
             .collect();
-        keys.sort_by_key(|key| self.calls[key].rang_at);
         for key in keys {
             let Some(call) = self.calls.get_mut(&key) else { continue };
             if call.answered.is_some() {
@@ -437,7 +479,7 @@ impl Calls {
             } else if key.0 == id {
                 self.finish_missed(&key, "caller-left", clock, events);
             } else {
-                call.waiting.remove(id);
+                take(&mut call.waiting, id);
                 self.settle(&key, clock, events);
             }
         }
@@ -472,7 +514,7 @@ impl Calls {
         events: &mut Vec<Event>,
     ) {
         let Some(call) = self.calls.get(key) else { return };
-        let duration = call.answered.as_ref().map(|(_, at)| clock.at.duration_since(*at).as_secs_f64());
+        let duration = call.answered.as_ref().map(|(_, at)| clock.at.duration_since(*at));
         events.push(self.event(Kind::Ended, key, Some(by), reason, duration, clock));
         self.calls.remove(key);
     }
@@ -483,10 +525,10 @@ impl Calls {
         key: &(String, String),
         by: Option<String>,
         reason: Option<String>,
-        seconds: Option<f64>,
+        elapsed: Option<Duration>,
         clock: Clock,
     ) -> Event {
-        let call = &self.calls[key];
+        let call = self.calls.get(key).expect("an event of a call that is followed");
         Event {
             kind,
             unix_ms: clock.unix_ms,
@@ -497,7 +539,7 @@ impl Calls {
             by,
             reason,
             media: call.media.clone(),
-            seconds,
+            elapsed,
         }
     }
 }
@@ -742,6 +784,20 @@ mod tests {
     }
 
     #[test]
+    fn rings_from_many_callers_are_limited_per_minute_too() {
+        let time = Time(Instant::now());
+        let mut calls = Calls::new();
+        let mut events = Vec::new();
+        for n in 0..MAX_RECENT_RINGS + 3 {
+            calls.observe(call(Request, &format!("p{n}"), "*", &["a"], None), time.at(0.1), &mut events);
+        }
+        assert_eq!(events.len(), MAX_RECENT_RINGS);
+        assert_eq!(calls.suppressed, 3);
+        calls.observe(call(Request, "late", "*", &["a"], None), time.at(60.1), &mut events);
+        assert_eq!(events.len(), MAX_RECENT_RINGS + 1, "a minute later there is room again");
+    }
+
+    #[test]
     fn open_calls_are_bounded() {
         let time = Time(Instant::now());
         let mut calls = Calls::new();
@@ -753,8 +809,8 @@ mod tests {
             }
             calls.observe(seen, time.at(n as f64 / 100.0), &mut events);
         }
-        assert_eq!(calls.calls.len(), MAX_OPEN_CALLS);
-        assert!(!calls.calls.contains_key(&("p0".to_string(), "c0".to_string())), "the oldest went first");
+        assert_eq!(calls.calls.0.len(), MAX_OPEN_CALLS);
+        assert!(calls.calls.get(&("p0".to_string(), "c0".to_string())).is_none(), "the oldest went first");
     }
 
     #[test]
@@ -787,7 +843,7 @@ mod tests {
             by: Some("kitchen".into()),
             reason: None,
             media: Some("video".into()),
-            seconds: Some(4.25),
+            elapsed: Some(Duration::from_millis(4250)),
         };
         assert_eq!(
             event.to_json(7),
@@ -795,6 +851,14 @@ mod tests {
         );
         let online = Event::presence(Kind::Online, "kitchen".into(), "home".into(), Clock { at: Instant::now(), unix_ms: 0 });
         assert_eq!(online.to_json(1), r#"{"seq":1,"event":"online","time":"1970-01-01T00:00:00.000Z","room":"home","peer":"kitchen"}"#);
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\u{1}d\u{e9}");
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "a\"b\\c\u{1}d\u{e9}");
+        assert_eq!(out, "\"a\\\"b\\\\c\\u0001d\u{e9}\"");
     }
 
     #[test]
