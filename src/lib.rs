@@ -49,4 +49,5 @@ mod server;
 mod stream;
 mod systemd;
 mod tls;
+mod webhook;
 mod ws;
