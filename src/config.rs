@@ -138,14 +138,14 @@ pub struct Flags {
     #[argh(switch)]
     pub peerjs_discovery: bool,
 
-    /// POST every event's JSON to this http(s) URL, e.g. a Home Assistant
+    /// POST every event's JSON to this http URL, e.g. a Home Assistant
     /// webhook trigger http://ha:8123/api/webhook/ID (repeatable;
     /// user:password@ in the URL becomes Basic auth)
     #[argh(option)]
     pub webhook: Vec<String>,
 
     /// push a notification to this ntfy topic URL on each ring, e.g.
-    /// https://ntfy.sh/my-door
+    /// http://ntfy.lan/door (http only)
     #[argh(option)]
     pub ntfy: Option<String>,
 
@@ -158,11 +158,6 @@ pub struct Flags {
     /// link (default https://<first LAN IPv4 address>:<https port>/)
     #[argh(option)]
     pub public_url: Option<String>,
-
-    /// PEM certificates trusted for https webhook and ntfy servers
-    /// (default /etc/ssl/certs/ca-certificates.crt)
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
 
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
@@ -277,14 +272,12 @@ pub struct Hooks {
     pub ntfy: Option<Ntfy>,
     /// `--public-url`: the link in a notification; `None` derives one.
     pub public_url: Option<Url>,
-    /// `--ca-file`: the trust store for https targets.
-    pub ca_file: PathBuf,
 }
 
 /// `--ntfy`: the server root to POST to, and the topic.
 #[derive(Debug, Clone)]
 pub struct Ntfy {
-    /// The topic URL with its last path segment taken off: `https://ntfy.sh/`.
+    /// The topic URL with its last path segment taken off: `http://ntfy.lan/`.
     pub server: Url,
     pub topic: String,
     /// From `--ntfy-token-file` or `INTERCOMD_NTFY_TOKEN`.
@@ -301,26 +294,35 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The system's trust store on Debian and Raspberry Pi OS.
-pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// A webhook or ntfy URL: http only (an https client would cost more
+/// binary than the whole events feature may; see `webhook.rs`).
+fn target_url(flag: &str, text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|why| format!("error: {flag} {}: {why}", redact(text)))?;
+    if url.https {
+        return Err(format!(
+            "error: {flag} {url}: https is not supported for webhooks and ntfy; use http:// (on the LAN, or through a local proxy)"
+        ));
+    }
+    Ok(url)
+}
 
 fn validate_hooks(flags: &Flags, env_token: Option<String>) -> Result<Hooks, String> {
     let mut webhooks = Vec::new();
     for url in &flags.webhook {
-        webhooks.push(Url::parse(url).map_err(|why| format!("error: --webhook {}: {why}", redact(url)))?);
+        webhooks.push(target_url("--webhook", url)?);
     }
     let ntfy = match &flags.ntfy {
         None if flags.ntfy_token_file.is_some() => return Err("error: --ntfy-token-file needs --ntfy".into()),
         None => None,
         Some(text) => {
-            let url = Url::parse(text).map_err(|why| format!("error: --ntfy {}: {why}", redact(text)))?;
+            let url = target_url("--ntfy", text)?;
             let (root, topic) = url.target.rsplit_once('/').unwrap_or_default();
             // ntfy's own rule for topic names.
             let valid = (1..=64).contains(&topic.len())
                 && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
             if !valid {
                 return Err(format!(
-                    "error: --ntfy {url}: must end in a topic (1-64 of A-Z a-z 0-9 - _), like https://ntfy.sh/my-door"
+                    "error: --ntfy {url}: must end in a topic (1-64 of A-Z a-z 0-9 - _), like http://ntfy.lan/door"
                 ));
             }
             let token = match &flags.ntfy_token_file {
@@ -345,11 +347,7 @@ fn validate_hooks(flags: &Flags, env_token: Option<String>) -> Result<Hooks, Str
         Some(text) => Some(Url::parse(text).map_err(|why| format!("error: --public-url {}: {why}", redact(text)))?),
         None => None,
     };
-    let ca_file = flags.ca_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA_FILE));
-    if flags.ca_file.is_some() && !ca_file.is_file() {
-        return Err(format!("error: --ca-file {}: not a file", ca_file.display()));
-    }
-    Ok(Hooks { webhooks, ntfy, public_url, ca_file })
+    Ok(Hooks { webhooks, ntfy, public_url })
 }
 
 /// A URL as given on the command line, with any `user:password@` replaced,
@@ -602,20 +600,21 @@ mod tests {
     }
     #[test]
     fn webhook_and_ntfy_flags_are_checked() {
-        check(&["--webhook", "http://ha:8123/api/webhook/door", "--webhook", "https://u:p@nodered.lan/hook"], Ok(()));
+        check(&["--webhook", "http://ha:8123/api/webhook/door", "--webhook", "http://u:p@nodered.lan/hook"], Ok(()));
+        check(&["--webhook", "https://u:p@nodered.lan/hook"], Err("https is not supported"));
         check(&["--webhook", "ftp://ha/"], Err("--webhook ftp://ha/: scheme must be http or https"));
         check(&["--webhook", "http:///api"], Err("needs a host"));
         check(&["--webhook", "http://ha:99999/"], Err("the port must be"));
         check(&["--webhook", "ha:8123"], Err("--webhook"));
-        check(&["--ntfy", "https://ntfy.sh/door-1"], Ok(()));
-        check(&["--ntfy", "https://ntfy.sh/"], Err("must end in a topic"));
+        check(&["--ntfy", "http://ntfy.sh/door-1"], Ok(()));
+        check(&["--ntfy", "https://ntfy.sh/door-1"], Err("--ntfy https://ntfy.sh/door-1: https is not supported"));
+        check(&["--ntfy", "http://ntfy.sh/"], Err("must end in a topic"));
         check(&["--ntfy", "http://ntfy.lan:0/door"], Err("the port must be"));
         check(&["--ntfy", "mqtt://ntfy.lan/door"], Err("scheme must be http or https"));
         check(&["--ntfy-token-file", "/x"], Err("--ntfy-token-file needs --ntfy"));
-        check(&["--ntfy", "https://ntfy.sh/d", "--ntfy-token-file", "/definitely/not/here"], Err("--ntfy-token-file"));
+        check(&["--ntfy", "http://ntfy.sh/d", "--ntfy-token-file", "/definitely/not/here"], Err("--ntfy-token-file"));
         check(&["--public-url", "https://intercom.lan:8443/"], Ok(()));
         check(&["--public-url", "intercom.lan"], Err("--public-url"));
-        check(&["--ca-file", "/definitely/not/here"], Err("--ca-file"));
         // A password in a bad URL stays out of the error.
         let (message, _) = Config::from_args(&["--webhook", "gopher://me:hunter2@ha/"]).unwrap_err();
         assert!(!message.contains("hunter2") && message.contains("ha/"), "{message}");
@@ -627,14 +626,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let token_file = dir.join("token");
         std::fs::write(&token_file, "tk_abc\n").unwrap();
-        let args = ["--ntfy", "https://push.example/ntfy/door", "--ntfy-token-file", token_file.to_str().unwrap()];
+        let args = ["--ntfy", "http://push.example/ntfy/door", "--ntfy-token-file", token_file.to_str().unwrap()];
         let hooks = Config::from_args(&args).unwrap().hooks;
         let ntfy = hooks.ntfy.clone().unwrap();
-        assert_eq!(ntfy.server.to_string(), "https://push.example/ntfy/");
+        assert_eq!(ntfy.server.to_string(), "http://push.example/ntfy/");
         assert_eq!(ntfy.topic, "door");
         assert_eq!(ntfy.token, Some(Secret("tk_abc".into())));
         assert!(!format!("{hooks:?}").contains("tk_abc"));
-        assert_eq!(hooks.ca_file, PathBuf::from(DEFAULT_CA_FILE));
         let flags = Flags::from_args(&["intercomd"], &["--ntfy", "http://ntfy.lan/door"]).unwrap();
         assert_eq!(
             validate_hooks(&flags, Some(" tk_env ".into())).unwrap().ntfy.unwrap().token,

@@ -141,7 +141,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let feed = Rc::new(RefCell::new(Feed::load(&config.state_dir)));
     let ports = (https_state.as_ref().map(|https| https.port), http.local_addr()?.port());
     // None without --webhook and --ntfy: no task, no socket, no timer.
-    let webhooks = webhook::workers(&config.hooks, &feed, ports).map_err(io::Error::other)?;
+    let webhooks = webhook::workers(&config.hooks, &feed, ports);
     let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness, feed.clone());
     let shared = Rc::new(Shared {
         config,
