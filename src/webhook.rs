@@ -294,10 +294,8 @@ impl Worker {
                         Outcome::Status(status) => format!("answered {status}"),
                         Outcome::Failed(why) => why.clone(),
                     };
-                    warn!(
-                        "{}: {why}; retrying, then giving up on each event (quiet until it works again)",
-                        target.label
-                    );
+                    let next = if step == Step::GiveUp { "this event is given up" } else { "retrying" };
+                    warn!("{}: {why}; {next} (no more warnings until it works again)", target.label);
                     failing = true;
                 }
                 match step {
