@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The pure core: no I/O, no `.await`, no clock. It imports only itself.
-const CORE: [&str; 5] = ["router", "codec", "protocol", "peerjs", "liveness"];
+const CORE: [&str; 6] = ["router", "codec", "protocol", "peerjs", "liveness", "events"];
 
 /// (module, what it must never import)
 const NEVER: [(&str, &[&str]); 4] = [
