@@ -14,6 +14,8 @@ use std::time::Duration;
 use argh::FromArgs;
 use log::LevelFilter;
 
+use crate::http::Url;
+
 /// The STUN servers handed to browsers unless `--stun` or `--no-stun` says
 /// otherwise. Browsers on one LAN reach each other through host candidates;
 /// STUN only matters when a peer sits behind another NAT (a phone on a guest
@@ -136,6 +138,27 @@ pub struct Flags {
     #[argh(switch)]
     pub peerjs_discovery: bool,
 
+    /// POST every event's JSON to this http URL, e.g. a Home Assistant
+    /// webhook trigger http://ha:8123/api/webhook/ID (repeatable;
+    /// user:password@ in the URL becomes Basic auth)
+    #[argh(option)]
+    pub webhook: Vec<String>,
+
+    /// push a notification to this ntfy topic URL on each ring, e.g.
+    /// http://ntfy.lan/door (http only)
+    #[argh(option)]
+    pub ntfy: Option<String>,
+
+    /// file holding the ntfy access token (sent as Bearer); the
+    /// environment variable INTERCOMD_NTFY_TOKEN works too
+    #[argh(option)]
+    pub ntfy_token_file: Option<PathBuf>,
+
+    /// the address phones open the pages at, for the ntfy notification's
+    /// link (default https://<first LAN IPv4 address>:<https port>/)
+    #[argh(option)]
+    pub public_url: Option<String>,
+
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
@@ -211,6 +234,8 @@ pub struct Config {
     /// certificate authority).
     pub state_dir: PathBuf,
     pub peerjs: PeerJs,
+    /// Webhooks and ntfy: where events are pushed.
+    pub hooks: Hooks,
     pub log_level: LevelFilter,
 }
 
@@ -237,6 +262,103 @@ pub enum CertificateSource {
     Generated { state_dir: PathBuf },
     /// The user's own certificate chain and key (PEM files).
     Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Where events are pushed (`webhook.rs`): nothing at all by default.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// `--webhook`: every event's JSON is POSTed to each.
+    pub webhooks: Vec<Url>,
+    pub ntfy: Option<Ntfy>,
+    /// `--public-url`: the link in a notification; `None` derives one.
+    pub public_url: Option<Url>,
+}
+
+/// `--ntfy`: the server root to POST to, and the topic.
+#[derive(Debug, Clone)]
+pub struct Ntfy {
+    /// The topic URL with its last path segment taken off: `http://ntfy.lan/`.
+    pub server: Url,
+    pub topic: String,
+    /// From `--ntfy-token-file` or `INTERCOMD_NTFY_TOKEN`.
+    pub token: Option<Secret>,
+}
+
+/// A credential: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// A webhook or ntfy URL: http only (an https client would cost more
+/// binary than the whole events feature may; see `webhook.rs`).
+fn target_url(flag: &str, text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|why| format!("error: {flag} {}: {why}", redact(text)))?;
+    if url.https {
+        return Err(format!(
+            "error: {flag} {url}: https is not supported for webhooks and ntfy; use http:// (on the LAN, or through a local proxy)"
+        ));
+    }
+    Ok(url)
+}
+
+fn validate_hooks(flags: &Flags, env_token: Option<String>) -> Result<Hooks, String> {
+    let mut webhooks = Vec::new();
+    for url in &flags.webhook {
+        webhooks.push(target_url("--webhook", url)?);
+    }
+    let ntfy = match &flags.ntfy {
+        None if flags.ntfy_token_file.is_some() => return Err("error: --ntfy-token-file needs --ntfy".into()),
+        None => None,
+        Some(text) => {
+            let url = target_url("--ntfy", text)?;
+            let (root, topic) = url.target.rsplit_once('/').unwrap_or_default();
+            // ntfy's own rule for topic names.
+            let valid = (1..=64).contains(&topic.len())
+                && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            if !valid {
+                return Err(format!(
+                    "error: --ntfy {url}: must end in a topic (1-64 of A-Z a-z 0-9 - _), like http://ntfy.lan/door"
+                ));
+            }
+            let token = match &flags.ntfy_token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|error| format!("error: --ntfy-token-file {}: {error}", path.display()))?,
+                ),
+                None => env_token,
+            };
+            let token = token.map(|token| token.trim().to_string()).filter(|token| !token.is_empty());
+            if token.as_ref().is_some_and(|token| !token.bytes().all(|b| b.is_ascii_graphic())) {
+                return Err("error: the ntfy token must be printable ASCII without spaces".into());
+            }
+            if token.is_some() && url.userinfo.is_some() {
+                return Err("error: --ntfy: give user:password in the URL or a token, not both".into());
+            }
+            let server = Url { target: format!("{root}/"), ..url.clone() };
+            Some(Ntfy { server, topic: topic.to_string(), token: token.map(Secret) })
+        }
+    };
+    let public_url = match &flags.public_url {
+        Some(text) => Some(Url::parse(text).map_err(|why| format!("error: --public-url {}: {why}", redact(text)))?),
+        None => None,
+    };
+    Ok(Hooks { webhooks, ntfy, public_url })
+}
+
+/// A URL as given on the command line, with any `user:password@` replaced,
+/// for error messages (which end up in the journal).
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 impl Config {
@@ -286,6 +408,7 @@ impl Config {
                 return Err(format!("error: --www {}: not a directory", dir.display()));
             }
         }
+        let hooks = validate_hooks(&flags, std::env::var("INTERCOMD_NTFY_TOKEN").ok())?;
         let state_dir = flags.state_dir.unwrap_or_else(default_state_dir);
         let https = match (flags.no_https, flags.tls_cert, flags.tls_key) {
             (true, None, None) => None,
@@ -338,6 +461,7 @@ impl Config {
             allowed_origins,
             https,
             peerjs,
+            hooks,
             log_level: flags.log_level,
         })
     }
@@ -473,5 +597,51 @@ mod tests {
     #[test]
     fn no_stun_empties_the_list() {
         assert!(Config::from_args(&["--no-stun"]).unwrap().stun_servers.is_empty());
+    }
+    #[test]
+    fn webhook_and_ntfy_flags_are_checked() {
+        check(&["--webhook", "http://ha:8123/api/webhook/door", "--webhook", "http://u:p@nodered.lan/hook"], Ok(()));
+        check(&["--webhook", "https://u:p@nodered.lan/hook"], Err("https is not supported"));
+        check(&["--webhook", "ftp://ha/"], Err("--webhook ftp://ha/: scheme must be http or https"));
+        check(&["--webhook", "http:///api"], Err("needs a host"));
+        check(&["--webhook", "http://ha:99999/"], Err("the port must be"));
+        check(&["--webhook", "ha:8123"], Err("--webhook"));
+        check(&["--ntfy", "http://ntfy.sh/door-1"], Ok(()));
+        check(&["--ntfy", "https://ntfy.sh/door-1"], Err("--ntfy https://ntfy.sh/door-1: https is not supported"));
+        check(&["--ntfy", "http://ntfy.sh/"], Err("must end in a topic"));
+        check(&["--ntfy", "http://ntfy.lan:0/door"], Err("the port must be"));
+        check(&["--ntfy", "mqtt://ntfy.lan/door"], Err("scheme must be http or https"));
+        check(&["--ntfy-token-file", "/x"], Err("--ntfy-token-file needs --ntfy"));
+        check(&["--ntfy", "http://ntfy.sh/d", "--ntfy-token-file", "/definitely/not/here"], Err("--ntfy-token-file"));
+        check(&["--public-url", "https://intercom.lan:8443/"], Ok(()));
+        check(&["--public-url", "intercom.lan"], Err("--public-url"));
+        // A password in a bad URL stays out of the error.
+        let (message, _) = Config::from_args(&["--webhook", "gopher://me:hunter2@ha/"]).unwrap_err();
+        assert!(!message.contains("hunter2") && message.contains("ha/"), "{message}");
+    }
+
+    #[test]
+    fn ntfy_splits_server_and_topic_and_keeps_the_token_secret() {
+        let dir = std::env::temp_dir().join(format!("intercomd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "tk_abc\n").unwrap();
+        let args = ["--ntfy", "http://push.example/ntfy/door", "--ntfy-token-file", token_file.to_str().unwrap()];
+        let hooks = Config::from_args(&args).unwrap().hooks;
+        let ntfy = hooks.ntfy.clone().unwrap();
+        assert_eq!(ntfy.server.to_string(), "http://push.example/ntfy/");
+        assert_eq!(ntfy.topic, "door");
+        assert_eq!(ntfy.token, Some(Secret("tk_abc".into())));
+        assert!(!format!("{hooks:?}").contains("tk_abc"));
+        let flags = Flags::from_args(&["intercomd"], &["--ntfy", "http://ntfy.lan/door"]).unwrap();
+        assert_eq!(
+            validate_hooks(&flags, Some(" tk_env ".into())).unwrap().ntfy.unwrap().token,
+            Some(Secret("tk_env".into()))
+        );
+        let flags = Flags::from_args(&["intercomd"], &["--ntfy", "http://a:b@ntfy.lan/door"]).unwrap();
+        assert!(validate_hooks(&flags, Some("tk".into())).unwrap_err().contains("not both"));
+        let none = Config::from_args(&[]).unwrap().hooks;
+        assert!(none.webhooks.is_empty() && none.ntfy.is_none() && none.public_url.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

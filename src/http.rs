@@ -151,6 +151,105 @@ pub fn parse_query(query: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// An `http://` or `https://` URL of a server the daemon calls (a webhook,
+/// ntfy), checked once at start. Pure, like the rest of this file.
+///
+/// `Debug` and `Display` leave the credentials out, so a `Url` can go in a
+/// log line or a `{:?}` of the whole `Config` without leaking a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    /// A host name, an IPv4 address, or an IPv6 address without brackets.
+    pub host: String,
+    pub port: u16,
+    /// What goes on the request line: the path and query, from `/`.
+    pub target: String,
+    /// `user:password` as written in the URL (still percent-encoded).
+    pub userinfo: Option<String>,
+}
+
+impl Url {
+    /// `http[s]://[user:password@]host[:port][/path][?query]`; a fragment
+    /// is dropped (it is never sent). The error says what is wrong.
+    pub fn parse(text: &str) -> Result<Url, &'static str> {
+        if text.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            return Err("must not contain spaces or control characters");
+        }
+        let (scheme, rest) = text.split_once("://").ok_or("must look like http://host[:port]/path")?;
+        let https = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return Err("scheme must be http or https"),
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(end);
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((userinfo, host_port)) => (Some(userinfo.to_string()), host_port),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+            let (host, after) = bracketed.split_once(']').ok_or("an IPv6 address needs its closing ]")?;
+            host.parse::<std::net::Ipv6Addr>().map_err(|_| "not an IPv6 address between [ ]")?;
+            (host, after.strip_prefix(':').map(Some).unwrap_or(if after.is_empty() { None } else { Some("") }))
+        } else {
+            match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("needs a host, like http://192.168.1.10:8123/");
+        }
+        if !host.contains(':') && !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+            return Err("the host may hold letters, digits and - . _ only");
+        }
+        let port = match port {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(digits) => match digits.parse::<u16>() {
+                Ok(port) if port != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => port,
+                _ => return Err("the port must be a number from 1 to 65535"),
+            },
+        };
+        let target = match target.chars().next() {
+            None => "/".to_string(),
+            Some('?') => format!("/{target}"),
+            Some(_) => target.to_string(),
+        };
+        Ok(Url { https, host: host.to_ascii_lowercase(), port, target, userinfo })
+    }
+
+    /// `host[:port]` as the `Host` header wants it: brackets around IPv6,
+    /// the port only when it is not the scheme's own.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == if self.https { 443 } else { 80 } {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Without the credentials: `https://ntfy.example/door`.
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", if self.https { "https" } else { "http" }, self.authority(), self.target)
+    }
+}
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Url({self})")
+    }
+}
+
 /// A response, written by `conn.rs` as head + body.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -284,5 +383,45 @@ mod tests {
         );
         assert_eq!(parse_query("token=a%2&id=b"), [("token".into(), None), ("id".into(), Some("b".into()))]);
         assert_eq!(parse_query("%zz=1&id=b"), [("id".into(), Some("b".into()))], "a name that is no name");
+    }
+    #[test]
+    fn urls() {
+        let check = |text: &str, expected: Result<&str, &str>| {
+            let got = Url::parse(text).map(|url| {
+                format!("{} host={} port={} target={} userinfo={:?}", url, url.host, url.port, url.target, url.userinfo)
+            });
+            assert_eq!(got.as_deref(), expected.as_deref(), "{text:?}");
+        };
+        check(
+            "http://ha:8123/api/webhook/abc",
+            Ok("http://ha:8123/api/webhook/abc host=ha port=8123 target=/api/webhook/abc userinfo=None"),
+        );
+        check("HTTPS://NTFY.sh/door", Ok("https://ntfy.sh/door host=ntfy.sh port=443 target=/door userinfo=None"));
+        check("https://ntfy.sh:443", Ok("https://ntfy.sh/ host=ntfy.sh port=443 target=/ userinfo=None"));
+        check(
+            "http://u:p%40ss@10.0.0.5/x?y=1#z",
+            Ok("http://10.0.0.5/x?y=1 host=10.0.0.5 port=80 target=/x?y=1 userinfo=Some(\"u:p%40ss\")"),
+        );
+        check(
+            "http://[fe80::1]:8080?a",
+            Ok("http://[fe80::1]:8080/?a host=fe80::1 port=8080 target=/?a userinfo=None"),
+        );
+        check("http://[::1]/", Ok("http://[::1]/ host=::1 port=80 target=/ userinfo=None"));
+        check("ftp://host/", Err("scheme must be http or https"));
+        check("ws://host/", Err("scheme must be http or https"));
+        check("host:8123/x", Err("must look like http://host[:port]/path"));
+        check("http:///path", Err("needs a host, like http://192.168.1.10:8123/"));
+        check("http://user@:80/", Err("needs a host, like http://192.168.1.10:8123/"));
+        check("http://host:0/", Err("the port must be a number from 1 to 65535"));
+        check("http://host:65536/", Err("the port must be a number from 1 to 65535"));
+        check("http://host:/", Err("the port must be a number from 1 to 65535"));
+        check("http://host:+80/", Err("the port must be a number from 1 to 65535"));
+        check("http://[::1]x/", Err("the port must be a number from 1 to 65535"));
+        check("http://[nope]/", Err("not an IPv6 address between [ ]"));
+        check("http://ho st/", Err("must not contain spaces or control characters"));
+        check("http://h\"st/", Err("the host may hold letters, digits and - . _ only"));
+        let url = Url::parse("https://me:secret@example.org:8443/").unwrap();
+        assert!(!format!("{url} {url:?}").contains("secret"), "credentials never printed");
+        assert_eq!(url.authority(), "example.org:8443");
     }
 }

@@ -50,4 +50,5 @@ mod sse;
 mod stream;
 mod systemd;
 mod tls;
+mod webhook;
 mod ws;

@@ -1,6 +1,6 @@
 //! Accepting connections: both listeners, the connection caps, the tasks
-//! that run beside the connections (the hub's timer, certificate renewal),
-//! and shutdown.
+//! that run beside the connections (the hub's timer, certificate renewal,
+//! one per webhook or ntfy target), and shutdown.
 //!
 //! `run` takes its listeners and its stop signal from the caller, so the
 //! daemon binds the configured addresses and stops on SIGTERM, while tests
@@ -41,6 +41,7 @@ use crate::protocol;
 use crate::router::Limits;
 use crate::stream::with_timeout;
 use crate::tls::{self, Certificates};
+use crate::webhook;
 
 /// TCP connections allowed on top of `--max-peers`, for page loads and API
 /// calls while every peer slot is taken. Past `max_peers + this`, new
@@ -138,6 +139,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     };
     let liveness = Liveness { interval: config.ping_interval, timeout: config.ping_timeout };
     let feed = Rc::new(RefCell::new(Feed::load(&config.state_dir)));
+    let ports = (https_state.as_ref().map(|https| https.port), http.local_addr()?.port());
+    // None without --webhook and --ntfy: no task, no socket, no timer.
+    let webhooks = webhook::workers(&config.hooks, &feed, ports);
     let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness, feed.clone());
     let shared = Rc::new(Shared {
         config,
@@ -156,6 +160,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     // Its own task rather than one more branch of the race below: a save
     // in progress must finish, not be dropped, when the daemon stops.
     let saving = executor.spawn(feed::save(shared.feed.clone()));
+    // Each target's task owns its queue; they end with the executor.
+    for worker in webhooks {
+        executor.spawn(worker.run()).detach();
+    }
     executor
         .run(async {
             let plain = or(accepting.run(&http, false), hub::run_timers(&shared.hub));
