@@ -16,7 +16,7 @@ const NEVER: [(&str, &[&str]); 4] = [
 ];
 
 /// (module, the only modules that may import it)
-const ONLY_FROM: [(&str, &[&str]); 2] = [("conn", &["server"]), ("server", &["daemon"])];
+const ONLY_FROM: [(&str, &[&str]); 3] = [("conn", &["server"]), ("server", &["daemon"]), ("mqtt", &["server"])];
 
 /// Each module of `src/` and the modules of this crate its non-test code
 /// names (`crate::x`).
