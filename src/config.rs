@@ -401,7 +401,7 @@ impl Mqtt {
     /// Parse `mqtt://[user[:password]@]host[:port]`; `password`, when
     /// given, replaces the URL's.
     pub fn new(url: &str, password: Option<String>, prefix: &str, discovery_prefix: &str) -> Result<Mqtt, String> {
-        let (host, port, user, url_password) = parse_mqtt_url(url).map_err(|why| {
+        let MqttUrl { host, port, user, password: url_password } = parse_mqtt_url(url).map_err(|why| {
             // The URL may hold a password: name it only without one.
             format!("error: --mqtt: {why}")
         })?;
@@ -448,9 +448,17 @@ impl std::fmt::Debug for Mqtt {
 /// The default port of MQTT without TLS.
 pub const MQTT_DEFAULT_PORT: u16 = 1883;
 
-/// `mqtt://[user[:password]@]host[:port][/]` -> (host, port, user, password).
-/// User and password may be percent-encoded.
-fn parse_mqtt_url(url: &str) -> Result<(String, u16, Option<String>, Option<String>), &'static str> {
+/// The parts of an `mqtt://` URL.
+struct MqttUrl {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+/// `mqtt://[user[:password]@]host[:port][/]`; user and password may be
+/// percent-encoded.
+fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
     let rest = match url.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mqtt") => rest,
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("mqtts") => {
@@ -490,7 +498,8 @@ fn parse_mqtt_url(url: &str) -> Result<(String, u16, Option<String>, Option<Stri
             _ => return Err("the port must be a number from 1 to 65535"),
         },
     };
-    let decode = |text: &str| crate::http::percent_decode(text, false).ok_or("bad percent-encoding in the user or password");
+    let decode =
+        |text: &str| crate::http::percent_decode(text, false).ok_or("bad percent-encoding in the user or password");
     let (user, password) = match userinfo {
         None => (None, None),
         Some(userinfo) => {
@@ -504,7 +513,7 @@ fn parse_mqtt_url(url: &str) -> Result<(String, u16, Option<String>, Option<Stri
             (Some(decode(user)?), password.filter(|password| !password.is_empty()))
         }
     };
-    Ok((host.to_string(), port, user, password))
+    Ok(MqttUrl { host: host.to_string(), port, user, password })
 }
 
 /// The first line of `path`, without its line ending: a password file as
