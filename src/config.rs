@@ -158,6 +158,24 @@ pub struct Flags {
     /// link (default https://<first LAN IPv4 address>:<https port>/)
     #[argh(option)]
     pub public_url: Option<String>,
+    /// publish events to this MQTT broker, with Home Assistant discovery:
+    /// mqtt://[user[:password]@]host[:port] (port 1883 unless given)
+    #[argh(option)]
+    pub mqtt: Option<String>,
+
+    /// file holding the MQTT password (wins over $INTERCOMD_MQTT_PASSWORD,
+    /// which wins over a password in the --mqtt URL)
+    #[argh(option)]
+    pub mqtt_password_file: Option<PathBuf>,
+
+    /// topic prefix of the MQTT messages (default intercomd)
+    #[argh(option, default = "String::from(\"intercomd\")")]
+    pub mqtt_prefix: String,
+
+    /// topic prefix Home Assistant reads discovery from (default
+    /// homeassistant)
+    #[argh(option, default = "String::from(\"homeassistant\")")]
+    pub mqtt_discovery_prefix: String,
 
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
@@ -236,6 +254,9 @@ pub struct Config {
     pub peerjs: PeerJs,
     /// Webhooks and ntfy: where events are pushed.
     pub hooks: Hooks,
+    /// The MQTT broker events go to (`--mqtt`); `None`: no connection, no
+    /// timer.
+    pub mqtt: Option<Mqtt>,
     pub log_level: LevelFilter,
 }
 
@@ -437,6 +458,20 @@ impl Config {
         if !crate::protocol::is_valid_name(&peerjs.key) {
             return Err(format!("error: --peerjs-key {:?}: 1 to 64 characters of A-Z a-z 0-9 . _ ~ -", peerjs.key));
         }
+        let mqtt = match &flags.mqtt {
+            Some(url) => {
+                let file = match &flags.mqtt_password_file {
+                    Some(path) => Some(read_password_file(path)?),
+                    None => None,
+                };
+                let env = std::env::var("INTERCOMD_MQTT_PASSWORD").ok().filter(|password| !password.is_empty());
+                Some(Mqtt::new(url, file.or(env), &flags.mqtt_prefix, &flags.mqtt_discovery_prefix)?)
+            }
+            None if flags.mqtt_password_file.is_some() => {
+                return Err("error: --mqtt-password-file needs --mqtt".into());
+            }
+            None => None,
+        };
         let stun_servers = if flags.no_stun {
             Vec::new()
         } else if flags.stun.is_empty() {
@@ -462,9 +497,173 @@ impl Config {
             https,
             peerjs,
             hooks,
+            mqtt,
             log_level: flags.log_level,
         })
     }
+}
+
+/// The MQTT broker and the topics (`--mqtt` and the flags after it).
+#[derive(Clone, PartialEq)]
+pub struct Mqtt {
+    /// A name or an address (IPv6 without its brackets).
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    /// From `--mqtt-password-file`, else `$INTERCOMD_MQTT_PASSWORD`, else
+    /// the URL. Never logged: `Debug` hides it, and log lines name the
+    /// broker by `target()`.
+    pub password: Option<String>,
+    /// `--mqtt-prefix`: `<prefix>/events`, `<prefix>/status`, ...
+    pub prefix: String,
+    /// `--mqtt-discovery-prefix`: Home Assistant's discovery topics.
+    pub discovery_prefix: String,
+}
+
+impl Mqtt {
+    /// Parse `mqtt://[user[:password]@]host[:port]`; `password`, when
+    /// given, replaces the URL's.
+    pub fn new(url: &str, password: Option<String>, prefix: &str, discovery_prefix: &str) -> Result<Mqtt, String> {
+        let MqttUrl { host, port, user, password: url_password } = parse_mqtt_url(url).map_err(|why| {
+            // The URL may hold a password: name it only without one.
+            format!("error: --mqtt: {why}")
+        })?;
+        let password = password.or(url_password);
+        if password.is_some() && user.is_none() {
+            return Err("error: --mqtt: a password needs a user name (mqtt://user@host)".into());
+        }
+        for (flag, topic) in [("--mqtt-prefix", prefix), ("--mqtt-discovery-prefix", discovery_prefix)] {
+            validate_topic_prefix(topic).map_err(|why| format!("error: {flag} {topic:?}: {why}"))?;
+        }
+        Ok(Mqtt {
+            host,
+            port,
+            user,
+            password,
+            prefix: prefix.to_string(),
+            discovery_prefix: discovery_prefix.to_string(),
+        })
+    }
+
+    /// `host:port` (`[::1]:1883`), without credentials: what logs and
+    /// `/metrics` show.
+    pub fn target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Debug for Mqtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mqtt")
+            .field("target", &self.target())
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .field("prefix", &self.prefix)
+            .field("discovery_prefix", &self.discovery_prefix)
+            .finish()
+    }
+}
+
+/// The default port of MQTT without TLS.
+pub const MQTT_DEFAULT_PORT: u16 = 1883;
+
+/// The parts of an `mqtt://` URL.
+struct MqttUrl {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+/// `mqtt://[user[:password]@]host[:port][/]`; user and password may be
+/// percent-encoded.
+fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mqtt") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("mqtts") => {
+            return Err("mqtts:// (TLS) is not supported; use mqtt:// on the LAN")
+        }
+        _ => return Err("must look like mqtt://[user[:password]@]host[:port]"),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, rest),
+    };
+    if hostport.contains(['/', '?', '#', ' ']) || hostport.chars().any(char::is_control) {
+        return Err("must be mqtt://[user[:password]@]host[:port], without a path");
+    }
+    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']').ok_or("an IPv6 address needs its closing ]")?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or("expected :port after the IPv6 address")?)),
+        }
+    } else if hostport.matches(':').count() > 1 {
+        return Err("an IPv6 address goes in brackets: mqtt://[fd00::2]:1883");
+    } else {
+        match hostport.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() || host.contains(['[', ']', '@']) {
+        return Err("needs a host, like mqtt://broker.lan or mqtt://[fd00::2]:1883");
+    }
+    let port = match port {
+        None => MQTT_DEFAULT_PORT,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err("the port must be a number from 1 to 65535"),
+        },
+    };
+    let decode =
+        |text: &str| crate::http::percent_decode(text, false).ok_or("bad percent-encoding in the user or password");
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(userinfo) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(decode(password)?)),
+                None => (userinfo, None),
+            };
+            if user.is_empty() {
+                return Err("the user name before @ is empty");
+            }
+            (Some(decode(user)?), password.filter(|password| !password.is_empty()))
+        }
+    };
+    Ok(MqttUrl { host: host.to_string(), port, user, password })
+}
+
+/// The first line of `path`, without its line ending: a password file as
+/// `echo secret > file` writes it.
+fn read_password_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("error: --mqtt-password-file {}: {error}", path.display()))?;
+    let password = text.lines().next().unwrap_or_default().to_string();
+    if password.is_empty() {
+        return Err(format!("error: --mqtt-password-file {}: empty", path.display()));
+    }
+    Ok(password)
+}
+
+/// A topic prefix: 1 to 128 characters, no wildcards, no empty levels at
+/// either end (`a/b` is fine, `/a` or `a/` or `a/+` is not).
+fn validate_topic_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.is_empty() || prefix.len() > 128 {
+        return Err("1 to 128 characters");
+    }
+    if prefix.contains(['+', '#']) || prefix.chars().any(char::is_control) {
+        return Err("must not contain + # or control characters");
+    }
+    if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+        return Err("must not start or end with / or have an empty level");
+    }
+    Ok(())
 }
 
 /// `/peerjs/` -> `/peerjs`; `/` -> `` (PeerJS' own default). Letters,
@@ -592,6 +791,70 @@ mod tests {
     fn origins_are_normalized() {
         let config = Config::from_args(&["--allow-origin", "HTTPS://Panel.Example:8443/"]).unwrap();
         assert_eq!(config.allowed_origins, ["https://panel.example:8443"]);
+    }
+
+    fn mqtt(args: &[&str]) -> Mqtt {
+        let mut all = vec!["--mqtt"];
+        all.extend_from_slice(args);
+        Config::from_args(&all).unwrap().mqtt.unwrap()
+    }
+
+    #[test]
+    fn mqtt_urls_are_parsed() {
+        let plain = mqtt(&["mqtt://broker.lan"]);
+        assert_eq!((plain.host.as_str(), plain.port, &plain.user, &plain.password), ("broker.lan", 1883, &None, &None));
+        assert_eq!((plain.prefix.as_str(), plain.discovery_prefix.as_str()), ("intercomd", "homeassistant"));
+        let full = mqtt(&["MQTT://ha%40home:p%3Ass@192.168.1.2:11883/"]);
+        assert_eq!(full.target(), "192.168.1.2:11883");
+        assert_eq!((full.user.as_deref(), full.password.as_deref()), (Some("ha@home"), Some("p:ss")));
+        let v6 = mqtt(&["mqtt://u@[fd00::2]:1884", "--mqtt-prefix", "house/intercom"]);
+        assert_eq!((v6.host.as_str(), v6.target().as_str(), v6.password), ("fd00::2", "[fd00::2]:1884", None));
+        assert_eq!(v6.prefix, "house/intercom");
+        assert_eq!(mqtt(&["mqtt://[::1]"]).target(), "[::1]:1883");
+        assert!(!format!("{full:?}").contains("p:ss"), "Debug hides the password: {full:?}");
+    }
+
+    #[test]
+    fn bad_mqtt_flags_are_refused() {
+        check(&["--mqtt", "broker.lan"], Err("--mqtt"));
+        check(&["--mqtt", "http://broker.lan"], Err("--mqtt"));
+        check(&["--mqtt", "mqtts://broker.lan"], Err("TLS"));
+        check(&["--mqtt", "mqtt://"], Err("needs a host"));
+        check(&["--mqtt", "mqtt://:1883"], Err("needs a host"));
+        check(&["--mqtt", "mqtt://broker:0"], Err("port"));
+        check(&["--mqtt", "mqtt://broker:99999"], Err("port"));
+        check(&["--mqtt", "mqtt://broker:x"], Err("port"));
+        check(&["--mqtt", "mqtt://broker/topic"], Err("path"));
+        check(&["--mqtt", "mqtt://fd00::2"], Err("brackets"));
+        check(&["--mqtt", "mqtt://[fd00::2"], Err("]"));
+        check(&["--mqtt", "mqtt://@broker"], Err("user"));
+        check(&["--mqtt", "mqtt://:secret@broker"], Err("user"));
+        check(&["--mqtt", "mqtt://u:%zz@broker"], Err("percent"));
+        check(&["--mqtt", "mqtt://b", "--mqtt-prefix", "a/#"], Err("--mqtt-prefix"));
+        check(&["--mqtt", "mqtt://b", "--mqtt-prefix", "/a"], Err("--mqtt-prefix"));
+        check(&["--mqtt", "mqtt://b", "--mqtt-discovery-prefix", ""], Err("--mqtt-discovery-prefix"));
+        check(&["--mqtt-password-file", "/etc/hostname"], Err("needs --mqtt"));
+        check(&["--mqtt", "mqtt://u@b", "--mqtt-password-file", "/definitely/not/here"], Err("--mqtt-password-file"));
+    }
+
+    #[test]
+    fn an_mqtt_error_never_shows_the_password() {
+        let (message, _) = Config::from_args(&["--mqtt", "mqtt://u:hunter2@b:x"]).unwrap_err();
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn the_password_file_wins_over_the_url() {
+        let path = std::env::temp_dir().join(format!("intercomd-mqtt-password-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mqtt = mqtt(&["mqtt://u:from-url@b", "--mqtt-password-file", path.to_str().unwrap()]);
+        assert_eq!(mqtt.password.as_deref(), Some("from-file"));
+        std::fs::remove_file(&path).unwrap();
+        // (The environment's password is read by `from_flags` the same way,
+        // between the two; `Mqtt::new` takes whichever won.)
+        let mqtt = Mqtt::new("mqtt://u:from-url@b", Some("from-env".into()), "p", "d").unwrap();
+        assert_eq!(mqtt.password.as_deref(), Some("from-env"));
+        assert!(Mqtt::new("mqtt://b", Some("from-env".into()), "p", "d").is_err(), "a password needs a user");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - `ws` is an upgraded socket's read and write loops; `hub` carries the
 //!   router's decisions into each socket's bounded `outbox` and runs the one
 //!   timer, using `liveness` to judge silent sockets.
+//! - `events` turns what the router saw into intercom events; `feed` keeps
+//!   the call log and fills each consumer's bounded queue; `mqtt` (only
+//!   with `--mqtt`) publishes them to a broker for Home Assistant.
 //! - The pure core: `router` (peers, rooms, routing, deadlines), `codec`
 //!   (the one surface of a wire format) over `protocol` (native) and
 //!   `peerjs`. No I/O, no `.await`, time passed in.
@@ -42,6 +45,7 @@ mod feed;
 mod hub;
 mod liveness;
 mod metrics;
+mod mqtt;
 mod outbox;
 mod peerjs;
 mod routes;

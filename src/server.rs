@@ -1,6 +1,7 @@
 //! Accepting connections: both listeners, the connection caps, the tasks
-//! that run beside the connections (the hub's timer, certificate renewal,
-//! one per webhook or ntfy target), and shutdown.
+//! that run beside the connections (the hub's timer, saving the call log,
+//! certificate renewal, MQTT with `--mqtt`, one per webhook or ntfy
+//! target), and shutdown.
 //!
 //! `run` takes its listeners and its stop signal from the caller, so the
 //! daemon binds the configured addresses and stops on SIGTERM, while tests
@@ -37,6 +38,7 @@ use crate::feed::{self, Feed};
 use crate::hub::{self, Hub};
 use crate::liveness::Liveness;
 use crate::metrics::Connections;
+use crate::mqtt;
 use crate::protocol;
 use crate::router::Limits;
 use crate::stream::with_timeout;
@@ -150,6 +152,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         connections: Connections::default(),
         https: https_state,
     });
+    // Only with --mqtt: a queue, a task, a connection and its keep-alive.
+    let mqtt_events =
+        shared.config.mqtt.as_ref().map(|mqtt| shared.feed.borrow_mut().subscribe("mqtt", mqtt.target(), mqtt::QUEUE));
     let executor = LocalExecutor::new();
     // Closed (not sent on) to tell idle HTTP connections to go.
     let (stop_sender, stop) = channel::bounded::<()>(1);
@@ -167,6 +172,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     executor
         .run(async {
             let plain = or(accepting.run(&http, false), hub::run_timers(&shared.hub));
+            let plain = or(plain, async {
+                match (&shared.config.mqtt, mqtt_events) {
+                    (Some(config), Some(events)) => mqtt::run(config, events, &shared.hub, &shared.feed).await,
+                    _ => std::future::pending().await,
+                }
+            });
             let secure = async {
                 match &https_listener {
                     Some(listener) => or(accepting.run(listener, true), renew_certificates(&shared)).await,

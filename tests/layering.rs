@@ -19,8 +19,13 @@ const NEVER: [(&str, &[&str]); 6] = [
 ];
 
 /// (module, the only modules that may import it)
-const ONLY_FROM: [(&str, &[&str]); 4] =
-    [("conn", &["server"]), ("server", &["daemon"]), ("sse", &["conn"]), ("webhook", &["server"])];
+const ONLY_FROM: [(&str, &[&str]); 5] = [
+    ("conn", &["server"]),
+    ("server", &["daemon"]),
+    ("sse", &["conn"]),
+    ("webhook", &["server"]),
+    ("mqtt", &["server"]),
+];
 
 /// Each module of `src/` and the modules of this crate its non-test code
 /// names (`crate::x`).

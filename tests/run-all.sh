@@ -4,7 +4,8 @@
 # On a bare Debian 12 machine with Rust and Node it installs what is missing
 # (Chromium from apt, playwright-core from npm), then runs:
 #   1. cargo test: unit tests, property tests, and the loopback tests
-#      (protocol, rooms, reliability, hostile input) against the real binary;
+#      (protocol, rooms, reliability, hostile input, MQTT against a real
+#      mosquitto) against the real binary;
 #   2. the end-to-end suite of the pages in headless Chromium, in its own
 #      network namespace;
 #   3. tests/arm.sh: aarch64 and armv7 builds, the loopback suites against
@@ -19,6 +20,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if ! command -v cc >/dev/null 2>&1; then
   apt-get update && apt-get install -y --no-install-recommends build-essential
+fi
+if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_passwd >/dev/null 2>&1; then
+  # tests/mqtt.rs runs a real broker on loopback.
+  apt-get update && apt-get install -y --no-install-recommends mosquitto mosquitto-clients
 fi
 
 echo "== cargo test"

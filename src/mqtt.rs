@@ -1,0 +1,861 @@
+//! MQTT with Home Assistant discovery (`--mqtt`): every event goes to a
+//! broker, and the door stations that ring appear in Home Assistant.
+//!
+//! One task ([`run`]), started by `server::run` only when `--mqtt` is
+//! given: without the flag there is no connection, no queue and no timer.
+//! It speaks MQTT 3.1.1 on the daemon's own socket, with `mqttbytes` for the
+//! packet format and nothing else.
+//!
+//! What goes where (`<p>` is `--mqtt-prefix`, `<d>` is
+//! `--mqtt-discovery-prefix`, `<node>` and `<sid>` are the prefix and the
+//! station's id made safe for topics, see [`topic_id`]):
+//! - `<p>/events`: every event's JSON line as the call log has it, QoS 1,
+//!   not retained.
+//! - `<p>/status`: `online`, retained; the broker publishes `offline`
+//!   (retained, the last will) when the daemon's connection dies.
+//! - `<p>/online`: who is online, `{"count":N,"peers":[{"id":..,"room":..}]}`,
+//!   retained, updated on `online` and `offline` events and at connect.
+//! - `<p>/station/<sid>/ring`: a door station's ring for its Home Assistant
+//!   `event` entity, `{"event_type":"ring",...}`, QoS 1, not retained.
+//! - `<p>/station/<sid>/ringing`: `ON` from a ring until it is answered,
+//!   rejected or missed, then `OFF`, retained.
+//! - `<d>/<component>/<node>/<object>/config`: discovery, retained. A
+//!   station (a peer that rings) is announced before its first ring event,
+//!   and every station in the call log again at every (re)connect.
+//!
+//! Invariants:
+//! - The router never waits for MQTT: events reach this task through the
+//!   feed's bounded queue ([`QUEUE`]); it is the only thing read here.
+//! - Every wait on the broker is bounded ([`CONNECT_TIMEOUT`],
+//!   [`RESPONSE_TIMEOUT`], [`WRITE_TIMEOUT`], [`ACK_TIMEOUT`]); a broker
+//!   that breaks one, or sends what is not MQTT, is left, and the task
+//!   reconnects after a backoff ([`BACKOFF_MIN`] doubling to
+//!   [`BACKOFF_MAX`], with jitter).
+//! - A QoS 1 publish stays in flight (at most [`MAX_IN_FLIGHT`]) until its
+//!   PUBACK; after a reconnect the unacknowledged ones are sent again with
+//!   DUP set, before anything new. Retained state (status, discovery,
+//!   ringing, who is online) is QoS 0 and published whole again at every
+//!   connect, so a lost copy is never stale for long.
+//! - No borrow of the hub or the feed spans an `.await`.
+//! - The password is never logged: the broker is named by `Mqtt::target`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use bytes::{Bytes, BytesMut};
+use log::{debug, info, warn};
+use mqttbytes::v4::{self, Connect, ConnectReturnCode, LastWill, Login, Packet, PingReq, Publish};
+use mqttbytes::QoS;
+use serde_json::{json, Map, Value};
+use smol::future::or;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::Timer;
+
+use crate::config::Mqtt;
+use crate::events::Kind;
+use crate::feed::{Feed, Published, Subscription};
+use crate::hub::Hub;
+
+/// Events waiting for the broker (while it is away, or while the in-flight
+/// window is full). Past it the feed drops new events for MQTT and counts
+/// them in `dropped`; the call log and the other consumers still get them.
+pub const QUEUE: usize = 256;
+/// QoS 1 publishes sent and not yet acknowledged. At it, no more events are
+/// taken from the queue until a PUBACK frees a place.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// The keep-alive sent in CONNECT: after this long without sending, a
+/// PINGREQ goes out (the broker gives up on us after one and a half times
+/// this, and then publishes the last will).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Time to resolve the broker's name and open the TCP connection; past it,
+/// the attempt failed and the backoff starts.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time the broker has to answer CONNECT with CONNACK, and PINGREQ with
+/// PINGRESP; past it the connection is dropped and the task reconnects.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one write to the broker may take; past it, the connection is
+/// dropped and the task reconnects (what was in flight is sent again).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time the broker has to acknowledge a QoS 1 publish; past it the
+/// connection is dropped and the publish is sent again after a reconnect.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(20);
+/// The first pause before reconnecting; it doubles after each failed
+/// attempt and starts over after a successful CONNACK.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest pause between attempts. Each pause is drawn between half
+/// its value and its value, so daemons restarted together spread out.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Door stations announced to Home Assistant. A peer ringing past it still
+/// has its events published, but gets no device (one warning): a page that
+/// rings under ever new ids cannot fill Home Assistant with devices.
+pub const MAX_STATIONS: usize = 64;
+/// Largest packet accepted from the broker. A client only ever gets
+/// CONNACK, PUBACK and PINGRESP (4 bytes at most); more is not MQTT.
+const MAX_INCOMING_PACKET: usize = 64;
+/// QoS 1 publishes one event can make (the event, and a station's ring).
+const MAX_PUBLISHES_PER_EVENT: usize = 2;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 256;
+
+/// Publish the feed's events to the broker of `config`, forever: connect,
+/// announce, publish, and reconnect with backoff when the broker goes away.
+/// Never returns (it is one arm of `server::run`'s `or` chain).
+pub async fn run(config: &Mqtt, subscription: Subscription, hub: &RefCell<Hub>, feed: &RefCell<Feed>) {
+    let target = config.target();
+    let client_id = format!("intercomd-{:08x}", fastrand::u32(..));
+    let mut session = Session { announcer: Announcer::new(config), in_flight: VecDeque::new(), next_packet_id: 1 };
+    let stats = subscription.stats.clone();
+    let mut backoff = BACKOFF_MIN;
+    // Whether the last warning still stands: failed retries after it are
+    // logged at debug only.
+    let mut quiet = false;
+    loop {
+        match open(config, &client_id).await {
+            Ok((mut stream, leftover)) => {
+                info!("mqtt: connected to {target}");
+                stats.up.set(true);
+                backoff = BACKOFF_MIN;
+                let why = session.serve(&mut stream, leftover, &subscription, hub, feed).await;
+                stats.up.set(false);
+                if why == Lost::QueueClosed {
+                    return std::future::pending().await;
+                }
+                warn!("mqtt: lost the connection to {target}: {why}; reconnecting");
+                quiet = true;
+            }
+            Err(why) if !quiet => {
+                warn!("mqtt: cannot connect to {target}: {why}; retrying every {BACKOFF_MIN:?} to {BACKOFF_MAX:?}");
+                quiet = true;
+            }
+            Err(why) => debug!("mqtt: cannot connect to {target}: {why}"),
+        }
+        let pause = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        Timer::after(pause).await;
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, PartialEq)]
+enum Lost {
+    /// The broker closed, broke a rule, or a wait on it ran out.
+    Broker(String),
+    /// The feed is gone (never, while the daemon runs).
+    QueueClosed,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Broker(why) => f.write_str(why),
+            Lost::QueueClosed => f.write_str("the event queue closed"),
+        }
+    }
+}
+
+impl From<String> for Lost {
+    fn from(why: String) -> Lost {
+        Lost::Broker(why)
+    }
+}
+
+/// Connect, send CONNECT (with the last will), and wait for a CONNACK that
+/// accepts us. Returns the socket and whatever the broker sent after it.
+async fn open(config: &Mqtt, client_id: &str) -> Result<(TcpStream, BytesMut), String> {
+    let stream = with_timeout(CONNECT_TIMEOUT, TcpStream::connect((config.host.as_str(), config.port)))
+        .await
+        .ok_or_else(|| format!("no TCP connection within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|error| error.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let mut connect = Connect::new(client_id);
+    connect.keep_alive = KEEP_ALIVE.as_secs() as u16;
+    connect.clean_session = true;
+    connect.last_will = Some(LastWill::new(status_topic(config), "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &config.user {
+        connect.login = Some(Login::new(user.as_str(), config.password.as_deref().unwrap_or_default()));
+    }
+    let mut out = BytesMut::new();
+    connect.write(&mut out).map_err(|error| format!("cannot encode CONNECT: {error:?}"))?;
+    write(&mut stream, &out).await?;
+    let mut buffer = BytesMut::new();
+    let packet = with_timeout(RESPONSE_TIMEOUT, read_packet(&mut stream, &mut buffer))
+        .await
+        .ok_or_else(|| format!("no CONNACK within {RESPONSE_TIMEOUT:?}"))??;
+    match packet {
+        Packet::ConnAck(connack) if connack.code == ConnectReturnCode::Success => Ok((stream, buffer)),
+        Packet::ConnAck(connack) => Err(format!("the broker refused: {}", refusal(connack.code))),
+        other => Err(format!("expected CONNACK, got {other:?}")),
+    }
+}
+
+fn refusal(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::Success => "accepted",
+        ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
+        ConnectReturnCode::BadClientId => "client id rejected",
+        ConnectReturnCode::ServiceUnavailable => "server unavailable",
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorized",
+    }
+}
+
+/// Write all of `bytes` within `WRITE_TIMEOUT`.
+async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+    let written = with_timeout(WRITE_TIMEOUT, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await;
+    match written {
+        Some(Ok(())) => Ok(()),
+        Some(Err(error)) => Err(format!("write failed: {error}")),
+        None => Err(format!("a write took longer than {WRITE_TIMEOUT:?}")),
+    }
+}
+
+/// Read until `buffer` holds a whole packet (unbounded in time: the caller
+/// bounds it).
+async fn read_packet(stream: &mut TcpStream, buffer: &mut BytesMut) -> Result<Packet, String> {
+    loop {
+        if let Some(packet) = parse(buffer)? {
+            return Ok(packet);
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        match stream.read(&mut chunk).await {
+            Ok(0) => return Err("the broker closed the connection".into()),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(error) => return Err(format!("read failed: {error}")),
+        }
+    }
+}
+
+/// The next whole packet in `buffer`, if there is one. Only what a broker
+/// sends a publishing client is decoded (CONNACK, PUBACK, PINGRESP);
+/// anything else, or a malformed packet, is an error.
+fn parse(buffer: &mut BytesMut) -> Result<Option<Packet>, String> {
+    let Some(first) = buffer.first() else { return Ok(None) };
+    let kind = first >> 4;
+    // 2 CONNACK, 4 PUBACK, 13 PINGRESP.
+    if !matches!(kind, 2 | 4 | 13) {
+        return Err(format!("the broker sent a packet of type {kind}, which a publisher never gets"));
+    }
+    match v4::read(buffer, MAX_INCOMING_PACKET) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(error) => Err(format!("the broker sent a malformed packet ({error:?})")),
+    }
+}
+
+/// `Some(output)` if `future` finishes within `limit`.
+async fn with_timeout<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
+    or(async { Some(future.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+/// A QoS 1 publish waiting for its PUBACK.
+struct InFlight {
+    publish: Publish,
+    sent: Instant,
+    /// One of the feed's events (counted in `delivered` when acknowledged),
+    /// not a station's ring.
+    event: bool,
+}
+
+/// What lasts from one connection to the next.
+struct Session {
+    announcer: Announcer,
+    /// Oldest first; at most `MAX_IN_FLIGHT`.
+    in_flight: VecDeque<InFlight>,
+    next_packet_id: u16,
+}
+
+enum Wake {
+    Read(io::Result<usize>),
+    Event(Option<std::rc::Rc<Published>>),
+    Due,
+}
+
+impl Session {
+    /// One connection's life: announce, resend what was in flight, then
+    /// publish events and keep the connection alive until it breaks.
+    async fn serve(
+        &mut self,
+        stream: &mut TcpStream,
+        mut buffer: BytesMut,
+        subscription: &Subscription,
+        hub: &RefCell<Hub>,
+        feed: &RefCell<Feed>,
+    ) -> Lost {
+        match self.serve_inner(stream, &mut buffer, subscription, hub, feed).await {
+            Ok(()) => Lost::QueueClosed,
+            Err(lost) => lost,
+        }
+    }
+
+    async fn serve_inner(
+        &mut self,
+        stream: &mut TcpStream,
+        buffer: &mut BytesMut,
+        subscription: &Subscription,
+        hub: &RefCell<Hub>,
+        feed: &RefCell<Feed>,
+    ) -> Result<(), Lost> {
+        let stations: Vec<String> = feed.borrow().log().filter_map(|line| ringer(line)).collect();
+        let peers = hub.borrow().router().peer_list();
+        let mut out = BytesMut::new();
+        for message in self.announcer.on_connect(stations, &peers) {
+            self.encode(message, &mut out)?;
+        }
+        let now = Instant::now();
+        for waiting in &mut self.in_flight {
+            waiting.publish.dup = true;
+            waiting.sent = now;
+            waiting.publish.write(&mut out).map_err(|error| format!("cannot encode PUBLISH: {error:?}"))?;
+        }
+        write(stream, &out).await?;
+        let mut last_write = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            while let Some(packet) = parse(buffer)? {
+                match packet {
+                    Packet::PubAck(ack) => self.acknowledged(ack.pkid, subscription),
+                    Packet::PingResp => ping_sent = None,
+                    other => return Err(format!("unexpected {other:?} from the broker").into()),
+                }
+            }
+            let deadline = [
+                Some(ping_sent.map_or(last_write + KEEP_ALIVE, |sent| sent + RESPONSE_TIMEOUT)),
+                self.in_flight.front().map(|oldest| oldest.sent + ACK_TIMEOUT),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the keep-alive is always due some time");
+            let room = self.in_flight.len() + MAX_PUBLISHES_PER_EVENT <= MAX_IN_FLIGHT;
+            let wake = or(async { Wake::Read(stream.read(&mut chunk).await) }, async {
+                or(
+                    async {
+                        if room {
+                            Wake::Event(subscription.events.recv().await.ok())
+                        } else {
+                            std::future::pending().await
+                        }
+                    },
+                    async {
+                        Timer::at(deadline).await;
+                        Wake::Due
+                    },
+                )
+                .await
+            })
+            .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Read(Ok(0)) => return Err("the broker closed the connection".to_string().into()),
+                Wake::Read(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
+                Wake::Read(Err(error)) => return Err(format!("read failed: {error}").into()),
+                Wake::Event(None) => return Ok(()),
+                Wake::Event(Some(published)) => {
+                    let peers = matches!(published.event.kind, Kind::Online | Kind::Offline)
+                        .then(|| hub.borrow().router().peer_list());
+                    let mut out = BytesMut::new();
+                    for message in self.announcer.on_event(&published, peers.as_deref()) {
+                        self.encode(message, &mut out)?;
+                    }
+                    write(stream, &out).await?;
+                    last_write = now;
+                }
+                Wake::Due => {
+                    if ping_sent.is_some_and(|sent| now >= sent + RESPONSE_TIMEOUT) {
+                        return Err(format!("no PINGRESP within {RESPONSE_TIMEOUT:?}").into());
+                    }
+                    if self.in_flight.front().is_some_and(|oldest| now >= oldest.sent + ACK_TIMEOUT) {
+                        return Err(format!("no PUBACK within {ACK_TIMEOUT:?}").into());
+                    }
+                    if ping_sent.is_none() && now >= last_write + KEEP_ALIVE {
+                        let mut out = BytesMut::new();
+                        PingReq.write(&mut out).map_err(|error| format!("cannot encode PINGREQ: {error:?}"))?;
+                        write(stream, &out).await?;
+                        last_write = now;
+                        ping_sent = Some(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encode `message` into `out`; a QoS 1 one gets a packet id and joins
+    /// the in-flight window.
+    fn encode(&mut self, message: Message, out: &mut BytesMut) -> Result<(), String> {
+        let mut publish = Publish::from_bytes(message.topic, message.qos, message.payload);
+        publish.retain = message.retain;
+        if message.qos == QoS::AtLeastOnce {
+            publish.pkid = self.packet_id();
+        }
+        publish.write(out).map_err(|error| format!("cannot encode PUBLISH: {error:?}"))?;
+        if message.qos == QoS::AtLeastOnce {
+            self.in_flight.push_back(InFlight { publish, sent: Instant::now(), event: message.event });
+        }
+        Ok(())
+    }
+
+    /// A packet id not in flight (1 to 65535).
+    fn packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.in_flight.iter().any(|waiting| waiting.publish.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    fn acknowledged(&mut self, packet_id: u16, subscription: &Subscription) {
+        let Some(at) = self.in_flight.iter().position(|waiting| waiting.publish.pkid == packet_id) else {
+            debug!("mqtt: PUBACK for packet {packet_id}, which is not in flight");
+            return;
+        };
+        if self.in_flight.remove(at).is_some_and(|waiting| waiting.event) {
+            let delivered = &subscription.stats.delivered;
+            delivered.set(delivered.get() + 1);
+        }
+    }
+}
+
+/// The caller of a `ring` line of the call log.
+fn ringer(line: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    if value.get("event")?.as_str()? != "ring" {
+        return None;
+    }
+    value.get("from")?.as_str().map(str::to_string)
+}
+
+/// One PUBLISH to make.
+#[derive(Debug, Clone, PartialEq)]
+struct Message {
+    topic: String,
+    payload: Bytes,
+    retain: bool,
+    qos: QoS,
+    /// One of the feed's events, counted as delivered when acknowledged.
+    event: bool,
+}
+
+impl Message {
+    /// Retained state, QoS 0 (published again at every connect).
+    fn state(topic: String, payload: impl Into<Bytes>) -> Message {
+        Message { topic, payload: payload.into(), retain: true, qos: QoS::AtMostOnce, event: false }
+    }
+}
+
+/// A door station: a peer that rang.
+struct Station {
+    /// Its id made safe for topics and object ids.
+    sid: String,
+    /// Its rings not yet answered, rejected or missed (call ids, oldest
+    /// first, at most `events::MAX_OPEN_CALLS`).
+    ringing: VecDeque<String>,
+}
+
+/// What Home Assistant is told, and the state that needs (pure: events in,
+/// messages out).
+struct Announcer {
+    prefix: String,
+    discovery_prefix: String,
+    /// `--mqtt-prefix` made safe as a node id and unique-id prefix.
+    node: String,
+    /// By peer id.
+    stations: BTreeMap<String, Station>,
+    /// Warned that `MAX_STATIONS` is reached.
+    warned_full: bool,
+}
+
+fn status_topic(config: &Mqtt) -> String {
+    format!("{}/status", config.prefix)
+}
+
+impl Announcer {
+    fn new(config: &Mqtt) -> Announcer {
+        Announcer {
+            prefix: config.prefix.clone(),
+            discovery_prefix: config.discovery_prefix.clone(),
+            node: topic_id(&config.prefix),
+            stations: BTreeMap::new(),
+            warned_full: false,
+        }
+    }
+
+    /// Everything retained, after a (re)connect: availability, the daemon's
+    /// sensor, who is online, and every station (those of `log_stations`,
+    /// the callers in the call log, too) with its ringing state.
+    fn on_connect(&mut self, log_stations: Vec<String>, peers: &[(String, String)]) -> Vec<Message> {
+        for id in log_stations {
+            self.add_station(&id);
+        }
+        let mut messages = vec![
+            Message::state(format!("{}/status", self.prefix), "online"),
+            Message::state(self.config_topic("sensor", "peers_online"), self.online_config().to_string()),
+            self.online_list(peers),
+        ];
+        let ids: Vec<String> = self.stations.keys().cloned().collect();
+        for id in ids {
+            messages.extend(self.station_configs(&id));
+            messages.push(self.ringing_state(&id));
+        }
+        messages
+    }
+
+    /// The messages one event makes.
+    fn on_event(&mut self, published: &Published, peers: Option<&[(String, String)]>) -> Vec<Message> {
+        let event = &published.event;
+        let mut messages = Vec::new();
+        let the_event = Message {
+            topic: format!("{}/events", self.prefix),
+            payload: Bytes::copy_from_slice(published.json.as_bytes()),
+            retain: false,
+            qos: QoS::AtLeastOnce,
+            event: true,
+        };
+        match event.kind {
+            Kind::Ring => {
+                let known = self.stations.contains_key(&event.from);
+                if !known && self.add_station(&event.from) {
+                    messages.extend(self.station_configs(&event.from));
+                }
+                if let (Some(station), Some(call)) = (self.stations.get_mut(&event.from), &event.call) {
+                    station.ringing.push_back(call.clone());
+                    if station.ringing.len() > crate::events::MAX_OPEN_CALLS {
+                        station.ringing.pop_front();
+                    }
+                    messages.push(self.ringing_state(&event.from));
+                    messages.push(the_event);
+                    messages.push(self.station_ring(&event.from, &published.json));
+                    return messages;
+                }
+            }
+            Kind::Answered | Kind::Rejected | Kind::Missed => {
+                if let (Some(station), Some(call)) = (self.stations.get_mut(&event.from), &event.call) {
+                    let before = station.ringing.len();
+                    station.ringing.retain(|ringing| ringing != call);
+                    if before > 0 && station.ringing.is_empty() {
+                        messages.push(self.ringing_state(&event.from));
+                    }
+                }
+            }
+            Kind::Ended => {}
+            Kind::Online | Kind::Offline => {
+                messages.push(the_event);
+                if let Some(peers) = peers {
+                    messages.push(self.online_list(peers));
+                }
+                return messages;
+            }
+        }
+        messages.push(the_event);
+        messages
+    }
+
+    /// Follow `id` as a station; false when `MAX_STATIONS` are followed.
+    fn add_station(&mut self, id: &str) -> bool {
+        if self.stations.contains_key(id) {
+            return true;
+        }
+        if self.stations.len() >= MAX_STATIONS {
+            if !self.warned_full {
+                warn!("mqtt: {MAX_STATIONS} door stations announced already; {id} and later ones get no device");
+                self.warned_full = true;
+            }
+            return false;
+        }
+        self.stations.insert(id.to_string(), Station { sid: topic_id(id), ringing: VecDeque::new() });
+        true
+    }
+
+    fn config_topic(&self, component: &str, object: &str) -> String {
+        format!("{}/{component}/{}/{object}/config", self.discovery_prefix, self.node)
+    }
+
+    fn station_topic(&self, id: &str, leaf: &str) -> String {
+        format!("{}/station/{}/{leaf}", self.prefix, self.stations[id].sid)
+    }
+
+    /// The daemon as a device: what stations hang off (`via_device`) and
+    /// what the online sensor belongs to.
+    fn daemon_device(&self) -> Value {
+        json!({
+            "identifiers": [self.node],
+            "name": format!("intercomd ({})", self.prefix),
+            "manufacturer": "intercomd",
+            "model": "intercomd signaling daemon",
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    fn origin() -> Value {
+        json!({"name": "intercomd", "sw_version": env!("CARGO_PKG_VERSION")})
+    }
+
+    /// The sensor of who is online: the count as state, the list as
+    /// attributes.
+    fn online_config(&self) -> Value {
+        let unique_id = format!("{}_peers_online", self.node);
+        let topic = format!("{}/online", self.prefix);
+        json!({
+            "name": "Peers online",
+            "unique_id": unique_id,
+            "default_entity_id": entity_id("sensor", &unique_id),
+            "state_topic": topic,
+            "value_template": "{{ value_json.count }}",
+            "json_attributes_topic": topic,
+            "state_class": "measurement",
+            "icon": "mdi:account-multiple",
+            "availability_topic": format!("{}/status", self.prefix),
+            "device": self.daemon_device(),
+            "origin": Announcer::origin(),
+        })
+    }
+
+    fn online_list(&self, peers: &[(String, String)]) -> Message {
+        let list: Vec<Value> = peers.iter().map(|(id, room)| json!({"id": id, "room": room})).collect();
+        Message::state(format!("{}/online", self.prefix), json!({"count": peers.len(), "peers": list}).to_string())
+    }
+
+    /// A station's two entities: its doorbell `event` and its `ringing`
+    /// binary sensor, on a device of its own.
+    fn station_configs(&self, id: &str) -> Vec<Message> {
+        let sid = &self.stations[id].sid;
+        let device = json!({
+            "identifiers": [format!("{}_station_{sid}", self.node)],
+            "name": id,
+            "manufacturer": "intercomd",
+            "model": "door station",
+            "via_device": self.node,
+        });
+        let availability = format!("{}/status", self.prefix);
+        let doorbell_id = format!("{}_{sid}_doorbell", self.node);
+        let ringing_id = format!("{}_{sid}_ringing", self.node);
+        let doorbell = json!({
+            "name": "Doorbell",
+            "unique_id": doorbell_id,
+            "default_entity_id": entity_id("event", &doorbell_id),
+            "device_class": "doorbell",
+            "event_types": ["ring"],
+            "state_topic": self.station_topic(id, "ring"),
+            "availability_topic": availability,
+            "device": device,
+            "origin": Announcer::origin(),
+        });
+        let ringing = json!({
+            "name": "Ringing",
+            "unique_id": ringing_id,
+            "default_entity_id": entity_id("binary_sensor", &ringing_id),
+            "state_topic": self.station_topic(id, "ringing"),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "icon": "mdi:bell-ring",
+            "availability_topic": availability,
+            "device": device,
+            "origin": Announcer::origin(),
+        });
+        vec![
+            Message::state(self.config_topic("event", &format!("{sid}_doorbell")), doorbell.to_string()),
+            Message::state(self.config_topic("binary_sensor", &format!("{sid}_ringing")), ringing.to_string()),
+        ]
+    }
+
+    fn ringing_state(&self, id: &str) -> Message {
+        let on = !self.stations[id].ringing.is_empty();
+        Message::state(self.station_topic(id, "ringing"), if on { "ON" } else { "OFF" })
+    }
+
+    /// The doorbell event: `event_type` and the ring's fields (but `event`).
+    fn station_ring(&self, id: &str, json: &str) -> Message {
+        let mut payload = Map::new();
+        payload.insert("event_type".into(), "ring".into());
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) {
+            payload.extend(fields.into_iter().filter(|(name, _)| name != "event"));
+        }
+        Message {
+            topic: self.station_topic(id, "ring"),
+            payload: Value::Object(payload).to_string().into(),
+            retain: false,
+            qos: QoS::AtLeastOnce,
+            event: false,
+        }
+    }
+}
+
+/// A peer id or a prefix as a topic level, node id and object id, which
+/// Home Assistant wants as `[A-Za-z0-9_-]+`. An id that already is one is
+/// kept; any other has its other characters replaced by `_` and a hash of
+/// the whole id appended, so `door.1` and `door_1` stay two stations.
+pub fn topic_id(id: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !id.is_empty() && id.chars().all(plain) {
+        return id.to_string();
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    let cleaned: String = id.chars().map(|c| if plain(c) { c } else { '_' }).collect();
+    format!("{cleaned}_{hash:08x}")
+}
+
+/// `default_entity_id`: the domain and an object id of lower-case letters,
+/// digits and `_`, as Home Assistant's entity ids are.
+fn entity_id(domain: &str, unique_id: &str) -> String {
+    let object: String =
+        unique_id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("{domain}.{object}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Event;
+
+    fn config() -> Mqtt {
+        Mqtt::new("mqtt://broker", None, "intercomd", "homeassistant").unwrap()
+    }
+
+    fn published(seq: u64, kind: Kind, from: &str, call: &str) -> Published {
+        let event = Event {
+            kind,
+            unix_ms: 1_796_220_000_000,
+            room: "lobby".into(),
+            from: from.into(),
+            to: kind.is_call().then(|| "kitchen".into()),
+            call: kind.is_call().then(|| call.into()),
+            by: None,
+            reason: None,
+            media: None,
+            elapsed: None,
+        };
+        let json = event.to_json(seq).into();
+        Published { seq, event, json }
+    }
+
+    fn topics(messages: &[Message]) -> Vec<(String, String, bool, QoS)> {
+        messages
+            .iter()
+            .map(|m| (m.topic.clone(), String::from_utf8_lossy(&m.payload).into_owned(), m.retain, m.qos))
+            .collect()
+    }
+
+    #[test]
+    fn ids_become_topic_levels_without_collisions() {
+        assert_eq!(topic_id("door"), "door");
+        assert_eq!(topic_id("front_door-2"), "front_door-2");
+        assert_eq!(topic_id("door.1"), format!("door_1_{:08x}", fnv("door.1")));
+        assert_ne!(topic_id("door.1"), topic_id("door_1"));
+        assert_ne!(topic_id("a.b"), topic_id("a~b"));
+        assert!(topic_id("house/intercom").chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert_eq!(entity_id("event", "intercomd_Front-Door_doorbell"), "event.intercomd_front_door_doorbell");
+    }
+
+    fn fnv(id: &str) -> u32 {
+        id.bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
+    }
+
+    #[test]
+    fn a_first_ring_announces_the_station_before_the_event() {
+        let mut announcer = Announcer::new(&config());
+        let ring = published(1, Kind::Ring, "door", "c1");
+        let got = topics(&announcer.on_event(&ring, None));
+        let names: Vec<&str> = got.iter().map(|(topic, ..)| topic.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "homeassistant/event/intercomd/door_doorbell/config",
+                "homeassistant/binary_sensor/intercomd/door_ringing/config",
+                "intercomd/station/door/ringing",
+                "intercomd/events",
+                "intercomd/station/door/ring",
+            ]
+        );
+        assert_eq!(got[2].1, "ON");
+        assert!(got[2].2, "ringing is retained");
+        assert_eq!((got[3].1.as_str(), got[3].2, got[3].3), (&*ring.json, false, QoS::AtLeastOnce));
+        let doorbell: Value = serde_json::from_str(&got[4].1).unwrap();
+        assert_eq!(doorbell["event_type"], "ring");
+        assert_eq!(doorbell["from"], "door");
+        assert!(doorbell.get("event").is_none());
+        // A second ring: no new configs.
+        let again = topics(&announcer.on_event(&published(2, Kind::Ring, "door", "c2"), None));
+        assert_eq!(again.len(), 3);
+        // Ringing stays on until both rings are over.
+        let missed = topics(&announcer.on_event(&published(3, Kind::Missed, "door", "c1"), None));
+        assert_eq!(missed.len(), 1, "only the event: c2 still rings");
+        let answered = topics(&announcer.on_event(&published(4, Kind::Answered, "door", "c2"), None));
+        assert_eq!(answered[0].0, "intercomd/station/door/ringing");
+        assert_eq!(answered[0].1, "OFF");
+        assert_eq!(answered[1].0, "intercomd/events");
+        let ended = topics(&announcer.on_event(&published(5, Kind::Ended, "door", "c2"), None));
+        assert_eq!(ended.len(), 1);
+    }
+
+    #[test]
+    fn presence_updates_the_online_list() {
+        let mut announcer = Announcer::new(&config());
+        let peers = [("door".to_string(), "lobby".to_string()), ("kitchen".to_string(), "lobby".to_string())];
+        let got = topics(&announcer.on_event(&published(1, Kind::Online, "kitchen", ""), Some(&peers)));
+        assert_eq!(got[0].0, "intercomd/events");
+        assert_eq!(got[1].0, "intercomd/online");
+        assert_eq!(
+            serde_json::from_str::<Value>(&got[1].1).unwrap(),
+            json!({"count":2,"peers":[{"id":"door","room":"lobby"},{"id":"kitchen","room":"lobby"}]})
+        );
+        assert!(got[1].2);
+    }
+
+    #[test]
+    fn a_connect_announces_every_station_of_the_log() {
+        let mut announcer = Announcer::new(&config());
+        let got = topics(&announcer.on_connect(vec!["door".into(), "gate.2".into(), "door".into()], &[]));
+        let names: Vec<&str> = got.iter().map(|(topic, ..)| topic.as_str()).collect();
+        let gate = topic_id("gate.2");
+        assert_eq!(names.len(), 3 + 2 * 3, "{names:?}");
+        assert_eq!(names[0], "intercomd/status");
+        assert_eq!(got[0].1, "online");
+        assert_eq!(names[1], "homeassistant/sensor/intercomd/peers_online/config");
+        assert!(names.contains(&format!("intercomd/station/{gate}/ringing").as_str()));
+        assert!(got.iter().all(|(_, _, retain, qos)| *retain && *qos == QoS::AtMostOnce));
+    }
+
+    #[test]
+    fn stations_are_bounded() {
+        let mut announcer = Announcer::new(&config());
+        for n in 0..MAX_STATIONS {
+            assert!(announcer.add_station(&format!("door{n}")));
+        }
+        let got = topics(&announcer.on_event(&published(1, Kind::Ring, "one-too-many", "c1"), None));
+        assert_eq!(got.len(), 1, "only the event: {got:?}");
+        assert_eq!(got[0].0, "intercomd/events");
+    }
+
+    #[test]
+    fn only_what_a_broker_sends_a_publisher_is_decoded() {
+        let check = |bytes: &[u8]| parse(&mut BytesMut::from(bytes));
+        assert!(matches!(check(&[0x20, 0x02, 0x00, 0x00]), Ok(Some(Packet::ConnAck(_)))));
+        assert!(matches!(check(&[0x40, 0x02, 0x00, 0x07]), Ok(Some(Packet::PubAck(ack))) if ack.pkid == 7));
+        assert!(matches!(check(&[0xd0, 0x00]), Ok(Some(Packet::PingResp))));
+        assert!(matches!(check(&[0x40, 0x02, 0x00]), Ok(None)), "half a packet waits for the rest");
+        assert!(matches!(check(&[0x20]), Ok(None)));
+        assert!(check(b"HTTP/1.1 400 Bad Request\r\n").is_err());
+        assert!(check(&[0x30, 0x02, 0x00, 0x00]).is_err(), "a PUBLISH we never subscribed to");
+        assert!(check(&[0x20, 0x02, 0x00, 0x09]).is_err(), "an unknown return code");
+        assert!(check(&[0x20, 0x00]).is_err(), "CONNACK without its body");
+        assert!(check(&[0x40, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err(), "a malformed length");
+        assert!(check(&[0x40, 0xff, 0x01]).is_err(), "longer than any packet a broker sends us");
+    }
+}
