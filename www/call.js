@@ -369,7 +369,8 @@ const CallKit = (() => {
   // The list. opts:
   //   box      the section, hidden while it has nothing to show (no rings yet, or no call log)
   //   list     its <ol>, one <li> per call
-  //   live     a polite live region: entries that change while the page is open are said there
+  //   live     a polite live region (outside box, so that it exists before it speaks): entries
+  //            that change while the page is open and the list can be seen are said there
   //   room()   the room whose rings to show (a call's events carry the caller's room), or null for all
   //   max      entries shown (10)
   //   onShown(shown)  optional: called after each render with whether the box shows
@@ -468,7 +469,8 @@ const CallKit = (() => {
       const said = [];
       for (const g of items) if (news.has(g.key)) said.push(list.children[items.indexOf(g)].textContent);
       news.clear();
-      if (said.length) live.textContent = `${said.join('. ')}.`;
+      // Said only where the list can be seen: not over a call.
+      if (said.length && box.offsetParent !== null) live.textContent = `${said.join('. ')}.`;
       // Again when a ring goes stale, and at midnight ("at 14:02" becomes a date).
       let next = new Date(now).setHours(24, 0, 1, 0);
       for (const g of items) if (outcome(g, now).kind === 'ringing') next = Math.min(next, Math.max(g.got, g.at) + LOG_RING_STALE_MS);
