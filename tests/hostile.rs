@@ -322,3 +322,28 @@ fn a_head_sent_too_slowly_is_cut_off() {
         assert!(closed_after >= Duration::from_secs(9), "cut off after {closed_after:?}, before the timeout");
     });
 }
+
+#[test]
+fn a_ring_flood_makes_a_handful_of_events_and_odd_call_fields_make_none() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&[]);
+        let mut bystanders = Bystanders::join(&daemon).await;
+        let (mut mallory, _) = Client::join(&daemon, "mallory", None).await;
+        let (mut victim, _) = Client::join(&daemon, "victim", None).await;
+        // Every one is routed (the victim's page is the judge of what it
+        // wants), but only the first six of the minute are announced.
+        for n in 0..50 {
+            mallory.send(json!({"type":"call-request","to":"victim","call":format!("c{n}"),"media":"audio"})).await;
+            assert_eq!(victim.recv_type("call-request").await["call"], format!("c{n}"));
+        }
+        for odd in [json!("x".repeat(65)), json!("a b"), json!(7), json!(null), json!("")] {
+            mallory.send(json!({"type":"call-request","to":"bystander-a","call":odd})).await;
+            bystanders.a.recv_type("call-request").await;
+        }
+        bystanders.still_talking("a ring flood").await;
+        let (_, _, body) = http_get(daemon.addr, "/api/events", "");
+        let rings = json_body(&body)["events"].as_array().unwrap().len();
+        assert_eq!(rings, 6, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(common::metric(daemon.addr, "intercomd_rings_suppressed_total"), 44);
+    });
+}
