@@ -305,14 +305,17 @@ const CallKit = (() => {
   // ---------------------------------------------------------------- recent rings (the call log)
   // The daemon's call log as a short list, newest first. GET /api/events as Server-Sent Events
   // replays the logged call events (ring, answered, rejected, missed, ended; oldest first), then
-  // sends every new event live; EventSource reconnects by itself and resends Last-Event-ID, so
-  // the daemon replays only what was missed. Events of one call share `from` and `call`.
+  // sends every new event live (presence too, ignored here). Events of one call share `from`
+  // and `call`. After an error we reconnect ourselves with ?since=<seq of the last call event>
+  // rather than let EventSource resend Last-Event-ID, the id of whatever came last: presence
+  // events are not logged, so after a daemon restart their numbers can come again, and resuming
+  // after one could skip call events logged meanwhile.
   // Everything shown comes from the network: it goes into the page as textContent only.
   const LOG_KINDS = new Set(['ring', 'answered', 'rejected', 'missed', 'ended']);
   const LOG_MAX_CALLS = 100;            // calls remembered (the list shows `max` of them)
   const LOG_RING_STALE_MS = 75000;      // the daemon calls a ring missed after 60 s; past this: unknown
-  const LOG_RETRY_MIN_MS = 5000;        // our own retry when EventSource gives up (404, 503: full)
-  const LOG_RETRY_MAX_MS = 300000;
+  const LOG_RETRY_MIN_MS = 2000;        // reconnecting after an error (daemon restarting, 503: full, 404)
+  const LOG_RETRY_MAX_MS = 60000;
   const LOG_HIDDEN_CLOSE_MS = 60000;    // a tab hidden this long lets go of its stream (browsers
                                         // allow 6 HTTP/1.1 connections per host) and catches up when shown
   const LOG_REPLAY_MS = 1500;           // events this soon after the first open are the replay: not announced
@@ -487,9 +490,9 @@ const CallKit = (() => {
     function onData(data) {
       let ev;
       try { ev = JSON.parse(data); } catch (_) { return; }
-      if (ev && Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq;
       const g = apply(ev);
       if (!g) return;
+      if (Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq; // a logged (call) event
       if (Date.now() > quietUntil) news.add(g.key);
       soon();
     }
@@ -500,7 +503,7 @@ const CallKit = (() => {
       if (es || typeof EventSource !== 'function') return;
       let s;
       try {
-        // A fresh EventSource sends no Last-Event-ID: say where we were.
+        // A fresh EventSource sends no Last-Event-ID: ?since= says where we were.
         s = new EventSource(lastSeq ? `/api/events?since=${lastSeq}` : '/api/events');
       } catch (e) {
         console.warn('[calllog]', 'cannot open /api/events', e);
@@ -513,10 +516,12 @@ const CallKit = (() => {
       };
       s.onmessage = (m) => { if (s === es) onData(m.data); };
       s.onerror = () => {
-        // CONNECTING: the browser reconnects by itself. CLOSED: it gave up (an HTTP error, or
-        // not an event stream: a daemon without the call log); try again now and then.
-        if (s !== es || s.readyState !== EventSource.CLOSED) return;
+        // The stream ended (daemon restarting, network gone) or never started (503: too many
+        // streams; 404: a daemon without the call log). Reconnect ourselves (see above), backing off.
+        if (s !== es) return;
         es = null;
+        s.onopen = s.onmessage = s.onerror = null;
+        s.close();
         retryTimer = setTimeout(open, Math.round(retryMs * (0.8 + 0.4 * Math.random())));
         retryMs = Math.min(LOG_RETRY_MAX_MS, retryMs * 2);
       };
