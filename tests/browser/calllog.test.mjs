@@ -4,7 +4,8 @@
 //      live ("ringing…"), then both pages show it as missed, with the badge;
 //   2. the door rings again and kitchen accepts: "answered by kitchen" on both, newest first;
 //   3. the log comes from the daemon: a reloaded page, a fresh browser context, and a page
-//      after the daemon restarted all show the same entries;
+//      after the daemon restarted all show the same entries; a page whose stream was down
+//      while the door rang catches up once it reconnects;
 //   4. event text is never markup: a peer ringing with a call id that is HTML shows it as text;
 //   5. a daemon without the call log (404): the list stays hidden and the page works as before.
 //
@@ -164,12 +165,32 @@ describe('recent rings (call log)', { timeout: 120_000 }, () => {
     delete pages.visitor;
 
     // The daemon keeps its log in --state-dir: restarted on the same port, it still has it.
+    // Kitchen's stream is held back (its requests wait) until the door has rung again, so
+    // kitchen must catch up on a ring it did not see live.
+    const { door, kitchen } = pages;
+    let release;
+    const held = new Promise((resolve) => { release = resolve; });
+    await kitchen.route('**/api/events*', async (route) => { await held; await route.continue(); });
     await stopDaemon(daemon.child);
     daemon = startDaemon(workDir, port);
     await daemon.port;
-    await expect('the door did not reload', 10_000, (ms) => pages.door.reload({ timeout: ms }));
+    await expect('the door did not reload', 10_000, (ms) => door.reload({ timeout: ms }));
     list = await waitList('door', 'both entries after the daemon restarted', want, 15_000);
     assert.deepEqual(list.map((e) => e.text), expected.map((e) => e.text), 'the restarted daemon gave the same log');
+
+    await expect('the door did not become ready with kitchen back online', 20_000, (ms) => door.waitForFunction(
+      () => document.body.dataset.state === 'ready' && window.door.peers.includes('kitchen'), null, { timeout: ms }));
+    await door.click('[data-testid="ring"]');
+    await expect('kitchen did not ring after the restart', 10_000, (ms) => stateIs(kitchen, 'ringing', ms));
+    await door.click('[data-testid="hangup"]');
+    await expect('kitchen did not stop ringing', 10_000, (ms) => stateIs(kitchen, 'idle', ms));
+    await waitList('door', 'the new missed ring', (l) => l.length === 3 && l[0].outcome === 'missed');
+    assert.equal((await shown(kitchen)).length, 2, 'kitchen\'s stream was held back: it has not seen the new ring yet');
+    release();
+    list = await waitList('kitchen', 'the ring it missed while its stream was down, once it reconnected',
+      (l) => l.length === 3 && l[0].outcome === 'missed', 20_000);
+    assert.match(list[0].text, line('door', 'missed'));
+    await kitchen.unroute('**/api/events*');
     assert.deepEqual(pageErrors(), [], 'uncaught errors on the pages');
   });
 
