@@ -31,6 +31,7 @@
     remoteAudio: $('remote-audio'), unblockAudioBtn: $('unblock-audio-btn'),
     muteBtn: $('mute-btn'), hangupBtn: $('hangup-btn'),
     chatLog: $('chat-log'), chatForm: $('chat-form'), chatInput: $('chat-input'), chatSend: $('chat-send'),
+    recent: $('recent'), ringsList: $('rings-list'), ringsLive: $('rings-live'),
   };
   const baseTitle = document.title;
 
@@ -149,6 +150,7 @@
     el.me.hidden = false;
     el.me.textContent = app.myId;
     el.roomLabel.textContent = app.room === 'lobby' ? '' : `in ${app.room}`;
+    rings.render(); // the rings of the room the daemon put us in
     setConn('connected');
     setState(app.state); // re-evaluates which cards show
     if (call) setStatus(`Back online. Still in a call with ${call.peer}.`);
@@ -515,6 +517,12 @@
   // Leaving the page ends the call for the other side at once.
   window.addEventListener('pagehide', () => { if (call) endCall('', 'info', { notify: true, reason: 'left' }); });
 
+  // ---------------------------------------------------------------- recent rings
+  // The daemon's call log for this page's room (the one it is in, or will be in once online).
+  const rings = CallKit.recentRings({
+    box: el.recent, list: el.ringsList, live: el.ringsLive, room: () => app.room || pageRoom || 'lobby',
+  });
+
   // ---------------------------------------------------------------- test / debug handle
   window.intercom = {
     get pc() { return call ? call.pc : null; },
@@ -528,6 +536,7 @@
     get currentCall() { return call ? { id: call.id, peer: call.peer, media: call.media, role: call.role, connected: call.connected } : null; },
     get localStream() { return call ? call.localStream : null; },
     get remoteStream() { return call ? call.remoteStream : null; },
+    get recentRings() { return rings.entries; },
     placeCall, acceptCall,
     hangup: () => { if (call) endCall(`Call with ${call.peer} ended.`, 'info', { notify: true }); },
   };

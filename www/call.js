@@ -1,7 +1,8 @@
 // The one-to-one call shared by the intercom page (app.js) and the door station (door.js):
 // the call record, its RTCPeerConnection with trickle ICE, offer and answer, candidates that
 // arrive before the remote description, the chat data channel, the connect timer and the
-// teardown; and the ring tones. Wire messages (SPEC.md, through the signaling socket):
+// teardown; the ring tones; and the list of recent rings from the daemon's call log (GET
+// /api/events). Wire messages (SPEC.md, through the signaling socket):
 //   call-request {call, media[, ring:"room"]} → call-accept | call-reject {reason}
 //   → offer / answer {sdp} / candidate {candidate} (trickle) → hangup {reason}
 // A classic script after signal.js: it defines the one global CallKit.
@@ -301,5 +302,266 @@ const CallKit = (() => {
     if (t.vibrating) { try { navigator.vibrate(0); } catch (_) { /* ignore */ } }
   }
 
-  return { engine, audioContext, startTone, stopTone };
+  // ---------------------------------------------------------------- recent rings (the call log)
+  // The daemon's call log as a short list, newest first. GET /api/events as Server-Sent Events
+  // replays the logged call events (ring, answered, rejected, missed, ended; oldest first), then
+  // sends every new event live (presence too, ignored here). Events of one call share `from`
+  // and `call`. After an error we reconnect ourselves with ?since=<seq of the last call event>
+  // rather than let EventSource resend Last-Event-ID, the id of whatever came last: presence
+  // events are not logged, so after a daemon restart their numbers can come again, and resuming
+  // after one could skip call events logged meanwhile.
+  // Everything shown comes from the network: it goes into the page as textContent only.
+  const LOG_KINDS = new Set(['ring', 'answered', 'rejected', 'missed', 'ended']);
+  const LOG_MAX_CALLS = 100;            // calls remembered (the list shows `max` of them)
+  const LOG_RING_STALE_MS = 75000;      // the daemon calls a ring missed after 60 s; past this: unknown
+  const LOG_RETRY_MIN_MS = 2000;        // reconnecting after an error (daemon restarting, 503: full, 404)
+  const LOG_RETRY_MAX_MS = 60000;
+  const LOG_HIDDEN_CLOSE_MS = 60000;    // a tab hidden this long lets go of its stream (browsers
+                                        // allow 6 HTTP/1.1 connections per host) and catches up when shown
+  const LOG_REPLAY_MS = 1500;           // events this soon after the first open are the replay: not announced
+  const MISSED_ICON = 'M6.5 5.5 12 11l7-7-1-1-6 6-4.5-4.5H11V3H5v6h1.5zm17.21 11.17A16.97 16.97 0 0 0 12 12C7.46 12 ' +
+    '3.34 13.78.29 16.67a1 1 0 0 0 0 1.42l2.48 2.48a1 1 0 0 0 1.41.01c.79-.74 1.69-1.36 2.66-1.85a1 1 0 0 0 .56-.9v-3.1' +
+    'C8.85 14.25 10.4 14 12 14s3.15.25 4.6.72v3.1c0 .39.23.74.56.9.98.49 1.87 1.12 2.67 1.85a1 1 0 0 0 1.41-.01l2.48-2.48' +
+    'a1 1 0 0 0-.01-1.41z';
+
+  const clip = (v) => (typeof v === 'string' && v ? v.slice(0, 64) : null); // ids are at most 64
+  const pad = (n) => String(n).padStart(2, '0');
+
+  // "at 14:02" today, "on Tue, 1 Dec at 14:02" (the browser's date format) on another day.
+  function whenText(ms, now) {
+    const d = new Date(ms);
+    const t = new Date(now);
+    const hhmm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    if (d.toDateString() === t.toDateString()) return `at ${hhmm}`;
+    const opts = { weekday: 'short', day: 'numeric', month: 'short' };
+    if (d.getFullYear() !== t.getFullYear()) opts.year = 'numeric';
+    return `on ${d.toLocaleDateString(undefined, opts)} at ${hhmm}`;
+  }
+
+  function durationText(s) {
+    if (!(s >= 0)) return null;
+    if (s < 60) return `${Math.max(1, Math.round(s))} s`;
+    if (s < 3600) return `${Math.round(s / 60)} min`;
+    return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  }
+
+  // What became of call g: {kind: ringing | answered | missed | declined | unknown, text}.
+  function outcome(g, now) {
+    const end = g.end;
+    if (end && end.event === 'missed') return { kind: 'missed', text: 'missed' };
+    if (end && end.event === 'rejected') {
+      const by = clip(end.by) || 'someone';
+      switch (end.reason) {
+        case 'no-answer': case 'left': return { kind: 'missed', text: 'missed' }; // the rung page gave up or closed
+        case 'busy': return { kind: 'declined', text: `${by} was busy` };
+        case 'media-error': return { kind: 'declined', text: `${by} could not answer` };
+        default: return { kind: 'declined', text: `declined by ${by}` };
+      }
+    }
+    if (g.answered || (end && end.event === 'ended')) {
+      const by = g.answered && clip(g.answered.by);
+      const took = end && end.event === 'ended' ? durationText(end.duration) : null;
+      return { kind: 'answered', text: `answered${by ? ` by ${by}` : ''}${took ? ` · ${took}` : ''}` };
+    }
+    // Still ringing, unless both the daemon's clock and ours say the daemon should have ended it
+    // (it did not: it was restarted meanwhile). Either clock alone could be off.
+    if (now - g.got < LOG_RING_STALE_MS || now - g.at < LOG_RING_STALE_MS) return { kind: 'ringing', text: 'ringing…' };
+    return { kind: 'unknown', text: 'no answer recorded' };
+  }
+
+  // The list. opts:
+  //   box      the section, hidden while it has nothing to show (no rings yet, or no call log)
+  //   list     its <ol>, one <li> per call
+  //   live     a polite live region (outside box, so that it exists before it speaks): entries
+  //            that change while the page is open and the list can be seen are said there
+  //   room()   the room whose rings to show (a call's events carry the caller's room), or null for all
+  //   max      entries shown (10)
+  //   onShown(shown)  optional: called after each render with whether the box shows
+  function recentRings(opts) {
+    const { box, list, live, room = () => null, max = 10, onShown = () => {} } = opts;
+    const calls = new Map();    // from + '\n' + call → {from, call, to, room, at, got, answered, end}
+    let es = null;
+    let lastSeq = 0;
+    let retryMs = LOG_RETRY_MIN_MS;
+    let retryTimer = null;
+    let hiddenTimer = null;
+    let renderTimer = null;
+    let quietUntil = Infinity;  // set when the stream first opens
+    const news = new Set();     // calls changed by live events, to be announced
+
+    function apply(ev) {
+      if (!ev || typeof ev !== 'object' || !LOG_KINDS.has(ev.event)) return null;
+      const from = clip(ev.from);
+      const call = clip(ev.call);
+      const at = Date.parse(ev.time);
+      if (!from || !call || !Number.isFinite(at)) return null;
+      const key = `${from}\n${call}`;
+      let g = calls.get(key);
+      if (!g) {
+        g = { key, from, call, to: null, room: null, at, got: Date.now(), ring: false, answered: null, end: null };
+        calls.set(key, g);
+        // Oldest first in the map (the log replays oldest first): drop from the front.
+        for (const k of calls.keys()) { if (calls.size <= LOG_MAX_CALLS) break; calls.delete(k); }
+      }
+      g.to = clip(ev.to) || g.to;
+      g.room = clip(ev.room) || g.room;
+      switch (ev.event) {
+        case 'ring': g.ring = true; g.at = at; g.got = Date.now(); break;
+        case 'answered':
+          g.answered = ev;
+          // The ring itself fell out of the log: it was `after` seconds before the answer.
+          if (!g.ring && typeof ev.after === 'number') g.at = Math.min(g.at, at - ev.after * 1000);
+          break;
+        default: // rejected, missed, ended: the last word
+          if (!g.end || !(g.end.seq > ev.seq)) g.end = ev;
+          if (!g.ring) g.at = Math.min(g.at, at);
+      }
+      return g;
+    }
+
+    function shown() {
+      const r = room();
+      return Array.from(calls.values())
+        .filter((g) => !r || !g.room || g.room === r)
+        .sort((a, b) => b.at - a.at)
+        .slice(0, max);
+    }
+
+    function entry(g, now) {
+      const o = outcome(g, now);
+      const li = document.createElement('li');
+      li.className = `ring-entry ${o.kind}`;
+      li.dataset.outcome = o.kind;
+      li.dataset.from = g.from;
+      li.dataset.call = g.call;
+      const who = document.createElement('b');
+      who.className = 'ring-from';
+      who.textContent = g.from;
+      const when = document.createElement('time');
+      when.dateTime = new Date(g.at).toISOString();
+      when.title = new Date(g.at).toLocaleString();
+      when.textContent = whenText(g.at, now);
+      const to = g.to && g.to !== '*' ? ` ${g.to}` : '';
+      const what = document.createElement('span');
+      what.className = `ring-outcome ${o.kind}`;
+      if (o.kind === 'missed') {
+        // Not colour alone: an icon and the word.
+        what.classList.add('badge');
+        const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+        svg.setAttribute('class', 'icon');
+        svg.setAttribute('viewBox', '0 0 24 24');
+        svg.setAttribute('aria-hidden', 'true');
+        const path = document.createElementNS('http://www.w3.org/2000/svg', 'path');
+        path.setAttribute('fill', 'currentColor');
+        path.setAttribute('d', MISSED_ICON);
+        svg.append(path);
+        what.append(svg);
+      }
+      what.append(o.text);
+      li.append(who, ` rang${to} `, when, ' · ', what);
+      return li;
+    }
+
+    function render() {
+      clearTimeout(renderTimer);
+      renderTimer = null;
+      const now = Date.now();
+      const items = shown();
+      list.replaceChildren(...items.map((g) => entry(g, now)));
+      box.hidden = items.length === 0;
+      const said = [];
+      for (const g of items) if (news.has(g.key)) said.push(list.children[items.indexOf(g)].textContent);
+      news.clear();
+      // Said only where the list can be seen: not over a call.
+      if (said.length && box.offsetParent !== null) live.textContent = `${said.join('. ')}.`;
+      // Again when a ring goes stale, and at midnight ("at 14:02" becomes a date).
+      let next = new Date(now).setHours(24, 0, 1, 0);
+      for (const g of items) if (outcome(g, now).kind === 'ringing') next = Math.min(next, Math.max(g.got, g.at) + LOG_RING_STALE_MS);
+      renderTimer = setTimeout(render, Math.max(1000, next - now));
+      onShown(!box.hidden);
+    }
+
+    // Many events arrive together (the replay): one render for all of them.
+    function soon() {
+      clearTimeout(renderTimer);
+      renderTimer = setTimeout(render, 0);
+    }
+
+    function onData(data) {
+      let ev;
+      try { ev = JSON.parse(data); } catch (_) { return; }
+      const g = apply(ev);
+      if (!g) return;
+      if (Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq; // a logged (call) event
+      if (Date.now() > quietUntil) news.add(g.key);
+      soon();
+    }
+
+    function open() {
+      clearTimeout(retryTimer);
+      retryTimer = null;
+      if (es || typeof EventSource !== 'function') return;
+      let s;
+      try {
+        // A fresh EventSource sends no Last-Event-ID: ?since= says where we were.
+        s = new EventSource(lastSeq ? `/api/events?since=${lastSeq}` : '/api/events');
+      } catch (e) {
+        console.warn('[calllog]', 'cannot open /api/events', e);
+        return;
+      }
+      es = s;
+      s.onopen = () => {
+        retryMs = LOG_RETRY_MIN_MS;
+        if (quietUntil === Infinity) quietUntil = Date.now() + LOG_REPLAY_MS;
+      };
+      s.onmessage = (m) => { if (s === es) onData(m.data); };
+      s.onerror = () => {
+        // The stream ended (daemon restarting, network gone) or never started (503: too many
+        // streams; 404: a daemon without the call log). Reconnect ourselves (see above), backing off.
+        if (s !== es) return;
+        es = null;
+        s.onopen = s.onmessage = s.onerror = null;
+        s.close();
+        retryTimer = setTimeout(open, Math.round(retryMs * (0.8 + 0.4 * Math.random())));
+        retryMs = Math.min(LOG_RETRY_MAX_MS, retryMs * 2);
+      };
+    }
+
+    function close() {
+      clearTimeout(retryTimer);
+      retryTimer = null;
+      clearTimeout(hiddenTimer);
+      hiddenTimer = null;
+      if (!es) return;
+      es.onopen = es.onmessage = es.onerror = null;
+      es.close();
+      es = null;
+    }
+
+    document.addEventListener('visibilitychange', () => {
+      clearTimeout(hiddenTimer);
+      hiddenTimer = null;
+      if (document.visibilityState === 'hidden') hiddenTimer = setTimeout(close, LOG_HIDDEN_CLOSE_MS);
+      else open();
+    });
+    // Leaving the page: let go of the stream (no error event, no retry while unloading); a page
+    // restored from the back-forward cache opens it again and catches up.
+    window.addEventListener('pagehide', close);
+    window.addEventListener('pageshow', (e) => { if (e.persisted) open(); });
+
+    open();
+    return {
+      /** Renders again (the room to show changed). */
+      render,
+      close,
+      /** What the list shows, newest first: [{from, call, outcome, text}] (tests, debugging). */
+      get entries() {
+        const now = Date.now();
+        return shown().map((g) => ({ from: g.from, call: g.call, outcome: outcome(g, now).kind, text: entry(g, now).textContent }));
+      },
+      get open() { return !!es && es.readyState === EventSource.OPEN; },
+    };
+  }
+
+  return { engine, audioContext, startTone, stopTone, recentRings };
 })();

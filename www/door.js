@@ -27,6 +27,7 @@
     headline: $('headline'), subline: $('subline'), message: $('message'), hangupBtn: $('hangup-btn'),
     statusText: $('status-text'), retryBtn: $('retry-btn'),
     remoteAudio: $('remote-audio'), soundOverlay: $('sound-overlay'), enableSoundBtn: $('enable-sound-btn'),
+    recent: $('recent'), ringsList: $('rings-list'), ringsLive: $('rings-live'),
   };
 
   // ---------------------------------------------------------------- config
@@ -62,6 +63,7 @@
   };
   // call.js's record plus: group, peer (null until someone accepts a room ring), targets: Set, replies: Map peer→reason
   let call = null;
+  let rings = null; // CallKit.recentRings, once the station knows its room
 
   function setState(s) {
     app.state = s;
@@ -288,6 +290,7 @@
     setNotice('id-taken', '');
     setNotice('replaced', '');
     el.me.textContent = `${app.myId} · ${app.room}`;
+    if (rings) rings.render();
     setConn('connected');
     if (call) setStatus(`Back online. Still in the call with ${call.peer || targetText()}.`);
     else setReadyStatus();
@@ -661,6 +664,7 @@
     },
     get localStream() { return call ? call.localStream : null; },
     get remoteStream() { return call ? call.remoteStream : null; },
+    get recentRings() { return rings ? rings.entries : []; },
     ring, hangup,
   };
   window.door = handle;
@@ -683,6 +687,13 @@
       return;
     }
     setState('offline');
+    // Recent rings of this station's room, beside the big button.
+    if (!rings) {
+      rings = CallKit.recentRings({
+        box: el.recent, list: el.ringsList, live: el.ringsLive, max: 8,
+        room: () => app.room || (app.config && app.config.room),
+      });
+    } else rings.render();
     sig.start();
     keepAwake();
     checkPermissions();
