@@ -177,10 +177,15 @@ impl Event {
 
     /// One line of JSON, fields in a fixed order:
     /// `{"seq":7,"event":"ring","time":"2026-12-02T14:02:03.120Z","room":..,"from":..,"to":..,"call":..,
-    /// "by":..,"reason":..,"media":..,"after"|"duration":..}`; absent fields are left out. Durations are
+    /// "by":..,"reason":..,"media":..,"after"|"duration":..}`; absent fields are left out (presence
+    /// events have no `seq`: only call events are numbered, in the call log). Durations are
     /// in seconds with one decimal (enough for people, stable in tests).
-    pub fn to_json(&self, seq: u64) -> String {
-        let mut out = format!("{{\"seq\":{seq},\"event\":\"{}\",\"time\":\"{}\"", self.kind.as_str(), rfc3339(self.unix_ms));
+    pub fn to_json(&self, seq: Option<u64>) -> String {
+        let mut out = String::from("{");
+        if let Some(seq) = seq {
+            let _ = write!(out, "\"seq\":{seq},");
+        }
+        let _ = write!(out, "\"event\":\"{}\",\"time\":\"{}\"", self.kind.as_str(), rfc3339(self.unix_ms));
         let from = if self.kind.is_call() { "from" } else { "peer" };
         let text = [("room", Some(&self.room)), (from, Some(&self.from)), ("to", self.to.as_ref()), ("call", self.call.as_ref())];
         let more = [("by", self.by.as_ref()), ("reason", self.reason.as_ref()), ("media", self.media.as_ref())];
@@ -584,7 +589,7 @@ mod tests {
         let got: Vec<String> = events
             .iter()
             .map(|event| {
-                let json: Value = serde_json::from_str(&event.to_json(0)).unwrap();
+                let json: Value = serde_json::from_str(&event.to_json(None)).unwrap();
                 let mut object = json.as_object().unwrap().clone();
                 for noise in ["seq", "time", "room", "call", "media"] {
                     object.remove(noise);
@@ -846,11 +851,11 @@ mod tests {
             elapsed: Some(Duration::from_millis(4250)),
         };
         assert_eq!(
-            event.to_json(7),
+            event.to_json(Some(7)),
             r#"{"seq":7,"event":"answered","time":"2026-12-02T14:00:00.123Z","room":"home","from":"door","to":"*","call":"c1","by":"kitchen","media":"video","after":4.3}"#
         );
         let online = Event::presence(Kind::Online, "kitchen".into(), "home".into(), Clock { at: Instant::now(), unix_ms: 0 });
-        assert_eq!(online.to_json(1), r#"{"seq":1,"event":"online","time":"1970-01-01T00:00:00.000Z","room":"home","peer":"kitchen"}"#);
+        assert_eq!(online.to_json(None), r#"{"event":"online","time":"1970-01-01T00:00:00.000Z","room":"home","peer":"kitchen"}"#);
     }
 
     #[test]

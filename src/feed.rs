@@ -46,7 +46,8 @@ pub const STREAM_QUEUE: usize = 64;
 /// An event with its place in the sequence, encoded once for everyone.
 #[derive(Debug)]
 pub struct Published {
-    pub seq: u64,
+    /// Its number in the call log; `None` for presence, which is not kept.
+    pub seq: Option<u64>,
     pub event: Event,
     /// [`Event::to_json`] of it.
     pub json: Rc<str>,
@@ -159,7 +160,7 @@ impl Feed {
         self.log.range(first..).cloned().collect()
     }
 
-    /// The sequence number of the last event published (0: none yet).
+    /// The sequence number of the last call event (0: none yet).
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
@@ -194,16 +195,20 @@ impl Feed {
         Some(events)
     }
 
-    /// Give `event` the next sequence number, keep it if it is a call event,
-    /// and queue it for every consumer.
+    /// Give a call event the next sequence number and keep it; queue every
+    /// event for every consumer. Only what is kept is numbered, so the
+    /// numbers carry on across restarts (the next is one past the log's
+    /// last) and a stream's `Last-Event-ID` always names a logged event.
     pub fn publish(&mut self, event: Event) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = event.kind.is_call().then(|| {
+            self.next_seq += 1;
+            self.next_seq - 1
+        });
         let json: Rc<str> = event.to_json(seq).into();
         if let Some(index) = Kind::ALL.iter().position(|kind| *kind == event.kind) {
             self.published[index] += 1;
         }
-        if event.kind.is_call() {
+        if let Some(seq) = seq {
             self.keep(seq, json.clone());
             if self.path.is_some() {
                 // Full means a save is already due, which will see this one.
@@ -336,8 +341,8 @@ mod tests {
             feed.publish(event(Kind::Ring, &format!("door{n}")));
         }
         assert_eq!(feed.log().len(), MAX_LOG_EVENTS);
-        assert!(feed.log().next().unwrap().contains("\"seq\":7,"), "the oldest went first");
-        assert_eq!(feed.last_seq(), MAX_LOG_EVENTS as u64 + 6);
+        assert!(feed.log().next().unwrap().contains("\"seq\":6,"), "the oldest went first");
+        assert_eq!(feed.last_seq(), MAX_LOG_EVENTS as u64 + 5, "presence has no number");
         let big = "d".repeat(60);
         let mut feed = Feed::new();
         for _ in 0..MAX_LOG_EVENTS {

@@ -741,8 +741,8 @@ mod tests {
             media: None,
             elapsed: None,
         };
-        let json = event.to_json(seq).into();
-        Published { seq, event, json }
+        let json = event.to_json(Some(seq)).into();
+        Published { seq: Some(seq), event, json }
     }
 
     fn topics(messages: &[Message]) -> Vec<(String, String, bool, QoS)> {

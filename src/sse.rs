@@ -62,7 +62,7 @@ pub async fn serve(
     let mut first = head;
     let _ = write!(Text(&mut first), "retry: {RETRY_MS}\n\n");
     for (seq, json) in &backlog {
-        frame(&mut first, *seq, json);
+        frame(&mut first, Some(*seq), json);
     }
     drop(backlog);
     if !send(&mut stream, &first).await {
@@ -112,9 +112,13 @@ pub async fn serve(
     debug!("{address}: event stream closed");
 }
 
-/// One event: `id: 7\ndata: {...}\n\n`.
-fn frame(bytes: &mut Vec<u8>, seq: u64, json: &str) {
-    let _ = write!(Text(bytes), "id: {seq}\ndata: {json}\n\n");
+/// One event: `id: 7\ndata: {...}\n\n`. Presence has no `id:`, so it
+/// leaves the browser's `Last-Event-ID` on the last logged event.
+fn frame(bytes: &mut Vec<u8>, seq: Option<u64>, json: &str) {
+    if let Some(seq) = seq {
+        let _ = write!(Text(bytes), "id: {seq}\n");
+    }
+    let _ = write!(Text(bytes), "data: {json}\n\n");
 }
 
 async fn send(stream: &mut Stream, bytes: &[u8]) -> bool {

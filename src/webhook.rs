@@ -278,7 +278,7 @@ impl Worker {
             loop {
                 let outcome = exchange(&target.url, &request).await;
                 let step = next_step(&outcome, attempt);
-                debug!("{}: event {} attempt {}: {outcome:?}, {step:?}", target.label, published.seq, attempt + 1);
+                debug!("{}: {} event, attempt {}: {outcome:?}, {step:?}", target.label, published.event.kind.as_str(), attempt + 1);
                 if step == Step::Delivered {
                     stats.delivered.set(stats.delivered.get() + 1);
                     stats.up.set(true);
@@ -387,7 +387,7 @@ mod tests {
             media: Some("audio".into()),
             elapsed: None,
         };
-        Published { seq: 3, json: Rc::from(event.to_json(3)), event }
+        Published { seq: Some(3), json: Rc::from(event.to_json(Some(3))), event }
     }
 
     #[test]
