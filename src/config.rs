@@ -580,7 +580,7 @@ struct MqttUrl {
 }
 
 /// `mqtt://[user[:password]@]host[:port][/]`; user and password may be
-/// percent-encoded.
+/// percent-encoded. The authority is read as for http (`Url`).
 fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
     let rest = match url.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mqtt") => rest,
@@ -589,38 +589,10 @@ fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
         }
         _ => return Err("must look like mqtt://[user[:password]@]host[:port]"),
     };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((userinfo, hostport)) => (Some(userinfo), hostport),
-        None => (None, rest),
-    };
-    if hostport.contains(['/', '?', '#', ' ']) || hostport.chars().any(char::is_control) {
+    let Url { host, port, target, userinfo, .. } = Url::parse_after_scheme(rest, false, MQTT_DEFAULT_PORT)?;
+    if target != "/" {
         return Err("must be mqtt://[user[:password]@]host[:port], without a path");
     }
-    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']').ok_or("an IPv6 address needs its closing ]")?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or("expected :port after the IPv6 address")?)),
-        }
-    } else if hostport.matches(':').count() > 1 {
-        return Err("an IPv6 address goes in brackets: mqtt://[fd00::2]:1883");
-    } else {
-        match hostport.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() || host.contains(['[', ']', '@']) {
-        return Err("needs a host, like mqtt://broker.lan or mqtt://[fd00::2]:1883");
-    }
-    let port = match port {
-        None => MQTT_DEFAULT_PORT,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err("the port must be a number from 1 to 65535"),
-        },
-    };
     let decode =
         |text: &str| crate::http::percent_decode(text, false).ok_or("bad percent-encoding in the user or password");
     let (user, password) = match userinfo {
@@ -628,7 +600,7 @@ fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
         Some(userinfo) => {
             let (user, password) = match userinfo.split_once(':') {
                 Some((user, password)) => (user, Some(decode(password)?)),
-                None => (userinfo, None),
+                None => (userinfo.as_str(), None),
             };
             if user.is_empty() {
                 return Err("the user name before @ is empty");
@@ -636,7 +608,7 @@ fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
             (Some(decode(user)?), password.filter(|password| !password.is_empty()))
         }
     };
-    Ok(MqttUrl { host: host.to_string(), port, user, password })
+    Ok(MqttUrl { host, port, user, password })
 }
 
 /// The first line of `path`, without its line ending: a password file as

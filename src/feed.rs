@@ -13,8 +13,8 @@
 //!   oldest dropped first.
 //! - The file is replaced whole, through a temporary file, `fsync` and a
 //!   rename, so a power cut leaves the old log or the new one, never half
-//!   of one. Writing happens off the daemon's thread (a short-lived thread per
-//!   save), at most one write at a time, and only after an event: a daemon nobody
+//!   of one. Writing happens off the daemon's thread (smol's blocking pool),
+//!   at most one write at a time, and only after an event: a daemon nobody
 //!   rings never touches the disk.
 
 use std::cell::{Cell, RefCell};
@@ -271,17 +271,10 @@ pub async fn save(feed: Rc<RefCell<Feed>>) {
     while dirty.recv().await.is_ok() {
         let bytes = feed.borrow().snapshot();
         let target = path.clone();
-        // A thread of its own for the write (an SD card can take a good
-        // part of a second to sync): the daemon's thread goes on routing.
-        let (done, written) = channel::bounded(1);
-        let spawned = std::thread::Builder::new().name("intercomd-save".into()).spawn(move || {
-            let _ = done.send_blocking(write_atomically(&target, &bytes));
-        });
-        let result = match spawned {
-            Ok(_) => written.recv().await.unwrap_or_else(|_| Err(io::Error::other("the writer thread died"))),
-            Err(error) => Err(error),
-        };
-        match result {
+        // Off the daemon's thread (an SD card can take a good part of a
+        // second to sync), on smol's blocking pool, which host-name lookups
+        // use too: the daemon's thread goes on routing.
+        match smol::unblock(move || write_atomically(&target, &bytes)).await {
             Ok(()) if failing => {
                 info!("call log saved to {} again", path.display());
                 failing = false;

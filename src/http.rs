@@ -172,15 +172,21 @@ impl Url {
     /// `http[s]://[user:password@]host[:port][/path][?query]`; a fragment
     /// is dropped (it is never sent). The error says what is wrong.
     pub fn parse(text: &str) -> Result<Url, &'static str> {
-        if text.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err("must not contain spaces or control characters");
-        }
         let (scheme, rest) = text.split_once("://").ok_or("must look like http://host[:port]/path")?;
-        let https = match scheme.to_ascii_lowercase().as_str() {
-            "http" => false,
-            "https" => true,
+        let (https, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "http" => (false, 80),
+            "https" => (true, 443),
             _ => return Err("scheme must be http or https"),
         };
+        Url::parse_after_scheme(rest, https, default_port)
+    }
+
+    /// What follows `scheme://`, for a scheme whose port is `default_port`
+    /// (also `mqtt://`, in `config.rs`).
+    pub fn parse_after_scheme(rest: &str, https: bool, default_port: u16) -> Result<Url, &'static str> {
+        if rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            return Err("must not contain spaces or control characters");
+        }
         let rest = rest.split('#').next().unwrap_or_default();
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(end);
@@ -193,25 +199,22 @@ impl Url {
             host.parse::<std::net::Ipv6Addr>().map_err(|_| "not an IPv6 address between [ ]")?;
             (host, after.strip_prefix(':').map(Some).unwrap_or(if after.is_empty() { None } else { Some("") }))
         } else {
+            if host_port.matches(':').count() > 1 {
+                return Err("an IPv6 address goes in brackets: [fd00::2]");
+            }
             match host_port.split_once(':') {
                 Some((host, port)) => (host, Some(port)),
                 None => (host_port, None),
             }
         };
         if host.is_empty() {
-            return Err("needs a host, like http://192.168.1.10:8123/");
+            return Err("needs a host, like 192.168.1.10 or ha.lan");
         }
         if !host.contains(':') && !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
             return Err("the host may hold letters, digits and - . _ only");
         }
         let port = match port {
-            None => {
-                if https {
-                    443
-                } else {
-                    80
-                }
-            }
+            None => default_port,
             Some(digits) => match digits.parse::<u16>() {
                 Ok(port) if port != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => port,
                 _ => return Err("the port must be a number from 1 to 65535"),
@@ -410,8 +413,8 @@ mod tests {
         check("ftp://host/", Err("scheme must be http or https"));
         check("ws://host/", Err("scheme must be http or https"));
         check("host:8123/x", Err("must look like http://host[:port]/path"));
-        check("http:///path", Err("needs a host, like http://192.168.1.10:8123/"));
-        check("http://user@:80/", Err("needs a host, like http://192.168.1.10:8123/"));
+        check("http:///path", Err("needs a host, like 192.168.1.10 or ha.lan"));
+        check("http://user@:80/", Err("needs a host, like 192.168.1.10 or ha.lan"));
         check("http://host:0/", Err("the port must be a number from 1 to 65535"));
         check("http://host:65536/", Err("the port must be a number from 1 to 65535"));
         check("http://host:/", Err("the port must be a number from 1 to 65535"));

@@ -208,23 +208,31 @@ pub fn next_step(outcome: &Outcome, attempt: usize) -> Step {
 fn parse_status(buffer: &[u8]) -> Result<Option<u16>, &'static str> {
     let mut rest = buffer;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(rest) {
-            Ok(httparse::Status::Complete(length)) => {
-                let code = response.code.ok_or("a response without a status")?;
-                if (100..200).contains(&code) {
-                    rest = &rest[length..];
-                    continue;
-                }
-                return Ok(Some(code));
-            }
-            Ok(httparse::Status::Partial) if buffer.len() >= MAX_RESPONSE_HEAD => {
-                return Err("a response head longer than 16 KiB")
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err("an answer that is not HTTP/1.x"),
+        // Only the status line matters, but a head is only over at its
+        // blank line (an interim response is followed by the real one).
+        if !b"HTTP/".iter().zip(rest).all(|(want, got)| want == got) {
+            return Err("an answer that is not HTTP/1.x");
         }
+        let Some(end) = rest.windows(4).position(|window| window == b"\r\n\r\n") else {
+            if buffer.len() >= MAX_RESPONSE_HEAD {
+                return Err("a response head longer than 16 KiB");
+            }
+            return Ok(None);
+        };
+        let line = rest.split(|b| *b == b'\r').next().unwrap_or_default();
+        let code = match line {
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', a, b, c, ..]
+                if [a, b, c].iter().all(|digit| digit.is_ascii_digit()) && matches!(line.get(12), None | Some(b' ')) =>
+            {
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+            }
+            _ => return Err("an answer that is not HTTP/1.x"),
+        };
+        if (100..200).contains(&code) {
+            rest = &rest[end + 4..];
+            continue;
+        }
+        return Ok(Some(code));
     }
 }
 
@@ -463,6 +471,7 @@ mod tests {
         assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\nServer:"), Ok(None));
         assert_eq!(parse_status(b""), Ok(None));
         assert!(parse_status(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_status(b"SSH-2.0-OpenSSH").is_err(), "told apart before the head ends");
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_RESPONSE_HEAD));
         assert!(parse_status(long.as_bytes()).is_err());
     }
