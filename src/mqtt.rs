@@ -42,6 +42,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -51,7 +52,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use log::{debug, info, warn};
 use mqttbytes::v4::{Connect, LastWill, Login, PingReq, Publish};
 use mqttbytes::QoS;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use smol::future::or;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
@@ -433,7 +434,6 @@ fn ringer(line: &str) -> Option<String> {
 }
 
 /// One PUBLISH to make.
-#[derive(Debug, Clone, PartialEq)]
 struct Message {
     topic: String,
     payload: Bytes,
@@ -496,7 +496,7 @@ impl Announcer {
         }
         let mut messages = vec![
             Message::state(format!("{}/status", self.prefix), "online"),
-            Message::state(self.config_topic("sensor", "peers_online"), self.online_config().to_string()),
+            Message::state(self.config_topic("sensor", "peers_online"), self.online_config()),
             self.online_list(peers),
         ];
         let ids: Vec<String> = self.stations.keys().cloned().collect();
@@ -583,85 +583,84 @@ impl Announcer {
 
     /// The daemon as a device: what stations hang off (`via_device`) and
     /// what the online sensor belongs to.
-    fn daemon_device(&self) -> Value {
-        json!({
-            "identifiers": [self.node],
-            "name": format!("intercomd ({})", self.prefix),
-            "manufacturer": "intercomd",
-            "model": "intercomd signaling daemon",
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        })
+    fn daemon_device(&self) -> String {
+        Json::new()
+            .list("identifiers", &[self.node.as_str()])
+            .str("name", &format!("intercomd ({})", self.prefix))
+            .str("manufacturer", "intercomd")
+            .str("model", "intercomd signaling daemon")
+            .str("sw_version", env!("CARGO_PKG_VERSION"))
+            .end()
     }
 
-    fn origin() -> Value {
-        json!({"name": "intercomd", "sw_version": env!("CARGO_PKG_VERSION")})
+    /// The end of every discovery payload: availability, device, origin.
+    fn common(&self, json: Json, device: &str) -> String {
+        json.str("availability_topic", &format!("{}/status", self.prefix))
+            .raw("device", device)
+            .raw("origin", concat!(r#"{"name":"intercomd","sw_version":""#, env!("CARGO_PKG_VERSION"), r#""}"#))
+            .end()
     }
 
     /// The sensor of who is online: the count as state, the list as
     /// attributes.
-    fn online_config(&self) -> Value {
+    fn online_config(&self) -> String {
         let unique_id = format!("{}_peers_online", self.node);
         let topic = format!("{}/online", self.prefix);
-        json!({
-            "name": "Peers online",
-            "unique_id": unique_id,
-            "default_entity_id": entity_id("sensor", &unique_id),
-            "state_topic": topic,
-            "value_template": "{{ value_json.count }}",
-            "json_attributes_topic": topic,
-            "state_class": "measurement",
-            "icon": "mdi:account-multiple",
-            "availability_topic": format!("{}/status", self.prefix),
-            "device": self.daemon_device(),
-            "origin": Announcer::origin(),
-        })
+        let json = Json::new()
+            .str("name", "Peers online")
+            .str("unique_id", &unique_id)
+            .str("default_entity_id", &entity_id("sensor", &unique_id))
+            .str("state_topic", &topic)
+            .str("value_template", "{{ value_json.count }}")
+            .str("json_attributes_topic", &topic)
+            .str("state_class", "measurement")
+            .str("icon", "mdi:account-multiple");
+        self.common(json, &self.daemon_device())
     }
 
     fn online_list(&self, peers: &[(String, String)]) -> Message {
-        let list: Vec<Value> = peers.iter().map(|(id, room)| json!({"id": id, "room": room})).collect();
-        Message::state(format!("{}/online", self.prefix), json!({"count": peers.len(), "peers": list}).to_string())
+        let mut list = format!("{{\"count\":{},\"peers\":[", peers.len());
+        for (n, (id, room)) in peers.iter().enumerate() {
+            if n > 0 {
+                list.push(',');
+            }
+            list.push_str(&Json::new().str("id", id).str("room", room).end());
+        }
+        list.push_str("]}");
+        Message::state(format!("{}/online", self.prefix), list)
     }
 
     /// A station's two entities: its doorbell `event` and its `ringing`
     /// binary sensor, on a device of its own.
-    fn station_configs(&self, id: &str) -> Vec<Message> {
+    fn station_configs(&self, id: &str) -> [Message; 2] {
         let sid = &self.stations[id].sid;
-        let device = json!({
-            "identifiers": [format!("{}_station_{sid}", self.node)],
-            "name": id,
-            "manufacturer": "intercomd",
-            "model": "door station",
-            "via_device": self.node,
-        });
-        let availability = format!("{}/status", self.prefix);
+        let device = Json::new()
+            .list("identifiers", &[format!("{}_station_{sid}", self.node).as_str()])
+            .str("name", id)
+            .str("manufacturer", "intercomd")
+            .str("model", "door station")
+            .str("via_device", &self.node)
+            .end();
         let doorbell_id = format!("{}_{sid}_doorbell", self.node);
         let ringing_id = format!("{}_{sid}_ringing", self.node);
-        let doorbell = json!({
-            "name": "Doorbell",
-            "unique_id": doorbell_id,
-            "default_entity_id": entity_id("event", &doorbell_id),
-            "device_class": "doorbell",
-            "event_types": ["ring"],
-            "state_topic": self.station_topic(id, "ring"),
-            "availability_topic": availability,
-            "device": device,
-            "origin": Announcer::origin(),
-        });
-        let ringing = json!({
-            "name": "Ringing",
-            "unique_id": ringing_id,
-            "default_entity_id": entity_id("binary_sensor", &ringing_id),
-            "state_topic": self.station_topic(id, "ringing"),
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "icon": "mdi:bell-ring",
-            "availability_topic": availability,
-            "device": device,
-            "origin": Announcer::origin(),
-        });
-        vec![
-            Message::state(self.config_topic("event", &format!("{sid}_doorbell")), doorbell.to_string()),
-            Message::state(self.config_topic("binary_sensor", &format!("{sid}_ringing")), ringing.to_string()),
+        let doorbell = Json::new()
+            .str("name", "Doorbell")
+            .str("unique_id", &doorbell_id)
+            .str("default_entity_id", &entity_id("event", &doorbell_id))
+            .str("device_class", "doorbell")
+            .list("event_types", &["ring"])
+            .str("state_topic", &self.station_topic(id, "ring"));
+        let ringing = Json::new()
+            .str("name", "Ringing")
+            .str("unique_id", &ringing_id)
+            .str("default_entity_id", &entity_id("binary_sensor", &ringing_id))
+            .str("state_topic", &self.station_topic(id, "ringing"))
+            .str("payload_on", "ON")
+            .str("payload_off", "OFF")
+            .str("icon", "mdi:bell-ring");
+        [
+            Message::state(self.config_topic("event", &format!("{sid}_doorbell")), self.common(doorbell, &device)),
+            Message::state(self.config_topic("binary_sensor", &format!("{sid}_ringing")), self.common(ringing, &device)),
         ]
     }
 
@@ -670,21 +669,84 @@ impl Announcer {
         Message::state(self.station_topic(id, "ringing"), if on { "ON" } else { "OFF" })
     }
 
-    /// The doorbell event: `event_type` and the ring's fields (but `event`).
+    /// The doorbell event: the ring's line with `"event":"ring"` turned
+    /// into `"event_type":"ring"` (its other fields as they are). The line
+    /// is `Event::to_json`'s flat object, where the pattern can only be
+    /// that key: a `"` inside a string is escaped.
     fn station_ring(&self, id: &str, json: &str) -> Message {
-        let mut payload = Map::new();
-        payload.insert("event_type".into(), "ring".into());
-        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) {
-            payload.extend(fields.into_iter().filter(|(name, _)| name != "event"));
-        }
         Message {
             topic: self.station_topic(id, "ring"),
-            payload: Value::Object(payload).to_string().into(),
+            payload: json.replacen(r#""event":"ring""#, r#""event_type":"ring""#, 1).into(),
             retain: false,
             qos: QoS::AtLeastOnce,
             event: false,
         }
     }
+}
+
+/// A JSON object written field by field: keys are plain, values escaped.
+struct Json(String);
+
+impl Json {
+    fn new() -> Json {
+        Json(String::from("{"))
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        let _ = write!(self.0, "\"{key}\":");
+    }
+
+    fn str(mut self, key: &str, value: &str) -> Json {
+        self.key(key);
+        push_json_string(&mut self.0, value);
+        self
+    }
+
+    fn list(mut self, key: &str, values: &[&str]) -> Json {
+        self.key(key);
+        self.0.push('[');
+        for (n, value) in values.iter().enumerate() {
+            if n > 0 {
+                self.0.push(',');
+            }
+            push_json_string(&mut self.0, value);
+        }
+        self.0.push(']');
+        self
+    }
+
+    /// `json` as the value, as it is.
+    fn raw(mut self, key: &str, json: &str) -> Json {
+        self.key(key);
+        self.0.push_str(json);
+        self
+    }
+
+    fn end(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// `text` as a JSON string (prefixes may hold `"` and `\`).
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A peer id or a prefix as a topic level, node id and object id, which
@@ -716,6 +778,7 @@ fn entity_id(domain: &str, unique_id: &str) -> String {
 mod tests {
     use super::*;
     use crate::events::Event;
+    use serde_json::json;
 
     fn config() -> Mqtt {
         Mqtt::new("mqtt://broker", None, "intercomd", "homeassistant").unwrap()
