@@ -40,7 +40,7 @@
 //! - The password is never logged: the broker is named by `Mqtt::target`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io;
@@ -452,6 +452,8 @@ impl Message {
 
 /// A door station: a peer that rang.
 struct Station {
+    /// Its peer id.
+    id: String,
     /// Its id made safe for topics and object ids.
     sid: String,
     /// Its rings not yet answered, rejected or missed (call ids, oldest
@@ -466,8 +468,9 @@ struct Announcer {
     discovery_prefix: String,
     /// `--mqtt-prefix` made safe as a node id and unique-id prefix.
     node: String,
-    /// By peer id.
-    stations: BTreeMap<String, Station>,
+    /// In the order they were first seen; a list, as there are at most
+    /// `MAX_STATIONS` (smaller code than a map).
+    stations: Vec<Station>,
     /// Warned that `MAX_STATIONS` is reached.
     warned_full: bool,
 }
@@ -482,7 +485,7 @@ impl Announcer {
             prefix: config.prefix.clone(),
             discovery_prefix: config.discovery_prefix.clone(),
             node: topic_id(&config.prefix),
-            stations: BTreeMap::new(),
+            stations: Vec::new(),
             warned_full: false,
         }
     }
@@ -499,7 +502,7 @@ impl Announcer {
             Message::state(self.config_topic("sensor", "peers_online"), self.online_config()),
             self.online_list(peers),
         ];
-        let ids: Vec<String> = self.stations.keys().cloned().collect();
+        let ids: Vec<String> = self.stations.iter().map(|station| station.id.clone()).collect();
         for id in ids {
             messages.extend(self.station_configs(&id));
             messages.push(self.ringing_state(&id));
@@ -520,11 +523,11 @@ impl Announcer {
         };
         match event.kind {
             Kind::Ring => {
-                let known = self.stations.contains_key(&event.from);
+                let known = self.station(&event.from).is_some();
                 if !known && self.add_station(&event.from) {
                     messages.extend(self.station_configs(&event.from));
                 }
-                if let (Some(station), Some(call)) = (self.stations.get_mut(&event.from), &event.call) {
+                if let (Some(station), Some(call)) = (self.stations.iter_mut().find(|station| station.id == event.from), &event.call) {
                     station.ringing.push_back(call.clone());
                     if station.ringing.len() > crate::events::MAX_OPEN_CALLS {
                         station.ringing.pop_front();
@@ -536,7 +539,7 @@ impl Announcer {
                 }
             }
             Kind::Answered | Kind::Rejected | Kind::Missed => {
-                if let (Some(station), Some(call)) = (self.stations.get_mut(&event.from), &event.call) {
+                if let (Some(station), Some(call)) = (self.stations.iter_mut().find(|station| station.id == event.from), &event.call) {
                     let before = station.ringing.len();
                     station.ringing.retain(|ringing| ringing != call);
                     if before > 0 && station.ringing.is_empty() {
@@ -559,7 +562,7 @@ impl Announcer {
 
     /// Follow `id` as a station; false when `MAX_STATIONS` are followed.
     fn add_station(&mut self, id: &str) -> bool {
-        if self.stations.contains_key(id) {
+        if self.station(id).is_some() {
             return true;
         }
         if self.stations.len() >= MAX_STATIONS {
@@ -569,8 +572,17 @@ impl Announcer {
             }
             return false;
         }
-        self.stations.insert(id.to_string(), Station { sid: topic_id(id), ringing: VecDeque::new() });
+        self.stations.push(Station { id: id.to_string(), sid: topic_id(id), ringing: VecDeque::new() });
         true
+    }
+
+    fn station(&self, id: &str) -> Option<&Station> {
+        self.stations.iter().find(|station| station.id == id)
+    }
+
+    /// A station known to be followed.
+    fn followed(&self, id: &str) -> &Station {
+        self.station(id).expect("a followed station")
     }
 
     fn config_topic(&self, component: &str, object: &str) -> String {
@@ -578,7 +590,7 @@ impl Announcer {
     }
 
     fn station_topic(&self, id: &str, leaf: &str) -> String {
-        format!("{}/station/{}/{leaf}", self.prefix, self.stations[id].sid)
+        format!("{}/station/{}/{leaf}", self.prefix, self.followed(id).sid)
     }
 
     /// The daemon as a device: what stations hang off (`via_device`) and
@@ -633,7 +645,7 @@ impl Announcer {
     /// A station's two entities: its doorbell `event` and its `ringing`
     /// binary sensor, on a device of its own.
     fn station_configs(&self, id: &str) -> [Message; 2] {
-        let sid = &self.stations[id].sid;
+        let sid = &self.followed(id).sid;
         let device = Json::new()
             .list("identifiers", &[format!("{}_station_{sid}", self.node).as_str()])
             .str("name", id)
@@ -665,7 +677,7 @@ impl Announcer {
     }
 
     fn ringing_state(&self, id: &str) -> Message {
-        let on = !self.stations[id].ringing.is_empty();
+        let on = !self.followed(id).ringing.is_empty();
         Message::state(self.station_topic(id, "ringing"), if on { "ON" } else { "OFF" })
     }
 
