@@ -3,8 +3,9 @@
 //!
 //! One task ([`run`]), started by `server::run` only when `--mqtt` is
 //! given: without the flag there is no connection, no queue and no timer.
-//! It speaks MQTT 3.1.1 on the daemon's own socket, with `mqttbytes` for the
-//! packet format and nothing else.
+//! It speaks MQTT 3.1.1 on the daemon's own socket, with `mqttbytes`
+//! encoding what it sends; the three packets it receives (CONNACK, PUBACK,
+//! PINGRESP, a few fixed bytes each) are decoded here ([`parse`]).
 //!
 //! What goes where (`<p>` is `--mqtt-prefix`, `<d>` is
 //! `--mqtt-discovery-prefix`, `<node>` and `<sid>` are the prefix and the
