@@ -208,8 +208,9 @@ impl Event {
     }
 }
 
-/// `text` as a JSON string.
-fn push_json_string(out: &mut String, text: &str) {
+/// `text` as a JSON string: what every hand-written JSON of the events'
+/// consumers uses (serde_json's `Value` would bring its whole serializer).
+pub fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {

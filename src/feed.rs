@@ -161,6 +161,7 @@ impl Feed {
     }
 
     /// The sequence number of the last call event (0: none yet).
+    #[cfg(test)]
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }

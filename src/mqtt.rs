@@ -59,7 +59,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
 
 use crate::config::Mqtt;
-use crate::events::Kind;
+use crate::events::{push_json_string, Kind};
 use crate::feed::{Feed, Published, Subscription};
 use crate::hub::Hub;
 use crate::stream::with_timeout;
@@ -742,24 +742,6 @@ impl Json {
         self.0.push('}');
         self.0
     }
-}
-
-/// `text` as a JSON string (prefixes may hold `"` and `\`).
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// A peer id or a prefix as a topic level, node id and object id, which

@@ -21,7 +21,6 @@ use log::debug;
 use smol::channel::Receiver;
 use smol::future::or;
 use smol::io::AsyncWriteExt;
-use smol::Timer;
 
 use crate::feed::{Feed, MAX_STREAMS};
 use crate::http::{Response, WRITE_TIMEOUT};
@@ -71,24 +70,19 @@ pub async fn serve(
     drop(first);
     debug!("{address}: event stream opened");
     loop {
-        let next = or(
-            async { Some(events.recv().await.ok()) },
-            or(
-                async {
-                    let _ = stop.recv().await;
-                    None
-                },
-                async {
-                    Timer::after(HEARTBEAT).await;
-                    Some(None)
-                },
-            ),
+        // `None`: the daemon is stopping, or the feed cut this stream off
+        // (closed its queue) because the client did not read.
+        let next = with_timeout(
+            HEARTBEAT,
+            or(async { events.recv().await.ok() }, async {
+                let _ = stop.recv().await;
+                None
+            }),
         )
         .await;
         let mut bytes = Vec::new();
         match next {
-            // The daemon is stopping.
-            None => break,
+            Some(None) => break,
             Some(Some(published)) => {
                 frame(&mut bytes, published.seq, &published.json);
                 // Whatever else is queued goes in the same write.
@@ -96,13 +90,8 @@ pub async fn serve(
                     frame(&mut bytes, published.seq, &published.json);
                 }
             }
-            // The heartbeat; or the feed closed the queue of a stream that
-            // did not read, which the write below then ends.
-            Some(None) if events.is_closed() && events.is_empty() => {
-                debug!("{address}: event stream cut off: the client did not read");
-                break;
-            }
-            Some(None) => bytes.extend_from_slice(b":\n\n"),
+            // Nothing for a while: the heartbeat.
+            None => bytes.extend_from_slice(b":\n\n"),
         }
         if !send(&mut stream, &bytes).await {
             break;
@@ -116,7 +105,7 @@ pub async fn serve(
 /// leaves the browser's `Last-Event-ID` on the last logged event.
 fn frame(bytes: &mut Vec<u8>, seq: Option<u64>, json: &str) {
     if let Some(seq) = seq {
-        let _ = write!(Text(bytes), "id: {seq}\n");
+        let _ = writeln!(Text(bytes), "id: {seq}");
     }
     let _ = write!(Text(bytes), "data: {json}\n\n");
 }

@@ -34,12 +34,11 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use log::{debug, info, warn};
-use serde_json::Value;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
 
 use crate::config::{Hooks, Ntfy};
-use crate::events::Kind;
+use crate::events::{push_json_string, Kind};
 use crate::feed::{Feed, Published, Subscription};
 use crate::http::{percent_decode, Url};
 use crate::stream::with_timeout;
@@ -115,13 +114,16 @@ impl Target {
                     Some(to) => format!("{} is calling {to}", event.from),
                 };
                 // Fields in the order ntfy's documentation lists them.
-                Some(format!(
-                    r#"{{"topic":{},"title":{},"message":{},"priority":4,"tags":["bell"],"click":{}}}"#,
-                    Value::from(topic.as_str()),
-                    Value::from(title),
-                    Value::from(NTFY_MESSAGE),
-                    Value::from(click.as_str())
-                ))
+                let mut body = String::from("{\"topic\":");
+                push_json_string(&mut body, topic);
+                body.push_str(",\"title\":");
+                push_json_string(&mut body, &title);
+                body.push_str(",\"message\":");
+                push_json_string(&mut body, NTFY_MESSAGE);
+                body.push_str(",\"priority\":4,\"tags\":[\"bell\"],\"click\":");
+                push_json_string(&mut body, click);
+                body.push('}');
+                Some(body)
             }
         }
     }
@@ -286,7 +288,14 @@ impl Worker {
             loop {
                 let outcome = exchange(&target.url, &request).await;
                 let step = next_step(&outcome, attempt);
-                debug!("{}: {} event, attempt {}: {outcome:?}, {step:?}", target.label, published.event.kind.as_str(), attempt + 1);
+                if log::log_enabled!(log::Level::Debug) {
+                    let what = match &outcome {
+                        Outcome::Status(status) => format!("answered {status}"),
+                        Outcome::Failed(why) => why.clone(),
+                    };
+                    let kind = published.event.kind.as_str();
+                    debug!("{}: {kind} event, attempt {}: {what}", target.label, attempt + 1);
+                }
                 if step == Step::Delivered {
                     stats.delivered.set(stats.delivered.get() + 1);
                     stats.up.set(true);
