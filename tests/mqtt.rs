@@ -57,7 +57,9 @@ impl Broker {
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n{user}{extra}"
         );
         std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
-        let mut child = Command::new("mosquitto")
+        // Debian puts the broker in /usr/sbin, which a user's PATH may lack.
+        let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(dir.join("mosquitto.conf"))
             .stdin(Stdio::null())

@@ -21,7 +21,7 @@ fi
 if ! command -v cc >/dev/null 2>&1; then
   apt-get update && apt-get install -y --no-install-recommends build-essential
 fi
-if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_passwd >/dev/null 2>&1; then
+if [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_passwd >/dev/null 2>&1; then
   # tests/mqtt.rs runs a real broker on loopback.
   apt-get update && apt-get install -y --no-install-recommends mosquitto mosquitto-clients
 fi
