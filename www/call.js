@@ -303,13 +303,12 @@ const CallKit = (() => {
   }
 
   // ---------------------------------------------------------------- recent rings (the call log)
-  // The daemon's call log as a short list, newest first. GET /api/events as Server-Sent Events
-  // replays the logged call events (ring, answered, rejected, missed, ended; oldest first), then
-  // sends every new event live (presence too, ignored here). Events of one call share `from`
-  // and `call`. After an error we reconnect ourselves with ?since=<seq of the last call event>
-  // rather than let EventSource resend Last-Event-ID, the id of whatever came last: presence
-  // events are not logged, so after a daemon restart their numbers can come again, and resuming
-  // after one could skip call events logged meanwhile.
+  // The daemon's call log as a short list, newest first. GET /api/events (JSON) gives the logged
+  // call events (ring, answered, rejected, missed, ended; oldest first): that is the history,
+  // shown but not announced. The same URL as Server-Sent Events, opened with ?since=<seq of the
+  // last of them>, then sends every new event live (presence too, ignored here); those are news,
+  // said in the live region. Events of one call share `from` and `call`. After an error we
+  // reconnect ourselves with ?since=, backing off, and what happened meanwhile comes first.
   // Everything shown comes from the network: it goes into the page as textContent only.
   const LOG_KINDS = new Set(['ring', 'answered', 'rejected', 'missed', 'ended']);
   const LOG_MAX_CALLS = 100;            // calls remembered (the list shows `max` of them)
@@ -318,7 +317,6 @@ const CallKit = (() => {
   const LOG_RETRY_MAX_MS = 60000;
   const LOG_HIDDEN_CLOSE_MS = 60000;    // a tab hidden this long lets go of its stream (browsers
                                         // allow 6 HTTP/1.1 connections per host) and catches up when shown
-  const LOG_REPLAY_MS = 1500;           // events this soon after the first open are the replay: not announced
   const MISSED_ICON = 'M6.5 5.5 12 11l7-7-1-1-6 6-4.5-4.5H11V3H5v6h1.5zm17.21 11.17A16.97 16.97 0 0 0 12 12C7.46 12 ' +
     '3.34 13.78.29 16.67a1 1 0 0 0 0 1.42l2.48 2.48a1 1 0 0 0 1.41.01c.79-.74 1.69-1.36 2.66-1.85a1 1 0 0 0 .56-.9v-3.1' +
     'C8.85 14.25 10.4 14 12 14s3.15.25 4.6.72v3.1c0 .39.23.74.56.9.98.49 1.87 1.12 2.67 1.85a1 1 0 0 0 1.41-.01l2.48-2.48' +
@@ -386,7 +384,7 @@ const CallKit = (() => {
     let retryTimer = null;
     let hiddenTimer = null;
     let renderTimer = null;
-    let quietUntil = Infinity;  // set when the stream first opens
+    let loaded = false;         // the history was fetched (or could not be)
     const news = new Set();     // calls changed by live events, to be announced
 
     function apply(ev) {
@@ -493,14 +491,28 @@ const CallKit = (() => {
       const g = apply(ev);
       if (!g) return;
       if (Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq; // a logged (call) event
-      if (Date.now() > quietUntil) news.add(g.key);
+      news.add(g.key);
       soon();
+    }
+
+    // The history, once: shown, not announced. Then the live stream from where it ends.
+    async function load() {
+      try {
+        const r = await fetch('/api/events', { cache: 'no-store' });
+        const body = r.ok ? await r.json() : null;
+        for (const ev of (body && Array.isArray(body.events) ? body.events : [])) {
+          if (apply(ev) && Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq;
+        }
+        if (calls.size) soon();
+      } catch (_) { /* no call log here: the stream's own retries say the same, quietly */ }
+      loaded = true;
+      open();
     }
 
     function open() {
       clearTimeout(retryTimer);
       retryTimer = null;
-      if (es || typeof EventSource !== 'function') return;
+      if (!loaded || es || typeof EventSource !== 'function') return;
       let s;
       try {
         // A fresh EventSource sends no Last-Event-ID: ?since= says where we were.
@@ -512,7 +524,7 @@ const CallKit = (() => {
       es = s;
       s.onopen = () => {
         retryMs = LOG_RETRY_MIN_MS;
-        if (quietUntil === Infinity) quietUntil = Date.now() + LOG_REPLAY_MS;
+        box.dataset.stream = 'open'; // from here on, what happens is news (tests wait for this)
       };
       s.onmessage = (m) => { if (s === es) onData(m.data); };
       s.onerror = () => {
@@ -520,6 +532,7 @@ const CallKit = (() => {
         // streams; 404: a daemon without the call log). Reconnect ourselves (see above), backing off.
         if (s !== es) return;
         es = null;
+        delete box.dataset.stream;
         s.onopen = s.onmessage = s.onerror = null;
         s.close();
         retryTimer = setTimeout(open, Math.round(retryMs * (0.8 + 0.4 * Math.random())));
@@ -549,7 +562,7 @@ const CallKit = (() => {
     window.addEventListener('pagehide', close);
     window.addEventListener('pageshow', (e) => { if (e.persisted) open(); });
 
-    open();
+    load();
     return {
       /** Renders again (the room to show changed). */
       render,

@@ -101,6 +101,9 @@ describe('recent rings (call log)', { timeout: 120_000 }, () => {
     assert.deepEqual(await shown(door), [], 'the door shows no recent rings before the first ring');
     await expect('the door did not see kitchen online', 10_000,
       (ms) => door.waitForFunction(() => window.door.peers.includes('kitchen'), null, { timeout: ms }));
+    // What comes after the history is news, said in the live region: wait until it is listening.
+    await expect('kitchen\'s event stream did not open', 10_000,
+      (ms) => kitchen.waitForFunction(() => document.getElementById('recent').dataset.stream === 'open', null, { timeout: ms }));
 
     await door.click('[data-testid="ring"]');
     await expect('kitchen did not ring', 10_000, (ms) => stateIs(kitchen, 'ringing', ms));
