@@ -138,7 +138,9 @@ pub async fn run(config: &Mqtt, subscription: Subscription, hub: &RefCell<Hub>, 
         } else {
             debug!("mqtt: cannot connect to {target}: {why}");
         }
-        let pause = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+        // Between half the backoff and all of it, in whole milliseconds: no
+        // floating point (which would pull libm into the 32-bit ARM build).
+        let pause = backoff / 2 + Duration::from_millis(fastrand::u64(..=backoff.as_millis() as u64 / 2));
         backoff = (backoff * 2).min(BACKOFF_MAX);
         Timer::after(pause).await;
     }
