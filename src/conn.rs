@@ -33,9 +33,9 @@ use crate::hub::Hub;
 use crate::metrics::Connections;
 use crate::protocol::{Hello, Rejection};
 use crate::routes::{self, View};
+use crate::sse;
 use crate::stream::{with_timeout, Stream};
 use crate::tls::Certificates;
-use crate::sse;
 use crate::ws;
 
 /// Bytes asked of a socket per read while reading a request head.

@@ -93,9 +93,8 @@ pub fn signal(message: &Map<String, Value>) -> Option<Signal> {
         "hangup" => SignalKind::Hangup,
         _ => return None,
     };
-    let field = |name: &str| {
-        message.get(name).and_then(Value::as_str).filter(|text| is_plain(text)).map(str::to_string)
-    };
+    let field =
+        |name: &str| message.get(name).and_then(Value::as_str).filter(|text| is_plain(text)).map(str::to_string);
     Some(Signal { kind, call: field("call")?, reason: field("reason"), media: field("media") })
 }
 
@@ -187,7 +186,12 @@ impl Event {
         }
         let _ = write!(out, "\"event\":\"{}\",\"time\":\"{}\"", self.kind.as_str(), rfc3339(self.unix_ms));
         let from = if self.kind.is_call() { "from" } else { "peer" };
-        let text = [("room", Some(&self.room)), (from, Some(&self.from)), ("to", self.to.as_ref()), ("call", self.call.as_ref())];
+        let text = [
+            ("room", Some(&self.room)),
+            (from, Some(&self.from)),
+            ("to", self.to.as_ref()),
+            ("call", self.call.as_ref()),
+        ];
         let more = [("by", self.by.as_ref()), ("reason", self.reason.as_ref()), ("media", self.media.as_ref())];
         for (name, value) in text.into_iter().chain(more) {
             if let Some(value) = value {
@@ -474,7 +478,9 @@ impl Calls {
             .0
             .iter()
             .filter(|(key, call)| {
-                key.0 == id || call.waiting.iter().any(|w| w == id) || call.answered.as_ref().is_some_and(|(by, _)| by == id)
+                key.0 == id
+                    || call.waiting.iter().any(|w| w == id)
+                    || call.answered.as_ref().is_some_and(|(by, _)| by == id)
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -686,18 +692,21 @@ mod tests {
     #[test]
     fn caller_cancels_gives_up_or_leaves() {
         check(
-            vec![
-                (0.0, call(Request, "door", "*", &["a"], None)),
-                (3.0, call(Hangup, "door", "*", &["a"], None)),
+            vec![(0.0, call(Request, "door", "*", &["a"], None)), (3.0, call(Hangup, "door", "*", &["a"], None))],
+            &[
+                r#"{"event":"ring","from":"door","to":"*"}"#,
+                r#"{"event":"missed","from":"door","reason":"cancelled","to":"*"}"#,
             ],
-            &[r#"{"event":"ring","from":"door","to":"*"}"#, r#"{"event":"missed","from":"door","reason":"cancelled","to":"*"}"#],
         );
         check(
             vec![
                 (0.0, call(Request, "door", "*", &["a"], None)),
                 (30.0, call(Hangup, "door", "*", &["a"], Some("no-answer"))),
             ],
-            &[r#"{"event":"ring","from":"door","to":"*"}"#, r#"{"event":"missed","from":"door","reason":"no-answer","to":"*"}"#],
+            &[
+                r#"{"event":"ring","from":"door","to":"*"}"#,
+                r#"{"event":"missed","from":"door","reason":"no-answer","to":"*"}"#,
+            ],
         );
         check(
             vec![
@@ -715,10 +724,7 @@ mod tests {
     #[test]
     fn glare_drops_the_ring_without_an_outcome() {
         check(
-            vec![
-                (0.0, call(Request, "a", "b", &["b"], None)),
-                (0.1, call(Hangup, "a", "b", &["b"], Some("glare"))),
-            ],
+            vec![(0.0, call(Request, "a", "b", &["b"], None)), (0.1, call(Hangup, "a", "b", &["b"], Some("glare")))],
             &[r#"{"event":"ring","from":"a","to":"b"}"#],
         );
     }
@@ -826,7 +832,10 @@ mod tests {
             parse(r#"{"type":"call-request","to":"*","call":"ab12","media":"video","ring":"room"}"#),
             Some(Signal { kind: Request, call: "ab12".into(), reason: None, media: Some("video".into()) })
         );
-        assert_eq!(parse(r#"{"type":"hangup","to":"a","call":"ab12","reason":"no-answer"}"#).unwrap().reason.as_deref(), Some("no-answer"));
+        assert_eq!(
+            parse(r#"{"type":"hangup","to":"a","call":"ab12","reason":"no-answer"}"#).unwrap().reason.as_deref(),
+            Some("no-answer")
+        );
         assert_eq!(parse(r#"{"type":"offer","to":"a","call":"ab12"}"#), None);
         assert_eq!(parse(r#"{"type":"call-accept","to":"a"}"#), None, "no call id");
         assert_eq!(parse(r#"{"type":"call-accept","to":"a","call":7}"#), None);
@@ -855,8 +864,12 @@ mod tests {
             event.to_json(Some(7)),
             r#"{"seq":7,"event":"answered","time":"2026-12-02T14:00:00.123Z","room":"home","from":"door","to":"*","call":"c1","by":"kitchen","media":"video","after":4.3}"#
         );
-        let online = Event::presence(Kind::Online, "kitchen".into(), "home".into(), Clock { at: Instant::now(), unix_ms: 0 });
-        assert_eq!(online.to_json(None), r#"{"event":"online","time":"1970-01-01T00:00:00.000Z","room":"home","peer":"kitchen"}"#);
+        let online =
+            Event::presence(Kind::Online, "kitchen".into(), "home".into(), Clock { at: Instant::now(), unix_ms: 0 });
+        assert_eq!(
+            online.to_json(None),
+            r#"{"event":"online","time":"1970-01-01T00:00:00.000Z","room":"home","peer":"kitchen"}"#
+        );
     }
 
     #[test]

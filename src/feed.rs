@@ -192,7 +192,11 @@ impl Feed {
             return None;
         }
         let (sender, events) = channel::bounded(STREAM_QUEUE);
-        self.sinks.push(Sink { sender, stats: Rc::new(SinkStats { name: "stream", ..SinkStats::default() }), stream: true });
+        self.sinks.push(Sink {
+            sender,
+            stats: Rc::new(SinkStats { name: "stream", ..SinkStats::default() }),
+            stream: true,
+        });
         Some(events)
     }
 

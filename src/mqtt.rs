@@ -164,7 +164,9 @@ impl std::fmt::Display for Lost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Lost::Broker(why) => f.write_str(why),
-            Lost::Unexpected(kind) => write!(f, "the broker sent a packet of type {kind}, which a publisher never gets"),
+            Lost::Unexpected(kind) => {
+                write!(f, "the broker sent a packet of type {kind}, which a publisher never gets")
+            }
             Lost::Io(what, error) => write!(f, "{what}{error}"),
             Lost::Timeout(what, limit) => write!(f, "{what} {limit:?}"),
             Lost::QueueClosed => f.write_str("the event queue closed"),
@@ -263,7 +265,8 @@ impl Session<'_> {
     async fn connection(&mut self, target: &str) -> Lost {
         self.connected = false;
         let config = self.config;
-        let stream = match with_timeout(CONNECT_TIMEOUT, TcpStream::connect((config.host.as_str(), config.port))).await {
+        let stream = match with_timeout(CONNECT_TIMEOUT, TcpStream::connect((config.host.as_str(), config.port))).await
+        {
             Some(Ok(stream)) => stream,
             Some(Err(error)) => return Lost::Io("", error),
             None => return Lost::Timeout("no TCP connection within", CONNECT_TIMEOUT),
@@ -530,7 +533,9 @@ impl Announcer {
                 if !known && self.add_station(&event.from) {
                     messages.extend(self.station_configs(&event.from));
                 }
-                if let (Some(station), Some(call)) = (self.stations.iter_mut().find(|station| station.id == event.from), &event.call) {
+                if let (Some(station), Some(call)) =
+                    (self.stations.iter_mut().find(|station| station.id == event.from), &event.call)
+                {
                     station.ringing.push_back(call.clone());
                     if station.ringing.len() > crate::events::MAX_OPEN_CALLS {
                         station.ringing.pop_front();
@@ -542,7 +547,9 @@ impl Announcer {
                 }
             }
             Kind::Answered | Kind::Rejected | Kind::Missed => {
-                if let (Some(station), Some(call)) = (self.stations.iter_mut().find(|station| station.id == event.from), &event.call) {
+                if let (Some(station), Some(call)) =
+                    (self.stations.iter_mut().find(|station| station.id == event.from), &event.call)
+                {
                     let before = station.ringing.len();
                     station.ringing.retain(|ringing| ringing != call);
                     if before > 0 && station.ringing.is_empty() {
@@ -675,7 +682,10 @@ impl Announcer {
             .str("icon", "mdi:bell-ring");
         [
             Message::state(self.config_topic("event", &format!("{sid}_doorbell")), self.common(doorbell, &device)),
-            Message::state(self.config_topic("binary_sensor", &format!("{sid}_ringing")), self.common(ringing, &device)),
+            Message::state(
+                self.config_topic("binary_sensor", &format!("{sid}_ringing")),
+                self.common(ringing, &device),
+            ),
         ]
     }
 

@@ -74,16 +74,17 @@ pub fn event_stream_head(request: &Request, config: &Config) -> Vec<u8> {
 /// `Last-Event-ID`, else `?since=`: a sequence number, if given.
 fn since(request: &Request) -> Result<Option<u64>, Response> {
     let query = http::parse_query(request.query.as_deref().unwrap_or(""));
-    let given = request.header("last-event-id").map(str::to_string).or_else(|| {
-        query.into_iter().find(|(name, _)| name == "since").map(|(_, value)| value.unwrap_or_default())
-    });
+    let given = request
+        .header("last-event-id")
+        .map(str::to_string)
+        .or_else(|| query.into_iter().find(|(name, _)| name == "since").map(|(_, value)| value.unwrap_or_default()));
     match given {
         None => Ok(None),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Response::json_error(400, "since (or Last-Event-ID) is the seq of an event: a whole number")),
+        Some(text) => {
+            text.trim().parse().map(Some).map_err(|_| {
+                Response::json_error(400, "since (or Last-Event-ID) is the seq of an event: a whole number")
+            })
+        }
     }
 }
 

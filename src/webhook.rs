@@ -224,7 +224,8 @@ fn parse_status(buffer: &[u8]) -> Result<Option<u16>, &'static str> {
         let line = rest.split(|b| *b == b'\r').next().unwrap_or_default();
         let code = match line {
             [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', a, b, c, ..]
-                if [a, b, c].iter().all(|digit| digit.is_ascii_digit()) && matches!(line.get(12), None | Some(b' ')) =>
+                if [a, b, c].iter().all(|digit| digit.is_ascii_digit())
+                    && matches!(line.get(12), None | Some(b' ')) =>
             {
                 u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
             }

@@ -108,7 +108,8 @@ impl Stream {
     fn open(daemon: &Daemon, extra_headers: &str) -> Stream {
         let mut socket = TcpStream::connect(daemon.addr).unwrap();
         socket.set_read_timeout(Some(WAIT)).unwrap();
-        write!(socket, "GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra_headers}\r\n").unwrap();
+        write!(socket, "GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra_headers}\r\n")
+            .unwrap();
         let mut reader = BufReader::new(socket);
         let head = Stream::block(&mut reader);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"), "{head}");
@@ -122,7 +123,8 @@ impl Stream {
         let mut block = String::new();
         loop {
             let mut line = String::new();
-            let read = reader.read_line(&mut line).unwrap_or_else(|err| panic!("the stream stalled: {err}; so far {block:?}"));
+            let read =
+                reader.read_line(&mut line).unwrap_or_else(|err| panic!("the stream stalled: {err}; so far {block:?}"));
             assert!(read > 0, "the stream ended; so far {block:?}");
             if line == "\n" || line == "\r\n" {
                 return block;

@@ -58,7 +58,8 @@ impl Broker {
         );
         std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
         // Debian puts the broker in /usr/sbin, which a user's PATH may lack.
-        let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let binary =
+            if std::path::Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
         let mut child = Command::new(binary)
             .arg("-c")
             .arg(dir.join("mosquitto.conf"))
