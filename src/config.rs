@@ -347,10 +347,7 @@ fn validate_hooks(flags: &Flags, env_token: Option<String>) -> Result<Hooks, Str
                 ));
             }
             let token = match &flags.ntfy_token_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|error| format!("error: --ntfy-token-file {}: {error}", path.display()))?,
-                ),
+                Some(path) => Some(read_secret_file("--ntfy-token-file", path)?),
                 None => env_token,
             };
             let token = token.map(|token| token.trim().to_string()).filter(|token| !token.is_empty());
@@ -461,7 +458,7 @@ impl Config {
         let mqtt = match &flags.mqtt {
             Some(url) => {
                 let file = match &flags.mqtt_password_file {
-                    Some(path) => Some(read_password_file(path)?),
+                    Some(path) => Some(read_secret_file("--mqtt-password-file", path)?),
                     None => None,
                 };
                 let env = std::env::var("INTERCOMD_MQTT_PASSWORD").ok().filter(|password| !password.is_empty());
@@ -611,16 +608,15 @@ fn parse_mqtt_url(url: &str) -> Result<MqttUrl, &'static str> {
     Ok(MqttUrl { host, port, user, password })
 }
 
-/// The first line of `path`, without its line ending: a password file as
-/// `echo secret > file` writes it.
-fn read_password_file(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("error: --mqtt-password-file {}: {error}", path.display()))?;
-    let password = text.lines().next().unwrap_or_default().to_string();
-    if password.is_empty() {
-        return Err(format!("error: --mqtt-password-file {}: empty", path.display()));
+/// The first line of the secret file `path` given with `flag`, without its
+/// line ending: a file as `echo secret > file` writes it. Empty is an error.
+fn read_secret_file(flag: &str, path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("error: {flag} {}: {error}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().to_string();
+    if secret.is_empty() {
+        return Err(format!("error: {flag} {}: empty", path.display()));
     }
-    Ok(password)
+    Ok(secret)
 }
 
 /// A topic prefix: 1 to 128 characters, no wildcards, no empty levels at

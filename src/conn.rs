@@ -164,10 +164,10 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
         }
 
         if let Some(wanted) = routes::event_stream(&request) {
-            match wanted {
-                Ok(since) => {
+            match wanted.and_then(|since| sse::open(&shared.feed, since)) {
+                Ok(opened) => {
                     let head = routes::event_stream_head(&request, &shared.config);
-                    Box::pin(sse::serve(stream, &shared.feed, since, head, address, stop)).await;
+                    Box::pin(sse::serve(stream, opened, head, address, stop)).await;
                 }
                 Err(response) => {
                     write_response(&mut stream, &response, false, false).await;

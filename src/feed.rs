@@ -78,9 +78,9 @@ pub struct Subscription {
 
 struct Sink {
     sender: Sender<Rc<Published>>,
-    stats: Rc<SinkStats>,
-    /// A live stream: cut off (not counted as a loss) when full.
-    stream: bool,
+    /// A delivery sink's counters; `None` for a live stream, which is cut
+    /// off (not counted as a loss) when full.
+    stats: Option<Rc<SinkStats>>,
 }
 
 pub struct Feed {
@@ -168,12 +168,12 @@ impl Feed {
 
     /// Every delivery sink's counters (not the live streams').
     pub fn sinks(&self) -> impl Iterator<Item = &SinkStats> {
-        self.sinks.iter().filter(|sink| !sink.stream).map(|sink| &*sink.stats)
+        self.sinks.iter().filter_map(|sink| sink.stats.as_deref())
     }
 
     /// Live streams open now.
     pub fn stream_count(&self) -> usize {
-        self.sinks.iter().filter(|sink| sink.stream).count()
+        self.sinks.iter().filter(|sink| sink.stats.is_none()).count()
     }
 
     /// A delivery sink (MQTT, a webhook): every event from now on, through
@@ -181,7 +181,7 @@ impl Feed {
     pub fn subscribe(&mut self, name: &'static str, target: String, capacity: usize) -> Subscription {
         let (sender, events) = channel::bounded(capacity);
         let stats = Rc::new(SinkStats { name, target, ..SinkStats::default() });
-        self.sinks.push(Sink { sender, stats: stats.clone(), stream: false });
+        self.sinks.push(Sink { sender, stats: Some(stats.clone()) });
         Subscription { events, stats }
     }
 
@@ -192,11 +192,7 @@ impl Feed {
             return None;
         }
         let (sender, events) = channel::bounded(STREAM_QUEUE);
-        self.sinks.push(Sink {
-            sender,
-            stats: Rc::new(SinkStats { name: "stream", ..SinkStats::default() }),
-            stream: true,
-        });
+        self.sinks.push(Sink { sender, stats: None });
         Some(events)
     }
 
@@ -221,14 +217,14 @@ impl Feed {
             }
         }
         let published = Rc::new(Published { seq, event, json });
-        self.sinks.retain(|sink| match sink.sender.try_send(published.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) if sink.stream => false,
-            Err(TrySendError::Full(_)) => {
-                sink.stats.dropped.set(sink.stats.dropped.get() + 1);
+        self.sinks.retain(|sink| match (sink.sender.try_send(published.clone()), &sink.stats) {
+            (Ok(()), _) => true,
+            (Err(TrySendError::Full(_)), Some(stats)) => {
+                stats.dropped.set(stats.dropped.get() + 1);
                 true
             }
-            Err(TrySendError::Closed(_)) => false,
+            // A live stream that is not reading, or a consumer that is gone.
+            (Err(_), _) => false,
         });
     }
 
@@ -250,9 +246,7 @@ impl Feed {
         }
         bytes
     }
-}
 
-impl Feed {
     /// No more events will come (the daemon is stopping): `save` writes
     /// what it has not written yet, then returns.
     pub fn close(&self) {

@@ -86,17 +86,22 @@ impl Hub {
         self.publish(Instant::now());
     }
 
-    /// Turn what the router saw into events and publish them. Called at the
-    /// end of every event the hub handles.
+    /// Turn what the router saw, and rings that timed out by `now`, into
+    /// events and publish them. Called at the end of every event the hub
+    /// handles that can change peers or calls, and by the timer.
     fn publish(&mut self, now: Instant) {
         let seen = self.router.take_seen();
-        if seen.is_empty() {
+        let due = self.calls.next_deadline().is_some_and(|due| due <= now);
+        if seen.is_empty() && !due {
             return;
         }
         let clock = clock(now);
         let mut events = Vec::new();
         for seen in seen {
             self.calls.observe(seen, clock, &mut events);
+        }
+        if due {
+            self.calls.expire(clock, &mut events);
         }
         let mut feed = self.feed.borrow_mut();
         for event in events {
@@ -172,7 +177,6 @@ impl Hub {
     pub fn reject(&mut self, conn: ConnId, rejection: Rejection) {
         let action = self.router.error_to(conn, rejection);
         self.dispatch(vec![action]);
-        self.publish(Instant::now());
     }
 
     /// Send a fatal error to `conn`, then close it with `close_code`.
@@ -269,14 +273,6 @@ impl Hub {
             self.next_sweep = earliest.map(|due| due.max(now + self.liveness.sweep_every()));
         }
         self.publish(now);
-        if self.calls.next_deadline().is_some_and(|due| due <= now) {
-            let mut events = Vec::new();
-            self.calls.expire(clock(now), &mut events);
-            let mut feed = self.feed.borrow_mut();
-            for event in events {
-                feed.publish(event);
-            }
-        }
     }
 
     /// Ping the sockets that have been silent for the ping interval; treat

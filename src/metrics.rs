@@ -81,6 +81,13 @@ pub fn render(router: &Router, sockets: Sockets, connections: &Connections, feed
         "Peers disconnected because their outgoing queue stayed full.",
         &sockets.dropped_slow,
     );
+    metric(
+        "rings_suppressed_total",
+        "counter",
+        "Rings that made no event because their caller rang too often.",
+        &sockets.rings_suppressed,
+    );
+    metric("event_streams", "gauge", "Live event streams (GET /api/events) open now.", &feed.stream_count());
     let _ = writeln!(out, "# HELP intercomd_messages_rejected_total Error messages sent, by code.");
     let _ = writeln!(out, "# TYPE intercomd_messages_rejected_total counter");
     for (code, count) in ErrorCode::ALL.iter().zip(router.stats.rejected) {
@@ -91,17 +98,6 @@ pub fn render(router: &Router, sockets: Sockets, connections: &Connections, feed
     for (kind, count) in Kind::ALL.iter().zip(feed.published) {
         let _ = writeln!(out, "intercomd_events_total{{event=\"{}\"}} {count}", kind.as_str());
     }
-    let mut metric = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
-        let _ =
-            writeln!(out, "# HELP intercomd_{name} {help}\n# TYPE intercomd_{name} {kind}\nintercomd_{name} {value}");
-    };
-    metric(
-        "rings_suppressed_total",
-        "counter",
-        "Rings that made no event because their caller rang too often.",
-        &sockets.rings_suppressed,
-    );
-    metric("event_streams", "gauge", "Live event streams (GET /api/events) open now.", &feed.stream_count());
     let sinks: Vec<_> = feed.sinks().collect();
     let families: [SinkFamily; 4] = [
         ("event_sink_up", "gauge", "1 while the sink is connected (MQTT) or its last delivery worked (HTTP).", |s| {

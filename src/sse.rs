@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use log::debug;
@@ -22,7 +23,7 @@ use smol::channel::Receiver;
 use smol::future::or;
 use smol::io::AsyncWriteExt;
 
-use crate::feed::{Feed, MAX_STREAMS};
+use crate::feed::{Feed, Published, MAX_STREAMS};
 use crate::http::{Response, WRITE_TIMEOUT};
 use crate::stream::{with_timeout, Stream};
 
@@ -33,31 +34,30 @@ pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long `EventSource` waits before reconnecting, in milliseconds.
 const RETRY_MS: u32 = 2000;
 
+/// A stream that has its place: its queue, and the logged events after
+/// `since` to send first.
+pub struct Opened {
+    events: Receiver<Rc<Published>>,
+    backlog: Vec<(u64, Rc<str>)>,
+}
+
+/// Take a place among the streams (one borrow of the feed, so nothing falls
+/// between the log and the queue), or the 503 to answer at `MAX_STREAMS`.
+pub fn open(feed: &RefCell<Feed>, since: u64) -> Result<Opened, Response> {
+    let mut feed = feed.borrow_mut();
+    match feed.stream() {
+        Some(events) => Ok(Opened { events, backlog: feed.log_since(since) }),
+        None => {
+            let message = format!("{MAX_STREAMS} event streams are open already; try again later");
+            Err(Response::json_error(503, &message).with_header("Retry-After", "30"))
+        }
+    }
+}
+
 /// Serve the stream on `stream` until the client goes, does not read, or
 /// the daemon stops (`stop` closes).
-pub async fn serve(
-    mut stream: Stream,
-    feed: &RefCell<Feed>,
-    since: u64,
-    head: Vec<u8>,
-    address: SocketAddr,
-    stop: Receiver<()>,
-) {
-    let subscribed = {
-        let mut feed = feed.borrow_mut();
-        feed.stream().map(|events| (events, feed.log_since(since)))
-    };
-    let Some((events, backlog)) = subscribed else {
-        let message = format!("{MAX_STREAMS} event streams are open already; try again later");
-        let response = Response::json_error(503, &message).with_header("Retry-After", "30");
-        let _ = with_timeout(WRITE_TIMEOUT, async {
-            stream.write_all(&response.head_bytes(false)).await?;
-            stream.write_all(&response.body).await?;
-            stream.flush().await
-        })
-        .await;
-        return;
-    };
+pub async fn serve(mut stream: Stream, opened: Opened, head: Vec<u8>, address: SocketAddr, stop: Receiver<()>) {
+    let Opened { events, backlog } = opened;
     let mut first = head;
     let _ = write!(Text(&mut first), "retry: {RETRY_MS}\n\n");
     for (seq, json) in &backlog {

@@ -302,14 +302,19 @@ pub fn local_names() -> Vec<String> {
             names.push(host);
         }
     }
-    let mut addresses: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .map(|interfaces| interfaces.into_iter().map(|interface| interface.ip()).collect())
-        .unwrap_or_default();
+    let mut addresses = interface_addresses();
     addresses.extend([IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]);
     names.extend(addresses.iter().map(IpAddr::to_string));
     names.sort();
     names.dedup();
     names
+}
+
+/// Every address of every interface (none if they cannot be listed).
+pub fn interface_addresses() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|interfaces| interfaces.into_iter().map(|interface| interface.ip()).collect())
+        .unwrap_or_default()
 }
 
 fn is_dns_name(name: &str) -> bool {

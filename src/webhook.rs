@@ -339,7 +339,7 @@ pub fn workers(hooks: &Hooks, feed: &RefCell<Feed>, ports: (Option<u16>, u16)) -
     if let Some(ntfy) = &hooks.ntfy {
         let click = match &hooks.public_url {
             Some(url) => url.to_string(),
-            None => public_url(&lan_addresses(), ports),
+            None => public_url(&crate::tls::interface_addresses(), ports),
         };
         let target = Target::ntfy(ntfy, click.clone());
         info!("{}: a notification on each ring, opening {click}", target.label);
@@ -359,11 +359,6 @@ pub fn workers(hooks: &Hooks, feed: &RefCell<Feed>, ports: (Option<u16>, u16)) -
             Worker { target, subscription }
         })
         .collect()
-}
-
-/// The machine's addresses, as `tls::local_names` finds them (if-addrs).
-fn lan_addresses() -> Vec<IpAddr> {
-    if_addrs::get_if_addrs().map(|interfaces| interfaces.into_iter().map(|i| i.ip()).collect()).unwrap_or_default()
 }
 
 /// The pages' address when `--public-url` is not given:
