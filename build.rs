@@ -1,11 +1,13 @@
 //! Embeds every file under `www/` into the binary, with a content hash for
-//! its ETag, so that `intercomd` with no flags serves the pages. Text that
-//! compresses well is stored gzipped (browsers take it as is; the rare
-//! client without gzip gets it inflated), which keeps the pages from
-//! growing the binary past its budget.
+//! its ETag, so that `intercomd` with no flags serves the pages. Scripts,
+//! style sheets and pages lose their comments and indentation on the way
+//! ([`minify`]: what a phone downloads and the binary carries is code,
+//! not our notes). Text that compresses well is stored gzipped by zopfli
+//! (browsers take it as is; the rare client without gzip gets it
+//! inflated), which keeps the pages from growing the binary past its
+//! budget.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -17,7 +19,10 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     let mut code = String::from("pub static EMBEDDED: &[EmbeddedFile] = &[\n");
     for (index, (name, path)) in files.iter().enumerate() {
-        let bytes = std::fs::read(path).expect("read a file under www/");
+        let bytes = minify(name, std::fs::read(path).expect("read a file under www/"));
+        if bytes.is_empty() {
+            panic!("{name} is empty after minifying");
+        }
         let hash = fnv1a(&bytes);
         let gzipped = gzip(&bytes);
         // Worth it only when it saves a tenth or more.
@@ -56,11 +61,68 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
     }
 }
 
-/// A gzip member with no name and no timestamp, so builds are reproducible.
+/// A gzip member with no name and no timestamp, so builds are reproducible
+/// (zopfli writes both as zero): `static_files::gunzip` expects exactly that
+/// 10-byte header.
 fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
-    encoder.write_all(bytes).expect("compress in memory");
-    encoder.finish().expect("compress in memory")
+    let mut gzipped = Vec::new();
+    zopfli::compress(zopfli::Options::default(), zopfli::Format::Gzip, bytes, &mut gzipped)
+        .expect("compress in memory");
+    gzipped
+}
+
+/// `.js`, `.css` and `.html` without what only a reader of the source needs:
+/// indentation, blank lines, lines that are only a `//` comment (scripts),
+/// and comments that start a line and span whole lines (`/* */` in scripts
+/// and style sheets, `<!-- -->` in pages). Line by line, so no line is
+/// joined to another and a script's automatic semicolons stay where they
+/// were; a line inside a multi-line template literal is copied as it is.
+/// Other files, and any file that is not UTF-8, are kept byte for byte.
+fn minify(name: &str, bytes: Vec<u8>) -> Vec<u8> {
+    let (open, close) = match name.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("js" | "css") => ("/*", "*/"),
+        Some("html") => ("<!--", "-->"),
+        _ => return bytes,
+    };
+    let script = name.ends_with(".js");
+    let Ok(text) = String::from_utf8(bytes.clone()) else { return bytes };
+    let mut out = String::with_capacity(text.len());
+    let mut in_comment = false;
+    let mut in_template = false;
+    for line in text.lines() {
+        if in_template {
+            out.push_str(line);
+            out.push('\n');
+            in_template = line.matches('`').count() % 2 == 0;
+            continue;
+        }
+        let line = line.trim();
+        if in_comment {
+            in_comment = !line.ends_with(close);
+            // A comment that ends mid-line leaves code after it: keep the
+            // whole line rather than cut it.
+            if line.contains(close) && !line.ends_with(close) {
+                out.push_str(line);
+                out.push('\n');
+                in_comment = false;
+            }
+            continue;
+        }
+        if line.is_empty() || (script && line.starts_with("//")) {
+            continue;
+        }
+        if line.starts_with(open) && !line[open.len()..].contains(close) {
+            in_comment = true;
+            continue;
+        }
+        if line.starts_with(open) && line.ends_with(close) && line[open.len()..].find(close) == Some(line.len() - open.len() - close.len()) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        in_template = script && line.matches('`').count() % 2 == 1;
+    }
+    out.into_bytes()
 }
 
 /// FNV-1a, 64 bits: enough to tell two versions of a page apart.
