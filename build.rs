@@ -115,7 +115,10 @@ fn minify(name: &str, bytes: Vec<u8>) -> Vec<u8> {
             in_comment = true;
             continue;
         }
-        if line.starts_with(open) && line.ends_with(close) && line[open.len()..].find(close) == Some(line.len() - open.len() - close.len()) {
+        if line.starts_with(open)
+            && line.ends_with(close)
+            && line[open.len()..].find(close) == Some(line.len() - open.len() - close.len())
+        {
             continue;
         }
         out.push_str(line);

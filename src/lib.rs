@@ -43,6 +43,7 @@ mod conn;
 mod events;
 mod feed;
 mod hub;
+mod inflate;
 mod liveness;
 mod metrics;
 mod mqtt;

@@ -19,7 +19,8 @@ const NEVER: [(&str, &[&str]); 6] = [
 ];
 
 /// (module, the only modules that may import it)
-const ONLY_FROM: [(&str, &[&str]); 5] = [
+const ONLY_FROM: [(&str, &[&str]); 6] = [
+    ("inflate", &["static_files"]),
     ("conn", &["server"]),
     ("server", &["daemon"]),
     ("sse", &["conn"]),
