@@ -121,11 +121,33 @@ fn minify(name: &str, bytes: Vec<u8>) -> Vec<u8> {
         {
             continue;
         }
+        let line = if script { without_trailing_comment(line) } else { line };
         out.push_str(line);
         out.push('\n');
         in_template = script && line.matches('`').count() % 2 == 1;
     }
     out.into_bytes()
+}
+
+/// A script line without its trailing ` // comment`: the first ` //` that
+/// follows a space and is outside quotes ('', "", ``) ends the code. A line
+/// whose quotes do not close on it is kept whole.
+fn without_trailing_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut quote = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (quote, bytes[i]) {
+            (Some(_), b'\\') => i += 1,
+            (Some(open), byte) if byte == open => quote = None,
+            (Some(_), _) => {}
+            (None, byte @ (b'\'' | b'"' | b'`')) => quote = Some(byte),
+            (None, b' ') if bytes[i + 1..].starts_with(b"// ") => return line[..i].trim_end(),
+            (None, _) => {}
+        }
+        i += 1;
+    }
+    line
 }
 
 /// FNV-1a, 64 bits: enough to tell two versions of a page apart.
