@@ -126,7 +126,42 @@ fn minify(name: &str, bytes: Vec<u8>) -> Vec<u8> {
         out.push('\n');
         in_template = script && line.matches('`').count() % 2 == 1;
     }
+    if name.ends_with(".css") {
+        return compact_css(&out).into_bytes();
+    }
     out.into_bytes()
+}
+
+/// A style sheet without the spaces and line breaks that mean nothing:
+/// around `{ } ; ,` and after `:`. A space before `:` stays (`.a :hover`
+/// is not `.a:hover`), and so does everything inside quotes.
+fn compact_css(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote = None;
+    let mut space = false;
+    for c in text.chars() {
+        if let Some(open) = quote {
+            out.push(c);
+            if c == open {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() && !out.ends_with(['{', '}', ';', ',', ':']) && !matches!(c, '{' | '}' | ';' | ',') {
+            out.push(' ');
+        }
+        space = false;
+        if c == '"' || c == '\'' {
+            quote = Some(c);
+        }
+        out.push(c);
+    }
+    out.push('\n');
+    out
 }
 
 /// A script line without its trailing ` // comment`: the first ` //` that
