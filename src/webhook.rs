@@ -183,6 +183,15 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Status(status) => write!(f, "answered {status}"),
+            Outcome::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -289,14 +298,8 @@ impl Worker {
             loop {
                 let outcome = exchange(&target.url, &request).await;
                 let step = next_step(&outcome, attempt);
-                if log::log_enabled!(log::Level::Debug) {
-                    let what = match &outcome {
-                        Outcome::Status(status) => format!("answered {status}"),
-                        Outcome::Failed(why) => why.clone(),
-                    };
-                    let kind = published.event.kind.as_str();
-                    debug!("{}: {kind} event, attempt {}: {what}", target.label, attempt + 1);
-                }
+                let kind = published.event.kind.as_str();
+                debug!("{}: {kind} event, attempt {}: {outcome}", target.label, attempt + 1);
                 if step == Step::Delivered {
                     stats.delivered.set(stats.delivered.get() + 1);
                     stats.up.set(true);
@@ -308,12 +311,8 @@ impl Worker {
                 }
                 stats.up.set(false);
                 if !failing {
-                    let why = match &outcome {
-                        Outcome::Status(status) => format!("answered {status}"),
-                        Outcome::Failed(why) => why.clone(),
-                    };
                     let next = if step == Step::GiveUp { "this event is given up" } else { "retrying" };
-                    warn!("{}: {why}; {next} (no more warnings until it works again)", target.label);
+                    warn!("{}: {outcome}; {next} (no more warnings until it works again)", target.label);
                     failing = true;
                 }
                 match step {
