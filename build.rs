@@ -151,7 +151,8 @@ fn compact_css(text: &str) -> String {
             space = true;
             continue;
         }
-        if space && !out.is_empty() && !out.ends_with(['{', '}', ';', ',', ':']) && !matches!(c, '{' | '}' | ';' | ',') {
+        if space && !out.is_empty() && !out.ends_with(['{', '}', ';', ',', ':']) && !matches!(c, '{' | '}' | ';' | ',')
+        {
             out.push(' ');
         }
         space = false;

@@ -24,7 +24,6 @@
 //! A call is keyed by its caller and call id, so one peer cannot end or
 //! answer another caller's call by reusing its id.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -307,10 +306,10 @@ pub struct Calls {
     /// Ringing calls by when they time out, oldest first (every deadline is
     /// `rang_at + RING_TIMEOUT`, so appending keeps the order). Entries of
     /// calls that ended since are skipped when they come up.
-    deadlines: VecDeque<(Instant, (String, String))>,
+    deadlines: Vec<(Instant, (String, String))>,
     /// Who rang when, over the last minute, for `MAX_RINGS_PER_MINUTE`
     /// (oldest first; at most `MAX_RECENT_RINGS`).
-    recent_rings: VecDeque<(String, Instant)>,
+    recent_rings: Vec<(String, Instant)>,
     /// Rings not turned into events because of `MAX_RINGS_PER_MINUTE`.
     pub suppressed: u64,
 }
@@ -322,16 +321,15 @@ impl Calls {
 
     /// When [`Calls::expire`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.front().map(|(at, _)| *at)
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// Rings still unanswered at `clock` past [`RING_TIMEOUT`] are missed.
     pub fn expire(&mut self, clock: Clock, events: &mut Vec<Event>) {
-        while let Some((at, _)) = self.deadlines.front() {
-            if *at > clock.at {
-                break;
-            }
-            let (_, key) = self.deadlines.pop_front().expect("just looked");
+        // In time order: each was pushed at its ring, a minute ahead.
+        let due = self.deadlines.partition_point(|(at, _)| *at <= clock.at);
+        let expired: Vec<_> = self.deadlines.drain(..due).collect();
+        for (_, key) in expired {
             let unanswered = self.calls.get(&key).is_some_and(|call| call.answered.is_none());
             if unanswered {
                 self.finish_missed(&key, "timeout", clock, events);
@@ -411,15 +409,13 @@ impl Calls {
             return;
         }
         let recent = &mut self.recent_rings;
-        while recent.front().is_some_and(|(_, at)| clock.at.duration_since(*at) >= Duration::from_secs(60)) {
-            recent.pop_front();
-        }
+        recent.retain(|(_, at)| clock.at.duration_since(*at) < Duration::from_secs(60));
         let rang = recent.iter().filter(|(caller, _)| *caller == key.0).count();
         if rang >= MAX_RINGS_PER_MINUTE || recent.len() >= MAX_RECENT_RINGS {
             self.suppressed += 1;
             return;
         }
-        recent.push_back((key.0.clone(), clock.at));
+        recent.push((key.0.clone(), clock.at));
         if self.calls.0.len() >= MAX_OPEN_CALLS {
             // Calls are added in time order: the first is the oldest.
             self.calls.0.remove(0);
@@ -434,7 +430,7 @@ impl Calls {
             answered: None,
         };
         self.calls.0.push((key.clone(), call));
-        self.deadlines.push_back((clock.at + RING_TIMEOUT, key.clone()));
+        self.deadlines.push((clock.at + RING_TIMEOUT, key.clone()));
         events.push(self.event(Kind::Ring, &key, None, None, None, clock));
     }
 

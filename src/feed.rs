@@ -18,7 +18,6 @@
 //!   rings never touches the disk.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -85,7 +84,7 @@ struct Sink {
 
 pub struct Feed {
     /// Call events (sequence number, JSON line), oldest first.
-    log: VecDeque<(u64, Rc<str>)>,
+    log: Vec<(u64, Rc<str>)>,
     log_bytes: usize,
     next_seq: u64,
     sinks: Vec<Sink>,
@@ -104,7 +103,7 @@ impl Feed {
     pub fn new() -> Feed {
         let (dirty, dirty_receiver) = channel::bounded(1);
         Feed {
-            log: VecDeque::new(),
+            log: Vec::new(),
             log_bytes: 0,
             next_seq: 1,
             sinks: Vec::new(),
@@ -157,7 +156,7 @@ impl Feed {
     /// The logged events after `seq`, oldest first.
     pub fn log_since(&self, seq: u64) -> Vec<(u64, Rc<str>)> {
         let first = self.log.partition_point(|(logged, _)| *logged <= seq);
-        self.log.range(first..).cloned().collect()
+        self.log[first..].to_vec()
     }
 
     /// The sequence number of the last call event (0: none yet).
@@ -230,11 +229,15 @@ impl Feed {
 
     fn keep(&mut self, seq: u64, json: Rc<str>) {
         self.log_bytes += json.len() + 1;
-        self.log.push_back((seq, json));
-        while self.log.len() > MAX_LOG_EVENTS || self.log_bytes > MAX_LOG_BYTES {
-            let Some((_, old)) = self.log.pop_front() else { break };
-            self.log_bytes -= old.len() + 1;
+        self.log.push((seq, json));
+        // The oldest go; a few hundred short entries move down, once per
+        // call event.
+        let mut drop = 0;
+        while drop < self.log.len() && (self.log.len() - drop > MAX_LOG_EVENTS || self.log_bytes > MAX_LOG_BYTES) {
+            self.log_bytes -= self.log[drop].1.len() + 1;
+            drop += 1;
         }
+        self.log.drain(..drop);
     }
 
     /// The log as the file's bytes.

@@ -41,7 +41,6 @@
 //! - The password is never logged: the broker is named by `Mqtt::target`.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io;
@@ -114,7 +113,7 @@ pub async fn run(config: &Mqtt, subscription: Subscription, hub: &RefCell<Hub>, 
         hub,
         feed,
         announcer: Announcer::new(config),
-        in_flight: VecDeque::new(),
+        in_flight: Vec::new(),
         next_packet_id: 1,
         connected: false,
     };
@@ -245,7 +244,7 @@ struct Session<'a> {
     feed: &'a RefCell<Feed>,
     announcer: Announcer,
     /// Oldest first; at most `MAX_IN_FLIGHT`.
-    in_flight: VecDeque<InFlight>,
+    in_flight: Vec<InFlight>,
     next_packet_id: u16,
     /// The last connection got its CONNACK.
     connected: bool,
@@ -323,7 +322,7 @@ impl Session<'_> {
             }
             let mut deadline = asked.map_or(last_write + KEEP_ALIVE, |sent| sent + RESPONSE_TIMEOUT);
             // Before the CONNACK, what is in flight waits for the resend.
-            if let Some(oldest) = self.in_flight.front().filter(|_| self.connected) {
+            if let Some(oldest) = self.in_flight.first().filter(|_| self.connected) {
                 deadline = deadline.min(oldest.sent + ACK_TIMEOUT);
             }
             let room = self.connected && self.in_flight.len() + MAX_PUBLISHES_PER_EVENT <= MAX_IN_FLIGHT;
@@ -363,7 +362,7 @@ impl Session<'_> {
                         let what = if self.connected { "no PINGRESP within" } else { "no CONNACK within" };
                         return Err(Lost::Timeout(what, RESPONSE_TIMEOUT));
                     }
-                    if self.connected && self.in_flight.front().is_some_and(|oldest| now >= oldest.sent + ACK_TIMEOUT) {
+                    if self.connected && self.in_flight.first().is_some_and(|oldest| now >= oldest.sent + ACK_TIMEOUT) {
                         return Err(Lost::Timeout("no PUBACK within", ACK_TIMEOUT));
                     }
                     if asked.is_none() && now >= last_write + KEEP_ALIVE {
@@ -402,7 +401,7 @@ impl Session<'_> {
         }
         publish.write(out).map_err(|_| Lost::Broker("cannot encode PUBLISH"))?;
         if message.qos == QoS::AtLeastOnce {
-            self.in_flight.push_back(InFlight { publish, sent: Instant::now(), event: message.event });
+            self.in_flight.push(InFlight { publish, sent: Instant::now(), event: message.event });
         }
         Ok(())
     }
@@ -423,7 +422,7 @@ impl Session<'_> {
             debug!("mqtt: PUBACK for packet {packet_id}, which is not in flight");
             return;
         };
-        if self.in_flight.remove(at).is_some_and(|waiting| waiting.event) {
+        if self.in_flight.remove(at).event {
             let delivered = &self.subscription.stats.delivered;
             delivered.set(delivered.get() + 1);
         }
@@ -464,7 +463,7 @@ struct Station {
     sid: String,
     /// Its rings not yet answered, rejected or missed (call ids, oldest
     /// first, at most `events::MAX_OPEN_CALLS`).
-    ringing: VecDeque<String>,
+    ringing: Vec<String>,
 }
 
 /// What Home Assistant is told, and the state that needs (pure: events in,
@@ -536,9 +535,9 @@ impl Announcer {
                 if let (Some(station), Some(call)) =
                     (self.stations.iter_mut().find(|station| station.id == event.from), &event.call)
                 {
-                    station.ringing.push_back(call.clone());
+                    station.ringing.push(call.clone());
                     if station.ringing.len() > crate::events::MAX_OPEN_CALLS {
-                        station.ringing.pop_front();
+                        station.ringing.remove(0);
                     }
                     messages.push(self.ringing_state(&event.from));
                     messages.push(the_event);
@@ -582,7 +581,7 @@ impl Announcer {
             }
             return false;
         }
-        self.stations.push(Station { id: id.to_string(), sid: topic_id(id), ringing: VecDeque::new() });
+        self.stations.push(Station { id: id.to_string(), sid: topic_id(id), ringing: Vec::new() });
         true
     }
 
