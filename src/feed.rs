@@ -3,8 +3,8 @@
 //! MQTT, webhooks, ntfy).
 //!
 //! Invariants:
-//! - Publishing never waits: each consumer has a bounded queue filled with
-//!   `try_send`. A full queue of a delivery sink (MQTT, a webhook) loses
+//! - Publishing never waits: each consumer has a bounded [`Queue`], pushed
+//!   to without waiting. A full queue of a delivery sink (MQTT, a webhook) loses
 //!   that event for that sink and counts it; a full live stream is a
 //!   client that is not reading, and is cut off (it reconnects with
 //!   `Last-Event-ID` and catches up from the log).
@@ -19,13 +19,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::fs;
+use std::future::poll_fn;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use log::{info, warn};
 use serde_json::Value;
-use smol::channel::{self, Receiver, Sender, TrySendError};
+use smol::channel::{self, Receiver, Sender};
 
 use crate::events::{Event, Kind};
 
@@ -71,12 +73,89 @@ pub struct SinkStats {
 
 /// A consumer's end of its queue.
 pub struct Subscription {
-    pub events: Receiver<Rc<Published>>,
+    pub events: Rc<Queue>,
     pub stats: Rc<SinkStats>,
 }
 
+/// One consumer's bounded queue of events. Single-threaded, so a `RefCell`
+/// and one waker rather than a thread-safe channel: the feed pushes, the
+/// consumer's task awaits [`Queue::recv`]. The feed drops its end when the
+/// consumer has dropped its own (`Rc` count 1).
+pub struct Queue {
+    inner: RefCell<QueueInner>,
+}
+
+struct QueueInner {
+    /// Oldest first; at most `capacity`.
+    events: Vec<Rc<Published>>,
+    capacity: usize,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Rc<Queue> {
+        let inner = QueueInner { events: Vec::new(), capacity, closed: false, waker: None };
+        Rc::new(Queue { inner: RefCell::new(inner) })
+    }
+
+    /// Queue `event`; false when the queue is full (or closed).
+    fn push(&self, event: Rc<Published>) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if inner.closed || inner.events.len() >= inner.capacity {
+            return false;
+        }
+        inner.events.push(event);
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+        true
+    }
+
+    /// No more events: [`Queue::recv`] returns what is queued, then `None`.
+    fn close(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.closed = true;
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The oldest queued event, if there is one.
+    pub fn try_recv(&self) -> Option<Rc<Published>> {
+        let mut inner = self.inner.borrow_mut();
+        (!inner.events.is_empty()).then(|| inner.events.remove(0))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.borrow().events.len()
+    }
+
+    #[cfg(test)]
+    fn is_closed(&self) -> bool {
+        self.inner.borrow().closed
+    }
+
+    /// The next event; `None` once the queue is closed and empty.
+    pub async fn recv(&self) -> Option<Rc<Published>> {
+        poll_fn(|cx| {
+            if let Some(event) = self.try_recv() {
+                return Poll::Ready(Some(event));
+            }
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                return Poll::Ready(None);
+            }
+            inner.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 struct Sink {
-    sender: Sender<Rc<Published>>,
+    queue: Rc<Queue>,
     /// A delivery sink's counters; `None` for a live stream, which is cut
     /// off (not counted as a loss) when full.
     stats: Option<Rc<SinkStats>>,
@@ -178,20 +257,20 @@ impl Feed {
     /// A delivery sink (MQTT, a webhook): every event from now on, through
     /// a queue of `capacity`; what does not fit is counted in `dropped`.
     pub fn subscribe(&mut self, name: &'static str, target: String, capacity: usize) -> Subscription {
-        let (sender, events) = channel::bounded(capacity);
+        let events = Queue::new(capacity);
         let stats = Rc::new(SinkStats { name, target, ..SinkStats::default() });
-        self.sinks.push(Sink { sender, stats: Some(stats.clone()) });
+        self.sinks.push(Sink { queue: events.clone(), stats: Some(stats.clone()) });
         Subscription { events, stats }
     }
 
     /// A live stream, or `None` at [`MAX_STREAMS`]. Its queue closes when
     /// it falls [`STREAM_QUEUE`] events behind.
-    pub fn stream(&mut self) -> Option<Receiver<Rc<Published>>> {
+    pub fn stream(&mut self) -> Option<Rc<Queue>> {
         if self.stream_count() >= MAX_STREAMS {
             return None;
         }
-        let (sender, events) = channel::bounded(STREAM_QUEUE);
-        self.sinks.push(Sink { sender, stats: None });
+        let events = Queue::new(STREAM_QUEUE);
+        self.sinks.push(Sink { queue: events.clone(), stats: None });
         Some(events)
     }
 
@@ -216,14 +295,23 @@ impl Feed {
             }
         }
         let published = Rc::new(Published { seq, event, json });
-        self.sinks.retain(|sink| match (sink.sender.try_send(published.clone()), &sink.stats) {
-            (Ok(()), _) => true,
-            (Err(TrySendError::Full(_)), Some(stats)) => {
-                stats.dropped.set(stats.dropped.get() + 1);
-                true
+        self.sinks.retain(|sink| {
+            // A consumer that is gone.
+            if Rc::strong_count(&sink.queue) == 1 {
+                return false;
             }
-            // A live stream that is not reading, or a consumer that is gone.
-            (Err(_), _) => false,
+            match (sink.queue.push(published.clone()), &sink.stats) {
+                (true, _) => true,
+                (false, Some(stats)) => {
+                    stats.dropped.set(stats.dropped.get() + 1);
+                    true
+                }
+                // A live stream that is not reading: cut off.
+                (false, None) => {
+                    sink.queue.close();
+                    false
+                }
+            }
         });
     }
 
@@ -364,6 +452,10 @@ mod tests {
         assert_eq!(feed.stream_count(), 0, "the stream that did not read is gone");
         assert_eq!(stream.len(), STREAM_QUEUE, "it keeps what it had queued");
         assert!(stream.is_closed());
+        let first = smol::block_on(stream.recv()).unwrap();
+        assert_eq!(first.seq, Some(1), "oldest first");
+        while stream.try_recv().is_some() {}
+        assert!(smol::block_on(stream.recv()).is_none(), "closed and drained: the end");
         drop(sink);
         feed.publish(event(Kind::Ring, "door"));
         assert_eq!(feed.sinks().count(), 0, "a sink whose task ended is let go");

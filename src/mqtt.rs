@@ -331,7 +331,7 @@ impl Session<'_> {
                 or(
                     async {
                         if room {
-                            Wake::Event(events.recv().await.ok())
+                            Wake::Event(events.recv().await)
                         } else {
                             std::future::pending().await
                         }

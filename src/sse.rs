@@ -23,7 +23,7 @@ use smol::channel::Receiver;
 use smol::future::or;
 use smol::io::AsyncWriteExt;
 
-use crate::feed::{Feed, Published, MAX_STREAMS};
+use crate::feed::{Feed, Queue, MAX_STREAMS};
 use crate::http::{Response, WRITE_TIMEOUT};
 use crate::stream::{with_timeout, Stream};
 
@@ -37,7 +37,7 @@ const RETRY_MS: u32 = 2000;
 /// A stream that has its place: its queue, and the logged events after
 /// `since` to send first.
 pub struct Opened {
-    events: Receiver<Rc<Published>>,
+    events: Rc<Queue>,
     backlog: Vec<(u64, Rc<str>)>,
 }
 
@@ -74,7 +74,7 @@ pub async fn serve(mut stream: Stream, opened: Opened, head: Vec<u8>, address: S
         // (closed its queue) because the client did not read.
         let next = with_timeout(
             HEARTBEAT,
-            or(async { events.recv().await.ok() }, async {
+            or(events.recv(), async {
                 let _ = stop.recv().await;
                 None
             }),
@@ -86,7 +86,7 @@ pub async fn serve(mut stream: Stream, opened: Opened, head: Vec<u8>, address: S
             Some(Some(published)) => {
                 frame(&mut bytes, published.seq, &published.json);
                 // Whatever else is queued goes in the same write.
-                while let Ok(published) = events.try_recv() {
+                while let Some(published) = events.try_recv() {
                     frame(&mut bytes, published.seq, &published.json);
                 }
             }

@@ -14,7 +14,7 @@
 //! - Nothing here exists unless a flag asks for it: without `--webhook` and
 //!   `--ntfy` there is no task, no timer and no socket.
 //! - The router never waits for a target. Each target has one task and one
-//!   queue of [`QUEUE`] events, filled by the feed with `try_send`; when a
+//!   queue of [`QUEUE`] events, filled by the feed without waiting; when a
 //!   target is that far behind, further events are lost for it (and only
 //!   for it) and counted in its `dropped`.
 //! - One request in flight per target, events in order. Every attempt is
@@ -291,7 +291,7 @@ impl Worker {
         let Worker { target, subscription: Subscription { events, stats } } = self;
         // In a failing spell: warned once, quiet until it works again.
         let mut failing = false;
-        while let Ok(published) = events.recv().await {
+        while let Some(published) = events.recv().await {
             let Some(body) = target.body(&published) else { continue };
             let request = target.request(&body);
             let mut attempt = 0;
