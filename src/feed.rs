@@ -384,10 +384,12 @@ pub async fn save(feed: Rc<RefCell<Feed>>) {
 /// Replace `path` with `bytes`: a temporary file beside it, written and
 /// synced, renamed over it, and the directory synced, so that after a power
 /// cut the file is the old one or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("jsonl.tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     let mut file = fs::File::create(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;

@@ -1,0 +1,265 @@
+//! Door snapshots: the stills that pages upload with a ring, kept in
+//! `--state-dir`/`snapshots/` beside the call log.
+//!
+//! Invariants:
+//! - At most `max_count` stills and `max_bytes` bytes are kept; a new one
+//!   pushes out the oldest first. What is kept is known in memory (names,
+//!   sizes, order), so deciding costs no disk access.
+//! - A still's name is 128 random bits in hex (`<32 hex>.jpg`): nobody can
+//!   guess another household member's picture, and only names this store
+//!   made are ever served or deleted.
+//! - Every file is written as a temporary file, synced and renamed, and its
+//!   directory synced, off the daemon's thread (`feed::write_atomically`):
+//!   after a power cut a still is there whole or not at all. A failed write
+//!   (a full SD card) forgets the still and says so once per failing spell.
+//! - A still uploaded by a peer can be attached to that peer's ring only,
+//!   once, within [`CLAIM_WINDOW`] of its upload.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use log::info;
+
+use crate::feed::write_atomically;
+
+/// The stills' directory inside `--state-dir`.
+pub const DIR: &str = "snapshots";
+/// Default `--max-snapshots`: a few weeks of rings at a family's front door.
+pub const DEFAULT_MAX_COUNT: usize = 200;
+/// Default `--max-snapshot-bytes`: 20 MiB, little on any SD card.
+pub const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
+/// How long after its upload a still can be attached to its owner's ring.
+pub const CLAIM_WINDOW: Duration = Duration::from_secs(60);
+
+/// One kept still.
+struct Kept {
+    /// `<32 hex>.jpg`.
+    name: String,
+    bytes: u64,
+    /// Who uploaded it and when, while it may still be attached to a ring;
+    /// `None` once attached, and for stills found on disk at start.
+    claimable: Option<(String, Instant)>,
+}
+
+pub struct Snapshots {
+    dir: PathBuf,
+    max_count: usize,
+    max_bytes: u64,
+    /// Oldest first.
+    kept: Vec<Kept>,
+    total: u64,
+}
+
+/// What [`Snapshots::admit`] decided: the new still's name and file, and the
+/// files that make room for it.
+pub struct Admitted {
+    pub name: String,
+    pub path: PathBuf,
+    pub evicted: Vec<PathBuf>,
+}
+
+impl Snapshots {
+    /// The stills already in `state_dir`/`snapshots/`, oldest first by
+    /// modification time; past the limits, the oldest are deleted now.
+    /// Temporary files of a write a power cut interrupted are deleted too.
+    pub fn load(state_dir: &Path, max_count: usize, max_bytes: u64) -> Snapshots {
+        let dir = state_dir.join(DIR);
+        let mut found: Vec<(SystemTime, String, u64)> = Vec::new();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = entry.metadata() else { continue };
+                if is_name(&name) && meta.is_file() {
+                    found.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), name, meta.len()));
+                } else if name.ends_with(".jpg.tmp") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        found.sort();
+        let mut store = Snapshots { dir, max_count, max_bytes, kept: Vec::new(), total: 0 };
+        for (_, name, bytes) in found {
+            store.total += bytes;
+            store.kept.push(Kept { name, bytes, claimable: None });
+        }
+        for path in store.make_room(0) {
+            let _ = fs::remove_file(path);
+        }
+        if !store.kept.is_empty() {
+            info!("snapshots: {} stills ({} KiB) in {}", store.kept.len(), store.total / 1024, store.dir.display());
+        }
+        store
+    }
+
+    /// Keep a still of `bytes` bytes from `owner`: its name, and the oldest
+    /// stills that go to make room. The caller writes the file and deletes
+    /// the others ([`write`]); until then the still is listed but not yet
+    /// readable.
+    pub fn admit(&mut self, owner: &str, bytes: u64, now: Instant) -> io::Result<Admitted> {
+        let name = new_name()?;
+        let evicted = self.make_room(bytes);
+        self.total += bytes;
+        self.kept.push(Kept { name: name.clone(), bytes, claimable: Some((owner.to_string(), now)) });
+        Ok(Admitted { path: self.dir.join(&name), name, evicted })
+    }
+
+    /// A write failed: forget the still.
+    pub fn forget(&mut self, name: &str) {
+        if let Some(at) = self.kept.iter().position(|kept| kept.name == name) {
+            self.total -= self.kept.remove(at).bytes;
+        }
+    }
+
+    /// Attach the still `name` to a ring of `owner` at `now`: true if it is
+    /// theirs, not attached yet, and uploaded within [`CLAIM_WINDOW`].
+    pub fn claim(&mut self, owner: &str, name: &str, now: Instant) -> bool {
+        let Some(kept) = self.kept.iter_mut().find(|kept| kept.name == name) else { return false };
+        let theirs = kept
+            .claimable
+            .as_ref()
+            .is_some_and(|(who, at)| who == owner && now.saturating_duration_since(*at) <= CLAIM_WINDOW);
+        if theirs {
+            kept.claimable = None;
+        }
+        theirs
+    }
+
+    /// The file of a kept still, if `name` is one.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.kept.iter().any(|kept| kept.name == name).then(|| self.dir.join(name))
+    }
+
+    /// Stills kept, and their bytes.
+    pub fn usage(&self) -> (usize, u64) {
+        (self.kept.len(), self.total)
+    }
+
+    /// Drop the oldest until one more still of `incoming` bytes fits both
+    /// limits; their files, to delete.
+    fn make_room(&mut self, incoming: u64) -> Vec<PathBuf> {
+        let slots = usize::from(incoming > 0);
+        let mut drop = 0;
+        let mut total = self.total;
+        while drop < self.kept.len()
+            && (self.kept.len() - drop + slots > self.max_count || total + incoming > self.max_bytes)
+        {
+            total -= self.kept[drop].bytes;
+            drop += 1;
+        }
+        self.total = total;
+        self.kept.drain(..drop).map(|kept| self.dir.join(kept.name)).collect()
+    }
+}
+
+/// Write a still admitted by [`Snapshots::admit`] and delete the ones it
+/// replaced, off the daemon's thread.
+pub async fn write(admitted: &Admitted, bytes: Vec<u8>) -> io::Result<()> {
+    let (path, evicted) = (admitted.path.clone(), admitted.evicted.clone());
+    smol::unblock(move || {
+        for old in &evicted {
+            let _ = fs::remove_file(old);
+        }
+        write_atomically(&path, &bytes)
+    })
+    .await
+}
+
+/// `<32 lower-case hex>.jpg`: a name this store makes.
+pub fn is_name(name: &str) -> bool {
+    name.strip_suffix(".jpg")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+fn new_name() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| io::Error::other(error.to_string()))?;
+    let mut name = String::with_capacity(36);
+    for byte in bytes {
+        name.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        name.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    name.push_str(".jpg");
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("intercomd-snapshots-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_oldest_go_first_at_the_count_and_at_the_size() {
+        let now = Instant::now();
+        let mut store = Snapshots::load(&scratch("limits"), 3, 1000);
+        let names: Vec<String> = (0..3).map(|_| store.admit("door", 100, now).unwrap().name).collect();
+        assert_eq!(store.usage(), (3, 300));
+        let fourth = store.admit("door", 100, now).unwrap();
+        assert_eq!(fourth.evicted, [store.dir.join(&names[0])], "at the count, the oldest goes");
+        assert_eq!(store.usage(), (3, 300));
+        let big = store.admit("door", 900, now).unwrap();
+        assert_eq!(big.evicted.len(), 2, "at the size, as many as it takes");
+        assert_eq!(store.usage(), (2, 1000), "exactly at the limit is within it");
+        assert!(store.path(&big.name).is_some() && store.path(&fourth.name).is_some());
+        assert!(store.path(&names[1]).is_none() && store.path(&names[2]).is_none());
+        store.forget(&big.name);
+        assert_eq!(store.usage(), (1, 100));
+    }
+
+    #[test]
+    fn a_still_is_attached_once_by_its_owner_within_the_window() {
+        let now = Instant::now();
+        let mut store = Snapshots::load(&scratch("claim"), 10, 10_000);
+        let name = store.admit("door", 10, now).unwrap().name;
+        assert!(!store.claim("kitchen", &name, now), "not theirs");
+        assert!(!store.claim("door", &name, now + CLAIM_WINDOW + Duration::from_secs(1)), "too late");
+        assert!(store.claim("door", &name, now + CLAIM_WINDOW), "at the window's end");
+        assert!(!store.claim("door", &name, now), "only once");
+        assert!(!store.claim("door", "0123456789abcdef0123456789abcdef.jpg", now), "not kept");
+    }
+
+    #[test]
+    fn stills_survive_a_restart_and_the_limits_hold_at_load() {
+        let dir = scratch("restart");
+        let now = Instant::now();
+        let mut store = Snapshots::load(&dir, 2, 1 << 20);
+        for round in 0..3u8 {
+            let admitted = store.admit("door", 3, now).unwrap();
+            smol::block_on(write(&admitted, vec![round; 3])).unwrap();
+            // Distinct modification times, in order, whatever the file
+            // system's clock granularity.
+            let file = fs::File::options().write(true).open(&admitted.path).unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + u64::from(round))).unwrap();
+        }
+        fs::write(dir.join(DIR).join("0123.jpg.tmp"), b"half").unwrap();
+        fs::write(dir.join(DIR).join("notes.txt"), b"mine").unwrap();
+        let again = Snapshots::load(&dir, 1, 1 << 20);
+        assert_eq!(again.usage(), (1, 3), "one kept at a count of one");
+        let kept = fs::read(again.path(&again.kept[0].name).unwrap()).unwrap();
+        assert_eq!(kept, [2, 2, 2], "the newest stays");
+        let mut files: Vec<String> = fs::read_dir(dir.join(DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2, "the newest still and a file that is not ours: {files:?}");
+        assert!(files.contains(&"notes.txt".to_string()));
+    }
+
+    #[test]
+    fn names_are_random_hex() {
+        let name = new_name().unwrap();
+        assert!(is_name(&name), "{name}");
+        assert_ne!(name, new_name().unwrap());
+        assert!(
+            !is_name("../events.jsonl") && !is_name("0123.jpg") && !is_name("0123456789ABCDEF0123456789abcdef.jpg")
+        );
+    }
+}
