@@ -177,6 +177,20 @@ pub struct Flags {
     #[argh(option, default = "String::from(\"homeassistant\")")]
     pub mqtt_discovery_prefix: String,
 
+    /// keep no pictures of visitors: a ring carries none, and
+    /// POST /api/snapshots answers 404
+    #[argh(switch)]
+    pub no_snapshots: bool,
+
+    /// most pictures of visitors kept in --state-dir; the oldest go first
+    /// (default 200)
+    #[argh(option, default = "crate::snapshots::DEFAULT_MAX_COUNT")]
+    pub max_snapshots: usize,
+
+    /// most bytes of pictures of visitors kept (default 20971520, 20 MiB)
+    #[argh(option, default = "crate::snapshots::DEFAULT_MAX_BYTES")]
+    pub max_snapshot_bytes: u64,
+
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
@@ -257,6 +271,9 @@ pub struct Config {
     /// The MQTT broker events go to (`--mqtt`); `None`: no connection, no
     /// timer.
     pub mqtt: Option<Mqtt>,
+    /// Where and how many pictures of visitors are kept; `None` with
+    /// `--no-snapshots`.
+    pub snapshots: Option<SnapshotLimits>,
     pub log_level: LevelFilter,
 }
 
@@ -469,6 +486,19 @@ impl Config {
             }
             None => None,
         };
+        let snapshots = match flags.no_snapshots {
+            true => None,
+            false if flags.max_snapshots == 0 => {
+                return Err("error: --max-snapshots 0: use --no-snapshots to keep no pictures".into())
+            }
+            false if flags.max_snapshot_bytes < crate::jpeg::MAX_BYTES as u64 => {
+                return Err(format!(
+                    "error: --max-snapshot-bytes must be at least {} (one picture)",
+                    crate::jpeg::MAX_BYTES
+                ))
+            }
+            false => Some(SnapshotLimits { max_count: flags.max_snapshots, max_bytes: flags.max_snapshot_bytes }),
+        };
         let stun_servers = if flags.no_stun {
             Vec::new()
         } else if flags.stun.is_empty() {
@@ -495,9 +525,17 @@ impl Config {
             peerjs,
             hooks,
             mqtt,
+            snapshots,
             log_level: flags.log_level,
         })
     }
+}
+
+/// `--max-snapshots` and `--max-snapshot-bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotLimits {
+    pub max_count: usize,
+    pub max_bytes: u64,
 }
 
 /// The MQTT broker and the topics (`--mqtt` and the flags after it).

@@ -16,11 +16,11 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
 use futures_rustls::TlsAcceptor;
-use log::{debug, info};
+use log::{debug, info, warn};
 use smol::channel::Receiver;
 use smol::future::or;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,9 +30,11 @@ use crate::config::Config;
 use crate::feed::Feed;
 use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
+use crate::jpeg;
 use crate::metrics::Connections;
 use crate::protocol::{Hello, Rejection};
 use crate::routes::{self, View};
+use crate::snapshots::{self, Snapshots};
 use crate::sse;
 use crate::stream::{with_timeout, Stream};
 use crate::tls::Certificates;
@@ -42,6 +44,8 @@ use crate::ws;
 const READ_CHUNK: usize = 2048;
 /// How long, and how many bytes, `linger_close` waits for and discards.
 const LINGER_TIME: Duration = Duration::from_secs(1);
+/// Time for a picture's body (at most 100 KiB) to arrive after its head.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// What every connection task shares (behind one `Rc`, made by `server.rs`).
@@ -55,6 +59,8 @@ pub struct Shared {
     pub connections: Connections,
     /// The HTTPS listener's certificate (swapped when renewed) and port.
     pub https: Option<HttpsState>,
+    /// Pictures of visitors; `None` with `--no-snapshots`.
+    pub snapshots: Option<Rc<RefCell<Snapshots>>>,
 }
 
 pub struct HttpsState {
@@ -177,6 +183,32 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
             return None;
         }
 
+        if let Some(name) = routes::snapshot_wanted(&request) {
+            let path = shared.snapshots.as_ref().and_then(|store| store.borrow().path(name));
+            let bytes = match path {
+                Some(path) => smol::unblock(move || std::fs::read(path).ok()).await,
+                None => None,
+            };
+            let response = routes::snapshot_response(bytes);
+            let keep_alive = request.keep_alive() && !request.has_body();
+            if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await || !keep_alive {
+                return None;
+            }
+            continue;
+        }
+
+        if routes::is_snapshot_upload(&request) {
+            let response = upload_snapshot(shared, &request, &mut stream, &mut buffer, address).await;
+            let response = routes::api_response(response, &request, &shared.config);
+            let refused = response.status >= 400;
+            if write_response(&mut stream, &response, false, false).await && refused {
+                linger_close(stream).await;
+            } else {
+                let _ = with_timeout(WRITE_TIMEOUT, stream.close()).await;
+            }
+            return None;
+        }
+
         let keep_alive = request.keep_alive() && !request.has_body();
         let response = respond(shared, &request);
         if !write_response(&mut stream, &response, request.method == "HEAD", keep_alive).await {
@@ -188,6 +220,76 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
             return None;
         }
     }
+}
+
+/// `POST /api/snapshots?id=..&token=..` with a JPEG body: the caller
+/// proves to be the connected peer `id` before a byte of the body is read,
+/// then the body (exactly its `Content-Length`, at most `jpeg::MAX_BYTES`,
+/// within `BODY_TIMEOUT`) must be a JPEG `jpeg::check` keeps. Answers 201
+/// with the picture's name and URL, to send with the ring.
+async fn upload_snapshot(
+    shared: &Shared,
+    request: &Request,
+    stream: &mut Stream,
+    buffer: &mut Vec<u8>,
+    address: SocketAddr,
+) -> Response {
+    let Some(store) = &shared.snapshots else {
+        return Response::json_error(404, "pictures are turned off (--no-snapshots)");
+    };
+    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
+    let field = |name: &str| query.iter().find(|(key, _)| key == name).and_then(|(_, value)| value.clone());
+    let (Some(id), Some(token)) = (field("id"), field("token")) else {
+        return Response::json_error(400, "id and token are required");
+    };
+    if !shared.hub.borrow().router().proves(&id, &token) {
+        info!("{address}: a picture refused: not the connected peer {id:?} with its token");
+        return Response::json_error(403, "not the connected peer with that id and token");
+    }
+    if request.header("transfer-encoding").is_some() {
+        return Response::json_error(411, "send the picture with a Content-Length");
+    }
+    let length = match request.header("content-length").map(|length| length.trim().parse::<usize>()) {
+        Some(Ok(length)) if length > jpeg::MAX_BYTES => {
+            return Response::json_error(413, "larger than 100 KiB");
+        }
+        Some(Ok(length)) => length,
+        _ => return Response::json_error(411, "send the picture with a Content-Length"),
+    };
+    let mut body = std::mem::take(buffer);
+    if body.len() > length {
+        return Response::json_error(400, "more bytes than the Content-Length");
+    }
+    let read = with_timeout(BODY_TIMEOUT, async {
+        let mut chunk = [0u8; READ_CHUNK];
+        while body.len() < length {
+            let want = (length - body.len()).min(READ_CHUNK);
+            match stream.read(&mut chunk[..want]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(read) => body.extend_from_slice(&chunk[..read]),
+            }
+        }
+        true
+    })
+    .await;
+    if read != Some(true) {
+        debug!("{address}: a picture's body did not arrive within {BODY_TIMEOUT:?}");
+        return Response::json_error(408, "the picture did not arrive whole");
+    }
+    if let Err(why) = jpeg::check(&body) {
+        return Response::json_error(415, &format!("not a picture we keep: {why}"));
+    }
+    let admitted = match store.borrow_mut().admit(&id, body.len() as u64, Instant::now()) {
+        Ok(admitted) => admitted,
+        Err(error) => return Response::json_error(500, &format!("no random name: {error}")),
+    };
+    if let Err(error) = snapshots::write(&admitted, body).await {
+        store.borrow_mut().forget(&admitted.name);
+        warn!("cannot keep a picture in {}: {error}", admitted.path.display());
+        return Response::json_error(507, "the daemon cannot store the picture now");
+    }
+    let name = &admitted.name;
+    Response::json(201, format!(r#"{{"snapshot":"{name}","url":"/snapshots/{name}"}}"#))
 }
 
 /// The answer to `request`, with every borrow closed before it is written.

@@ -71,6 +71,9 @@ pub struct Signal {
     pub call: String,
     pub reason: Option<String>,
     pub media: Option<String>,
+    /// `call-request`: the name of the caller's picture, uploaded just
+    /// before (`POST /api/snapshots`).
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +97,8 @@ pub fn signal(message: &Map<String, Value>) -> Option<Signal> {
     };
     let field =
         |name: &str| message.get(name).and_then(Value::as_str).filter(|text| is_plain(text)).map(str::to_string);
-    Some(Signal { kind, call: field("call")?, reason: field("reason"), media: field("media") })
+    let snapshot = if kind == SignalKind::Request { field("snapshot") } else { None };
+    Some(Signal { kind, call: field("call")?, reason: field("reason"), media: field("media"), snapshot })
 }
 
 /// 1 to 64 printable ASCII characters: what a call id, a reason or a media
@@ -120,6 +124,9 @@ pub struct Event {
     pub by: Option<String>,
     pub reason: Option<String>,
     pub media: Option<String>,
+    /// `ring`: the name of the caller's picture (served at
+    /// `/snapshots/<name>`), once the hub checked it is the caller's.
+    pub snapshot: Option<String>,
     /// `answered`: time since the ring. `ended`: the call's duration.
     pub elapsed: Option<Duration>,
 }
@@ -169,6 +176,7 @@ impl Event {
             by: None,
             reason: None,
             media: None,
+            snapshot: None,
             elapsed: None,
         }
     }
@@ -200,6 +208,10 @@ impl Event {
                 let _ = write!(out, ",\"{name}\":");
                 push_json_string(&mut out, value);
             }
+        }
+        if let Some(name) = &self.snapshot {
+            out.push_str(",\"snapshot\":");
+            push_json_string(&mut out, &format!("/snapshots/{name}"));
         }
         if let Some(elapsed) = self.elapsed {
             let name = if self.kind == Kind::Answered { "after" } else { "duration" };
@@ -257,6 +269,7 @@ struct Call {
     /// A peer id or `"*"`.
     to: String,
     media: Option<String>,
+    snapshot: Option<String>,
     rang_at: Instant,
     /// Rung peers that have not replied yet.
     waiting: Vec<String>,
@@ -424,6 +437,7 @@ impl Calls {
             room,
             to,
             media: signal.media,
+            snapshot: signal.snapshot,
             rang_at: clock.at,
             waiting: recipients,
             declined_by: None,
@@ -547,6 +561,7 @@ impl Calls {
             by,
             reason,
             media: call.media.clone(),
+            snapshot: if kind == Kind::Ring { call.snapshot.clone() } else { None },
             elapsed,
         }
     }
@@ -574,7 +589,13 @@ mod tests {
             room: "home".into(),
             to: to.into(),
             recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            signal: Signal { kind, call: "c1".into(), reason: reason.map(str::to_string), media: Some("video".into()) },
+            signal: Signal {
+                kind,
+                call: "c1".into(),
+                reason: reason.map(str::to_string),
+                media: Some("video".into()),
+                snapshot: None,
+            },
         }
     }
 
@@ -826,7 +847,13 @@ mod tests {
         let parse = |text: &str| signal(serde_json::from_str::<Value>(text).unwrap().as_object().unwrap());
         assert_eq!(
             parse(r#"{"type":"call-request","to":"*","call":"ab12","media":"video","ring":"room"}"#),
-            Some(Signal { kind: Request, call: "ab12".into(), reason: None, media: Some("video".into()) })
+            Some(Signal {
+                kind: Request,
+                call: "ab12".into(),
+                reason: None,
+                media: Some("video".into()),
+                snapshot: None
+            })
         );
         assert_eq!(
             parse(r#"{"type":"hangup","to":"a","call":"ab12","reason":"no-answer"}"#).unwrap().reason.as_deref(),
@@ -854,6 +881,7 @@ mod tests {
             by: Some("kitchen".into()),
             reason: None,
             media: Some("video".into()),
+            snapshot: None,
             elapsed: Some(Duration::from_millis(4250)),
         };
         assert_eq!(

@@ -413,6 +413,7 @@ mod tests {
             by: None,
             reason: None,
             media: None,
+            snapshot: None,
             elapsed: None,
         }
     }

@@ -35,6 +35,7 @@ use crate::liveness::{Liveness, Verdict};
 use crate::outbox::{Outbox, SendError};
 use crate::protocol::{close, Hello, IceServer, Rejection};
 use crate::router::{Action, ConnId, Delivery, JoinKind, Limits, Router};
+use crate::snapshots::Snapshots;
 
 pub struct Hub {
     router: Router,
@@ -56,6 +57,8 @@ pub struct Hub {
     calls: Calls,
     /// Where events go: the call log and every consumer's queue.
     feed: Rc<RefCell<Feed>>,
+    /// `None` with `--no-snapshots`.
+    snapshots: Option<Rc<RefCell<Snapshots>>>,
 }
 
 impl Hub {
@@ -73,7 +76,14 @@ impl Hub {
             dropped_slow: 0,
             calls: Calls::new(),
             feed,
+            snapshots: None,
         }
+    }
+
+    /// Pictures of visitors: a ring names its caller's picture, and the hub
+    /// checks the picture is the caller's before the event says so.
+    pub fn set_snapshots(&mut self, snapshots: Rc<RefCell<Snapshots>>) {
+        self.snapshots = Some(snapshots);
     }
 
     /// Rings not turned into events (a caller over `MAX_RINGS_PER_MINUTE`).
@@ -104,7 +114,13 @@ impl Hub {
             self.calls.expire(clock, &mut events);
         }
         let mut feed = self.feed.borrow_mut();
-        for event in events {
+        for mut event in events {
+            if let Some(name) = event.snapshot.take() {
+                let store = self.snapshots.as_ref().map(|store| store.borrow_mut());
+                if store.is_some_and(|mut store| store.claim(&event.from, &name, now)) {
+                    event.snapshot = Some(name);
+                }
+            }
             feed.publish(event);
         }
     }

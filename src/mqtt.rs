@@ -801,6 +801,7 @@ mod tests {
             by: None,
             reason: None,
             media: None,
+            snapshot: None,
             elapsed: None,
         };
         let json = event.to_json(Some(seq)).into();

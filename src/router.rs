@@ -266,6 +266,16 @@ impl Router {
         self.ids.get(&conn).map(String::as_str)
     }
 
+    /// Whether `token` proves to be the peer `id`, connected now (not away):
+    /// the same token it joined with, compared in constant time. A peer
+    /// without a token can prove nothing.
+    pub fn proves(&self, id: &str, token: &str) -> bool {
+        self.peers.get(id).is_some_and(|peer| {
+            peer.away_until.is_none()
+                && peer.token.as_ref().is_some_and(|own| bool::from(own.as_bytes().ct_eq(token.as_bytes())))
+        })
+    }
+
     /// Every peer as (id, room), sorted by id.
     pub fn peer_list(&self) -> Vec<(String, String)> {
         let mut list: Vec<_> = self.peers.iter().map(|(id, peer)| (id.clone(), peer.room.clone())).collect();
@@ -1036,6 +1046,9 @@ mod tests {
         assert!(rendered[0].contains(r#""peers":["bob"]"#), "{rendered:?}");
         assert_eq!(rendered[1..], ["1 close 4001"], "a takeover in the same room is silent");
         assert!(router.disconnect(ConnId(1), Vec::new()).is_empty(), "the replaced socket no longer owns the id");
+        assert!(router.proves("door", "t"), "its token proves the id");
+        assert!(!router.proves("door", "wrong") && !router.proves("door", "") && !router.proves("bob", ""));
+        assert!(!router.proves("nobody", "t"));
         check(
             &mut router,
             2,

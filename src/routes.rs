@@ -58,6 +58,34 @@ pub fn event_stream(request: &Request) -> Option<Result<u64, Response>> {
     Some(since(request).map(|since| since.unwrap_or(0)))
 }
 
+/// `POST /api/snapshots`: a picture of a visitor, read by `conn.rs` (the
+/// one request whose body the daemon reads).
+pub fn is_snapshot_upload(request: &Request) -> bool {
+    request.method == "POST" && request.path == "/api/snapshots"
+}
+
+/// `GET`/`HEAD /snapshots/<name>`: the name of a picture asked for, if it
+/// is one this daemon makes (`snapshots::is_name`); `conn.rs` reads it.
+pub fn snapshot_wanted(request: &Request) -> Option<&str> {
+    let name = request.path.strip_prefix("/snapshots/")?;
+    (matches!(request.method.as_str(), "GET" | "HEAD") && crate::snapshots::is_name(name)).then_some(name)
+}
+
+/// The answer for a picture: immutable under its name, never sniffed.
+pub fn snapshot_response(bytes: Option<Vec<u8>>) -> Response {
+    match bytes {
+        Some(bytes) => Response::new(200, "image/jpeg", bytes)
+            .with_header("Cache-Control", "private, max-age=31536000, immutable")
+            .with_header("X-Content-Type-Options", "nosniff"),
+        None => Response::text(404, "no such picture (the oldest are removed)"),
+    }
+}
+
+/// The upload's answer, with the API's CORS headers.
+pub fn api_response(response: Response, request: &Request, config: &Config) -> Response {
+    with_cors(response, request, config)
+}
+
 /// The head of the event stream's response (CORS as for the rest of the
 /// API): no length, so it ends when the connection does.
 pub fn event_stream_head(request: &Request, config: &Config) -> Vec<u8> {

@@ -41,6 +41,7 @@ use crate::metrics::Connections;
 use crate::mqtt;
 use crate::protocol;
 use crate::router::Limits;
+use crate::snapshots::Snapshots;
 use crate::stream::with_timeout;
 use crate::tls::{self, Certificates};
 use crate::webhook;
@@ -141,16 +142,23 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     };
     let liveness = Liveness { interval: config.ping_interval, timeout: config.ping_timeout };
     let feed = Rc::new(RefCell::new(Feed::load(&config.state_dir)));
+    let snapshots = config
+        .snapshots
+        .map(|limits| Rc::new(RefCell::new(Snapshots::load(&config.state_dir, limits.max_count, limits.max_bytes))));
     let ports = (https_state.as_ref().map(|https| https.port), http.local_addr()?.port());
     // None without --webhook and --ntfy: no task, no socket, no timer.
     let webhooks = webhook::workers(&config.hooks, &feed, ports);
-    let hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness, feed.clone());
+    let mut hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness, feed.clone());
+    if let Some(store) = &snapshots {
+        hub.set_snapshots(store.clone());
+    }
     let shared = Rc::new(Shared {
         config,
         hub: RefCell::new(hub),
         feed,
         connections: Connections::default(),
         https: https_state,
+        snapshots,
     });
     // Only with --mqtt: a queue, a task, a connection and its keep-alive.
     let mqtt_events =

@@ -132,6 +132,7 @@ impl Snapshots {
     }
 
     /// Stills kept, and their bytes.
+    #[cfg(test)]
     pub fn usage(&self) -> (usize, u64) {
         (self.kept.len(), self.total)
     }

@@ -397,6 +397,7 @@ mod tests {
             by: None,
             reason: None,
             media: Some("audio".into()),
+            snapshot: None,
             elapsed: None,
         };
         Published { seq: Some(3), json: Rc::from(event.to_json(Some(3))), event }
