@@ -24,6 +24,7 @@
     online: $('online'), roomLabel: $('room-label'), changeNameBtn: $('change-name-btn'),
     peerList: $('peer-list'), noPeers: $('no-peers'),
     incoming: $('incoming'), incomingFrom: $('incoming-from'), incomingKind: $('incoming-kind'),
+    incomingPicture: $('incoming-picture'),
     acceptBtn: $('accept-btn'), rejectBtn: $('reject-btn'),
     outgoing: $('outgoing'), outgoingTo: $('outgoing-to'), outgoingKind: $('outgoing-kind'), cancelBtn: $('cancel-btn'),
     call: $('call'), callPeer: $('call-peer'), callState: $('call-state'), callAvatar: $('call-avatar'),
@@ -258,7 +259,12 @@
     }
     if (call !== c) { SignalKit.stopStream(stream); return; } // cancelled meanwhile
     c.localStream = stream;
-    send({ type: 'call-request', to: peer, call: c.id, media });
+    const req = { type: 'call-request', to: peer, call: c.id, media };
+    // With the camera on, the one rung sees who calls before answering.
+    const picture = media === 'video' ? await CallKit.snapshot(stream, app.myId) : null;
+    if (call !== c) return; // cancelled meanwhile
+    if (picture) req.snapshot = picture;
+    send(req);
     c.signaled = true;
     CallKit.startTone(RINGBACK);
     c.timer = setTimeout(() => {
@@ -290,15 +296,23 @@
       send({ type: 'call-reject', to: from, call: msg.call, reason: 'busy' });
       return;
     }
-    startRinging(from, media, msg.call, group);
+    startRinging(from, media, msg.call, group, CallKit.snapshotUrl(msg.snapshot));
   }
 
-  function startRinging(from, media, callId, group = false) {
+  function startRinging(from, media, callId, group = false, picture = null) {
     const c = call = calls.newCall({
       id: typeof callId === 'string' ? callId : null, peer: from, media, role: 'callee', signaled: true, accepting: false,
     });
     el.incomingFrom.textContent = from;
     el.incomingKind.textContent = `is calling ${group ? 'everyone' : 'you'} (${media})…`;
+    // Who it is, before answering: the caller's own still, when it sent one.
+    el.incomingPicture.hidden = !picture;
+    if (picture) {
+      el.incomingPicture.src = picture;
+      el.incomingPicture.alt = `${from}, as its camera saw it just now`;
+    } else {
+      el.incomingPicture.removeAttribute('src');
+    }
     el.acceptBtn.disabled = false;
     el.rejectBtn.disabled = false;
     setState('ringing');

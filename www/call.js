@@ -404,7 +404,10 @@ const CallKit = (() => {
       g.to = clip(ev.to) || g.to;
       g.room = clip(ev.room) || g.room;
       switch (ev.event) {
-        case 'ring': g.ring = true; g.at = at; g.got = Date.now(); break;
+        case 'ring':
+          g.ring = true; g.at = at; g.got = Date.now();
+          if (typeof ev.snapshot === 'string' && /^\/snapshots\/[0-9a-f]{32}\.jpg$/.test(ev.snapshot)) g.snapshot = ev.snapshot;
+          break;
         case 'answered':
           g.answered = ev;
           // The ring itself fell out of the log: it was `after` seconds before the answer.
@@ -456,6 +459,20 @@ const CallKit = (() => {
         what.append(svg);
       }
       what.append(o.text);
+      if (g.snapshot) {
+        // The visitor, small; a tap opens the whole picture.
+        const link = document.createElement('a');
+        link.className = 'ring-picture';
+        link.href = g.snapshot;
+        link.target = '_blank';
+        link.rel = 'noopener';
+        const img = document.createElement('img');
+        img.src = g.snapshot;
+        img.alt = `${g.from} at ${when.textContent}`;
+        img.loading = 'lazy';
+        link.append(img);
+        li.append(link);
+      }
       li.append(who, ` rang${to} `, when, ' · ', what);
       return li;
     }
@@ -576,5 +593,63 @@ const CallKit = (() => {
     };
   }
 
-  return { engine, audioContext, startTone, stopTone, recentRings };
+  // ------------------------------------------------------------------ pictures of visitors
+  // A still from the caller's own camera goes with its ring: taken from `stream`, at most
+  // SNAPSHOT_SIDE px on the long side and SNAPSHOT_BYTES (the daemon's limits), uploaded as the
+  // connected peer `id` (with this browser's token); the name the daemon gives it goes into the
+  // call-request as `snapshot`. Never delays a ring by more than SNAPSHOT_WAIT_MS: without a
+  // picture in time, the ring goes without one.
+  const SNAPSHOT_SIDE = 640;
+  const SNAPSHOT_BYTES = 100 * 1024;
+  const SNAPSHOT_WAIT_MS = 1500;
+  const SNAPSHOT_NAME = /^[0-9a-f]{32}\.jpg$/;
+
+  async function still(stream) {
+    const track = stream && stream.getVideoTracks()[0];
+    if (!track || track.readyState !== 'live') return null;
+    const video = document.createElement('video');
+    video.muted = true;
+    video.playsInline = true;
+    video.srcObject = new MediaStream([track]);
+    try {
+      await video.play();
+      if (!video.videoWidth) await new Promise((done) => video.addEventListener('loadeddata', done, { once: true }));
+      const scale = Math.min(1, SNAPSHOT_SIDE / Math.max(video.videoWidth, video.videoHeight));
+      const canvas = document.createElement('canvas');
+      canvas.width = Math.max(1, Math.round(video.videoWidth * scale));
+      canvas.height = Math.max(1, Math.round(video.videoHeight * scale));
+      canvas.getContext('2d').drawImage(video, 0, 0, canvas.width, canvas.height);
+      for (const quality of [0.8, 0.6, 0.4]) {
+        const blob = await new Promise((done) => canvas.toBlob(done, 'image/jpeg', quality));
+        if (blob && blob.size <= SNAPSHOT_BYTES) return blob;
+      }
+      return null;
+    } finally {
+      video.srcObject = null;
+    }
+  }
+
+  async function snapshot(stream, id) {
+    const attempt = (async () => {
+      const blob = await still(stream);
+      if (!blob || !id) return null;
+      const url = `/api/snapshots?id=${encodeURIComponent(id)}&token=${encodeURIComponent(SignalKit.token())}`;
+      const r = await fetch(url, { method: 'POST', body: blob, headers: { 'Content-Type': 'image/jpeg' } });
+      const answer = await r.json().catch(() => ({}));
+      if (!r.ok) {
+        console.warn('[snapshot]', r.status, answer.error || '');
+        return null;
+      }
+      return SNAPSHOT_NAME.test(answer.snapshot) ? answer.snapshot : null;
+    })().catch((e) => { console.warn('[snapshot]', e); return null; });
+    const late = new Promise((done) => setTimeout(() => done(null), SNAPSHOT_WAIT_MS));
+    return Promise.race([attempt, late]);
+  }
+
+  // The URL of a picture named in a message, or null.
+  function snapshotUrl(name) {
+    return typeof name === 'string' && SNAPSHOT_NAME.test(name) ? `/snapshots/${name}` : null;
+  }
+
+  return { engine, audioContext, startTone, stopTone, recentRings, snapshot, snapshotUrl };
 })();

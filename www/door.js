@@ -421,6 +421,10 @@
     if (!stream.getVideoTracks().length) c.media = 'audio';
     showLocal(c);
     const req = { type: 'call-request', call: c.id, media: c.media };
+    // Who is at the door, seen before anyone answers (at most a short wait).
+    const picture = await CallKit.snapshot(stream, app.myId);
+    if (call !== c) return; // cancelled meanwhile
+    if (picture) req.snapshot = picture;
     if (group) {
       c.targets = new Set(sig.peers);
       if (c.targets.size === 0) { endCall('nobody', 'Nobody is online to answer', { notify: false }); return; }

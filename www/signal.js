@@ -455,7 +455,7 @@ const SignalKit = (() => {
   }
 
   return {
-    ID_RE, load, store, randomHex, statusLine, showConn,
+    ID_RE, load, store, randomHex, statusLine, showConn, token: () => token,
     mediaAvailable, insecureText, httpsHint, httpsReady, secureLinks, showInsecureWarning, getMedia, mediaErrorText, stopStream,
     tabNames, socket,
   };
