@@ -44,6 +44,7 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,13 @@ const READ_CHUNK: usize = 256;
 /// Publish the feed's events to the broker of `config`, forever: connect,
 /// announce, publish, and reconnect with backoff when the broker goes away.
 /// Never returns (it is one arm of `server::run`'s `or` chain).
-pub async fn run(config: &Mqtt, subscription: Subscription, hub: &RefCell<Hub>, feed: &RefCell<Feed>) {
+pub async fn run(
+    config: &Mqtt,
+    subscription: Subscription,
+    hub: &RefCell<Hub>,
+    feed: &RefCell<Feed>,
+    pictures: Option<PathBuf>,
+) {
     let target = config.target();
     let mut session = Session {
         config,
@@ -112,7 +119,8 @@ pub async fn run(config: &Mqtt, subscription: Subscription, hub: &RefCell<Hub>, 
         subscription: &subscription,
         hub,
         feed,
-        announcer: Announcer::new(config),
+        announcer: Announcer::new(config, pictures.is_some()),
+        pictures,
         in_flight: Vec::new(),
         next_packet_id: 1,
         connected: false,
@@ -248,6 +256,8 @@ struct Session<'a> {
     next_packet_id: u16,
     /// The last connection got its CONNACK.
     connected: bool,
+    /// Where the pictures of visitors are (`None` with `--no-snapshots`).
+    pictures: Option<PathBuf>,
 }
 
 enum Wake {
@@ -352,7 +362,15 @@ impl Session<'_> {
                 Wake::Event(Some(published)) => {
                     let peers = matches!(published.event.kind, Kind::Online | Kind::Offline)
                         .then(|| self.hub.borrow().router().peer_list());
-                    for message in self.announcer.on_event(&published, peers.as_deref()) {
+                    // A ring's picture, read off the daemon's thread (at most 100 KiB).
+                    let picture = match (&self.pictures, &published.event.snapshot) {
+                        (Some(dir), Some(name)) if published.event.kind == Kind::Ring => {
+                            let path = dir.join(name);
+                            smol::unblock(move || std::fs::read(path)).await.ok()
+                        }
+                        _ => None,
+                    };
+                    for message in self.announcer.on_event(&published, peers.as_deref(), picture) {
                         self.encode(message, &mut out)?;
                     }
                 }
@@ -478,6 +496,8 @@ struct Announcer {
     stations: Vec<Station>,
     /// Warned that `MAX_STATIONS` is reached.
     warned_full: bool,
+    /// Pictures of visitors are kept: each station gets an `image` entity.
+    pictures: bool,
 }
 
 fn status_topic(config: &Mqtt) -> String {
@@ -485,8 +505,9 @@ fn status_topic(config: &Mqtt) -> String {
 }
 
 impl Announcer {
-    fn new(config: &Mqtt) -> Announcer {
+    fn new(config: &Mqtt, pictures: bool) -> Announcer {
         Announcer {
+            pictures,
             prefix: config.prefix.clone(),
             discovery_prefix: config.discovery_prefix.clone(),
             node: topic_id(&config.prefix),
@@ -516,7 +537,12 @@ impl Announcer {
     }
 
     /// The messages one event makes.
-    fn on_event(&mut self, published: &Published, peers: Option<&[(String, String)]>) -> Vec<Message> {
+    fn on_event(
+        &mut self,
+        published: &Published,
+        peers: Option<&[(String, String)]>,
+        picture: Option<Vec<u8>>,
+    ) -> Vec<Message> {
         let event = &published.event;
         let mut messages = Vec::new();
         let the_event = Message {
@@ -540,6 +566,10 @@ impl Announcer {
                         station.ringing.remove(0);
                     }
                     messages.push(self.ringing_state(&event.from));
+                    if let Some(picture) = picture.filter(|_| self.pictures) {
+                        // The visitor, retained: Home Assistant shows the last one.
+                        messages.push(Message::state(self.station_topic(&event.from, "visitor"), picture));
+                    }
                     messages.push(the_event);
                     messages.push(self.station_ring(&event.from, &published.json));
                     return messages;
@@ -653,7 +683,7 @@ impl Announcer {
 
     /// A station's two entities: its doorbell `event` and its `ringing`
     /// binary sensor, on a device of its own.
-    fn station_configs(&self, id: &str) -> [Message; 2] {
+    fn station_configs(&self, id: &str) -> Vec<Message> {
         let sid = &self.followed(id).sid;
         let device = Json::new()
             .list("identifiers", &[format!("{}_station_{sid}", self.node).as_str()])
@@ -679,13 +709,28 @@ impl Announcer {
             .str("payload_on", "ON")
             .str("payload_off", "OFF")
             .str("icon", "mdi:bell-ring");
-        [
+        let mut configs = vec![
             Message::state(self.config_topic("event", &format!("{sid}_doorbell")), self.common(doorbell, &device)),
             Message::state(
                 self.config_topic("binary_sensor", &format!("{sid}_ringing")),
                 self.common(ringing, &device),
             ),
-        ]
+        ];
+        if self.pictures {
+            let visitor_id = format!("{}_{sid}_visitor", self.node);
+            let visitor = Json::new()
+                .str("name", "Visitor")
+                .str("unique_id", &visitor_id)
+                .str("default_entity_id", &entity_id("image", &visitor_id))
+                .str("image_topic", &self.station_topic(id, "visitor"))
+                .str("content_type", "image/jpeg")
+                .str("icon", "mdi:doorbell-video");
+            configs.push(Message::state(
+                self.config_topic("image", &format!("{sid}_visitor")),
+                self.common(visitor, &device),
+            ));
+        }
+        configs
     }
 
     fn ringing_state(&self, id: &str) -> Message {
@@ -832,9 +877,9 @@ mod tests {
 
     #[test]
     fn a_first_ring_announces_the_station_before_the_event() {
-        let mut announcer = Announcer::new(&config());
+        let mut announcer = Announcer::new(&config(), false);
         let ring = published(1, Kind::Ring, "door", "c1");
-        let got = topics(&announcer.on_event(&ring, None));
+        let got = topics(&announcer.on_event(&ring, None, None));
         let names: Vec<&str> = got.iter().map(|(topic, ..)| topic.as_str()).collect();
         assert_eq!(
             names,
@@ -854,24 +899,52 @@ mod tests {
         assert_eq!(doorbell["from"], "door");
         assert!(doorbell.get("event").is_none());
         // A second ring: no new configs.
-        let again = topics(&announcer.on_event(&published(2, Kind::Ring, "door", "c2"), None));
+        let again = topics(&announcer.on_event(&published(2, Kind::Ring, "door", "c2"), None, None));
         assert_eq!(again.len(), 3);
         // Ringing stays on until both rings are over.
-        let missed = topics(&announcer.on_event(&published(3, Kind::Missed, "door", "c1"), None));
+        let missed = topics(&announcer.on_event(&published(3, Kind::Missed, "door", "c1"), None, None));
         assert_eq!(missed.len(), 1, "only the event: c2 still rings");
-        let answered = topics(&announcer.on_event(&published(4, Kind::Answered, "door", "c2"), None));
+        let answered = topics(&announcer.on_event(&published(4, Kind::Answered, "door", "c2"), None, None));
         assert_eq!(answered[0].0, "intercomd/station/door/ringing");
         assert_eq!(answered[0].1, "OFF");
         assert_eq!(answered[1].0, "intercomd/events");
-        let ended = topics(&announcer.on_event(&published(5, Kind::Ended, "door", "c2"), None));
+        let ended = topics(&announcer.on_event(&published(5, Kind::Ended, "door", "c2"), None, None));
         assert_eq!(ended.len(), 1);
     }
 
     #[test]
+    fn a_ring_with_a_picture_shows_the_visitor_before_the_event() {
+        let mut announcer = Announcer::new(&config(), true);
+        let ring = published(1, Kind::Ring, "door", "c1");
+        let got = topics(&announcer.on_event(&ring, None, Some(vec![0xFF, 0xD8, 0xFF, 0xD9])));
+        let names: Vec<&str> = got.iter().map(|(topic, ..)| topic.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "homeassistant/event/intercomd/door_doorbell/config",
+                "homeassistant/binary_sensor/intercomd/door_ringing/config",
+                "homeassistant/image/intercomd/door_visitor/config",
+                "intercomd/station/door/ringing",
+                "intercomd/station/door/visitor",
+                "intercomd/events",
+                "intercomd/station/door/ring",
+            ]
+        );
+        let image: Value = serde_json::from_str(&got[2].1).unwrap();
+        assert_eq!(image["image_topic"], "intercomd/station/door/visitor");
+        assert_eq!(image["content_type"], "image/jpeg");
+        assert_eq!(image["default_entity_id"], "image.intercomd_door_visitor");
+        assert_eq!((got[4].2, got[4].3), (true, QoS::AtMostOnce), "the last visitor is retained");
+        // Without a picture, nothing on the visitor topic.
+        let again = topics(&announcer.on_event(&published(2, Kind::Ring, "door", "c2"), None, None));
+        assert!(again.iter().all(|(topic, ..)| topic != "intercomd/station/door/visitor"));
+    }
+
+    #[test]
     fn presence_updates_the_online_list() {
-        let mut announcer = Announcer::new(&config());
+        let mut announcer = Announcer::new(&config(), true);
         let peers = [("door".to_string(), "lobby".to_string()), ("kitchen".to_string(), "lobby".to_string())];
-        let got = topics(&announcer.on_event(&published(1, Kind::Online, "kitchen", ""), Some(&peers)));
+        let got = topics(&announcer.on_event(&published(1, Kind::Online, "kitchen", ""), Some(&peers), None));
         assert_eq!(got[0].0, "intercomd/events");
         assert_eq!(got[1].0, "intercomd/online");
         assert_eq!(
@@ -883,11 +956,12 @@ mod tests {
 
     #[test]
     fn a_connect_announces_every_station_of_the_log() {
-        let mut announcer = Announcer::new(&config());
+        let mut announcer = Announcer::new(&config(), true);
         let got = topics(&announcer.on_connect(vec!["door".into(), "gate.2".into(), "door".into()], &[]));
         let names: Vec<&str> = got.iter().map(|(topic, ..)| topic.as_str()).collect();
         let gate = topic_id("gate.2");
-        assert_eq!(names.len(), 3 + 2 * 3, "{names:?}");
+        assert_eq!(names.len(), 3 + 2 * 4, "{names:?}");
+        assert!(names.contains(&format!("homeassistant/image/intercomd/{gate}_visitor/config").as_str()));
         assert_eq!(names[0], "intercomd/status");
         assert_eq!(got[0].1, "online");
         assert_eq!(names[1], "homeassistant/sensor/intercomd/peers_online/config");
@@ -897,11 +971,11 @@ mod tests {
 
     #[test]
     fn stations_are_bounded() {
-        let mut announcer = Announcer::new(&config());
+        let mut announcer = Announcer::new(&config(), true);
         for n in 0..MAX_STATIONS {
             assert!(announcer.add_station(&format!("door{n}")));
         }
-        let got = topics(&announcer.on_event(&published(1, Kind::Ring, "one-too-many", "c1"), None));
+        let got = topics(&announcer.on_event(&published(1, Kind::Ring, "one-too-many", "c1"), None, None));
         assert_eq!(got.len(), 1, "only the event: {got:?}");
         assert_eq!(got[0].0, "intercomd/events");
     }

@@ -182,7 +182,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             let plain = or(accepting.run(&http, false), hub::run_timers(&shared.hub));
             let plain = or(plain, async {
                 match (&shared.config.mqtt, mqtt_events) {
-                    (Some(config), Some(events)) => mqtt::run(config, events, &shared.hub, &shared.feed).await,
+                    (Some(config), Some(events)) => {
+                        let pictures =
+                            shared.config.snapshots.map(|_| shared.config.state_dir.join(crate::snapshots::DIR));
+                        mqtt::run(config, events, &shared.hub, &shared.feed, pictures).await
+                    }
                     _ => std::future::pending().await,
                 }
             });

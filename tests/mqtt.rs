@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{scratch_dir, Client, Daemon, WAIT};
+use common::{scratch_dir, upload_snapshot, Client, Daemon, WAIT};
 use mqttbytes::v4::{self, Connect, Packet, PubAck, Subscribe};
 use mqttbytes::QoS;
 use serde_json::{json, Value};
@@ -113,6 +113,7 @@ struct Message {
     retain: bool,
     topic: String,
     payload: String,
+    bytes: Vec<u8>,
 }
 
 impl Message {
@@ -173,6 +174,7 @@ impl Subscriber {
                     retain: publish.retain,
                     topic: publish.topic.clone(),
                     payload: String::from_utf8_lossy(&publish.payload).into_owned(),
+                    bytes: publish.payload.to_vec(),
                 });
             }
         });
@@ -273,6 +275,39 @@ fn origin() -> Value {
 }
 
 #[test]
+fn a_ring_with_a_picture_shows_the_visitor_in_home_assistant() {
+    const STILL: &[u8] = include_bytes!("fixtures/still-16x12.jpg");
+    let broker = Broker::start(free_port(), "");
+    let subscriber = Subscriber::connect(broker.port, None);
+    let daemon = Daemon::start(&["--mqtt", &broker.url()]);
+    daemon.wait_for_log(&format!("mqtt: connected to 127.0.0.1:{}", broker.port));
+    let name = smol::block_on(async {
+        let mut kitchen = Client::connect(&daemon, "id=kitchen&room=lobby&token=t-kitchen").await;
+        assert_eq!(kitchen.recv().await["type"], "welcome");
+        let mut door = Client::connect(&daemon, "id=door&room=lobby&token=t-door").await;
+        assert_eq!(door.recv().await["type"], "welcome");
+        kitchen.recv_type("peer-joined").await;
+        let (status, answer) = upload_snapshot(&daemon, "id=door&token=t-door", STILL);
+        assert_eq!(status, 201, "{answer}");
+        let name = answer["snapshot"].as_str().unwrap().to_string();
+        door.send(json!({"type":"call-request","to":"*","call":"c1","snapshot":name})).await;
+        kitchen.recv_type("call-request").await;
+        name
+    });
+    let pictures = subscriber.wait_for("intercomd/station/door/visitor", 1, WAIT);
+    assert_eq!(pictures[0].bytes, STILL, "the JPEG itself, as Home Assistant's image entity wants it");
+    // Retained: a subscriber that comes later (Home Assistant after a restart) gets it too.
+    let later = Subscriber::connect(broker.port, None);
+    let kept = later.wait_for("intercomd/station/door/visitor", 1, WAIT);
+    assert!(kept[0].retain && kept[0].bytes == STILL, "the last visitor stays on the broker");
+    let ring = subscriber.wait_for("intercomd/station/door/ring", 1, WAIT);
+    assert_eq!(ring[0].json()["snapshot"], format!("/snapshots/{name}"));
+    let all = subscriber.messages();
+    let at = |topic: &str| all.iter().position(|message| message.topic == topic).unwrap();
+    assert!(at("intercomd/station/door/visitor") < at("intercomd/station/door/ring"), "the picture before the ring");
+}
+
+#[test]
 fn events_discovery_and_availability_reach_the_broker() {
     let broker = Broker::start(free_port(), "");
     let subscriber = Subscriber::connect(broker.port, None);
@@ -366,6 +401,22 @@ fn events_discovery_and_availability_reach_the_broker() {
             "origin": origin(),
         })
     );
+    // Pictures of visitors are on by default: each station has an image entity.
+    assert_eq!(
+        subscriber.on("homeassistant/image/intercomd/door_visitor/config")[0].json(),
+        json!({
+            "name": "Visitor",
+            "unique_id": "intercomd_door_visitor",
+            "default_entity_id": "image.intercomd_door_visitor",
+            "image_topic": "intercomd/station/door/visitor",
+            "content_type": "image/jpeg",
+            "icon": "mdi:doorbell-video",
+            "availability_topic": "intercomd/status",
+            "device": station_device(),
+            "origin": origin(),
+        })
+    );
+    assert!(subscriber.on("intercomd/station/door/visitor").is_empty(), "a ring without a picture shows none");
     // The doorbell's event: the ring's fields under event_type "ring".
     let mut doorbell = serde_json::from_str::<Value>(&log[0]).unwrap();
     doorbell.as_object_mut().unwrap().remove("event");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{header, http_get, http_raw, json_body, scratch_dir, Client, Daemon};
+use common::{header, http_get, http_raw, json_body, scratch_dir, upload_snapshot as upload, Client, Daemon};
 use serde_json::{json, Value};
 
 const STILL: &[u8] = include_bytes!("fixtures/still-16x12.jpg");
@@ -18,19 +18,6 @@ async fn peer(daemon: &Daemon, id: &str, room: &str) -> Client {
     let mut client = Client::connect(daemon, &format!("id={id}&room={room}&token=t-{id}")).await;
     assert_eq!(client.recv().await["type"], "welcome");
     client
-}
-
-/// `POST /api/snapshots?<query>` with `body` as the picture.
-fn upload(daemon: &Daemon, query: &str, body: &[u8]) -> (u16, Value) {
-    let mut raw = format!(
-        "POST /api/snapshots?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-        daemon.addr,
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    let (status, _, body) = http_raw(daemon.addr, &raw);
-    (status, json_body(&body))
 }
 
 fn ring_events(daemon: &Daemon) -> Vec<Value> {

@@ -431,3 +431,16 @@ pub fn client_frame(opcode: u8, payload: &[u8], fin: bool) -> Vec<u8> {
     frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
     frame
 }
+
+/// `POST /api/snapshots?<query>` with `body` as the picture: (status, JSON answer).
+pub fn upload_snapshot(daemon: &Daemon, query: &str, body: &[u8]) -> (u16, Value) {
+    let mut raw = format!(
+        "POST /api/snapshots?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+        daemon.addr,
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    let (status, _, body) = http_raw(daemon.addr, &raw);
+    (status, json_body(&body))
+}
