@@ -75,8 +75,9 @@ pub struct Target {
 enum TargetKind {
     /// Every event, its JSON as is.
     Webhook,
-    /// Rings only, as ntfy's JSON publishing format.
-    Ntfy { topic: String, click: String },
+    /// Rings only, as ntfy's JSON publishing format. `pictures`: where the
+    /// phone fetches a ring's picture from (`http://…/`), its attachment.
+    Ntfy { topic: String, click: String, pictures: String },
 }
 
 impl Target {
@@ -85,8 +86,9 @@ impl Target {
         Target { label: format!("webhook {url}"), url, authorization, kind: TargetKind::Webhook }
     }
 
-    /// `click`: the link the notification opens (the intercom page).
-    pub fn ntfy(ntfy: &Ntfy, click: String) -> Target {
+    /// `click`: the link the notification opens (the intercom page);
+    /// `pictures`: the address its attachment is fetched from.
+    pub fn ntfy(ntfy: &Ntfy, click: String, pictures: String) -> Target {
         let authorization = match &ntfy.token {
             Some(token) => Some(format!("Bearer {}", token.0)),
             None => ntfy.server.userinfo.as_deref().map(basic),
@@ -95,7 +97,7 @@ impl Target {
             label: format!("ntfy {}{}", ntfy.server, ntfy.topic),
             url: ntfy.server.clone(),
             authorization,
-            kind: TargetKind::Ntfy { topic: ntfy.topic.clone(), click },
+            kind: TargetKind::Ntfy { topic: ntfy.topic.clone(), click, pictures },
         }
     }
 
@@ -104,7 +106,7 @@ impl Target {
     pub fn body(&self, published: &Published) -> Option<String> {
         match &self.kind {
             TargetKind::Webhook => Some(published.json.to_string()),
-            TargetKind::Ntfy { topic, click } => {
+            TargetKind::Ntfy { topic, click, pictures } => {
                 let event = &published.event;
                 if event.kind != Kind::Ring {
                     return None;
@@ -122,6 +124,13 @@ impl Target {
                 push_json_string(&mut body, NTFY_MESSAGE);
                 body.push_str(",\"priority\":4,\"tags\":[\"bell\"],\"click\":");
                 push_json_string(&mut body, click);
+                if let Some(name) = &event.snapshot {
+                    // The visitor, shown in the notification: the phone's
+                    // ntfy app fetches it from the daemon.
+                    body.push_str(",\"attach\":");
+                    push_json_string(&mut body, &format!("{pictures}snapshots/{name}"));
+                    body.push_str(",\"filename\":\"visitor.jpg\"");
+                }
                 body.push('}');
                 Some(body)
             }
@@ -336,11 +345,18 @@ impl Worker {
 pub fn workers(hooks: &Hooks, feed: &RefCell<Feed>, ports: (Option<u16>, u16)) -> Vec<Worker> {
     let mut targets: Vec<Target> = hooks.webhooks.iter().cloned().map(Target::webhook).collect();
     if let Some(ntfy) = &hooks.ntfy {
+        let addresses = crate::tls::interface_addresses();
         let click = match &hooks.public_url {
             Some(url) => url.to_string(),
-            None => public_url(&crate::tls::interface_addresses(), ports),
+            None => public_url(&addresses, ports),
         };
-        let target = Target::ntfy(ntfy, click.clone());
+        // Plain http by default: a phone app does not trust the daemon's own
+        // certificate authority, so it could not fetch over https.
+        let pictures = match &hooks.public_url {
+            Some(url) => url.to_string(),
+            None => public_url(&addresses, (None, ports.1)),
+        };
+        let target = Target::ntfy(ntfy, click.clone(), pictures);
         info!("{}: a notification on each ring, opening {click}", target.label);
         targets.push(target);
     }
@@ -430,7 +446,7 @@ mod tests {
             topic: "door".into(),
             token: Some(Secret("tk_x".into())),
         };
-        let target = Target::ntfy(&ntfy, "https://10.0.0.2:8443/".into());
+        let target = Target::ntfy(&ntfy, "https://10.0.0.2:8443/".into(), "http://10.0.0.2:8080/".into());
         assert_eq!(target.label, "ntfy http://ntfy.lan/door");
         assert_eq!(
             target.body(&published(Kind::Ring, Some("*"))).unwrap(),
@@ -438,6 +454,13 @@ mod tests {
         );
         let directed = target.body(&published(Kind::Ring, Some("kitchen"))).unwrap();
         assert!(directed.contains(r#""title":"door is calling kitchen""#), "{directed}");
+        let mut pictured = published(Kind::Ring, Some("*"));
+        pictured.event.snapshot = Some("0123456789abcdef0123456789abcdef.jpg".into());
+        let with_picture = target.body(&pictured).unwrap();
+        assert!(
+            with_picture.ends_with(r#""click":"https://10.0.0.2:8443/","attach":"http://10.0.0.2:8080/snapshots/0123456789abcdef0123456789abcdef.jpg","filename":"visitor.jpg"}"#),
+            "{with_picture}"
+        );
         for kind in Kind::ALL.into_iter().filter(|kind| *kind != Kind::Ring) {
             assert_eq!(target.body(&published(kind, Some("kitchen"))), None, "{kind:?}");
         }

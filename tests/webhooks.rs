@@ -318,6 +318,45 @@ fn the_notification_links_to_the_pages_by_default() {
             .unwrap_or_else(|| panic!("http://<address>:<port>/ with --no-https, got {click}"));
         assert!(host == "localhost" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()), "{click}");
         daemon.wait_for_log(&format!("opening {click}"));
+        assert!(body.get("attach").is_none(), "a ring without a picture has no attachment");
+    });
+}
+
+#[test]
+fn a_rings_picture_is_the_notifications_attachment() {
+    run(async {
+        const STILL: &[u8] = include_bytes!("fixtures/still-16x12.jpg");
+        let (hook, ntfy) = (Receiver::start(vec![]), Receiver::start(vec![]));
+        let daemon = Daemon::start(&[
+            "--ntfy",
+            &format!("http://{}/door", ntfy.addr),
+            "--webhook",
+            &format!("http://{}/hook", hook.addr),
+        ]);
+        let (mut door, _) = Client::join(&daemon, "door", Some("t-door")).await;
+        let (mut kitchen, _) = Client::join(&daemon, "kitchen", None).await;
+        door.recv_type("peer-joined").await;
+        let (status, answer) = common::upload_snapshot(&daemon, "id=door&token=t-door", STILL);
+        assert_eq!(status, 201, "{answer}");
+        let name = answer["snapshot"].as_str().unwrap();
+        door.send(json!({"type":"call-request","to":"kitchen","call":"c1","snapshot":name})).await;
+        kitchen.recv_type("call-request").await;
+        let request = ntfy.next();
+        let body: Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+        // Plain http on the daemon's own port: what the phone's ntfy app can fetch.
+        let attach = body["attach"].as_str().unwrap();
+        let path = format!(":{}/snapshots/{name}", daemon.addr.port());
+        assert!(attach.starts_with("http://") && attach.ends_with(&path), "{attach}");
+        assert_eq!(body["filename"], "visitor.jpg");
+        let (status, _, picture) = common::http_get(daemon.addr, &format!("/snapshots/{name}"), "");
+        assert_eq!((status, picture.as_slice()), (200, STILL));
+        // Webhooks get the picture's address in the ring event.
+        let path = "/hook";
+        let mut ring = hook.next_event(path, None).0;
+        while ring["event"] != "ring" {
+            ring = hook.next_event(path, None).0;
+        }
+        assert_eq!(ring["snapshot"], format!("/snapshots/{name}"));
     });
 }
 
