@@ -284,9 +284,16 @@ async fn upload_snapshot(
         Err(error) => return Response::json_error(500, &format!("no random name: {error}")),
     };
     if let Err(error) = snapshots::write(&admitted, body).await {
-        store.borrow_mut().forget(&admitted.name);
-        warn!("cannot keep a picture in {}: {error}", admitted.path.display());
+        if store.borrow_mut().write_failed(&admitted.name) {
+            warn!(
+                "cannot keep a picture in {}: {error}; rings go without pictures until it works",
+                admitted.path.display()
+            );
+        }
         return Response::json_error(507, "the daemon cannot store the picture now");
+    }
+    if store.borrow_mut().write_worked() {
+        info!("pictures are kept again in {}", admitted.path.parent().unwrap_or(&admitted.path).display());
     }
     let name = &admitted.name;
     Response::json(201, format!(r#"{{"snapshot":"{name}","url":"/snapshots/{name}"}}"#))

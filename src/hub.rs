@@ -86,6 +86,11 @@ impl Hub {
         self.snapshots = Some(snapshots);
     }
 
+    /// Pictures of visitors kept, and their bytes (`None` without them).
+    pub fn snapshot_usage(&self) -> Option<(usize, u64)> {
+        self.snapshots.as_ref().map(|store| store.borrow().usage())
+    }
+
     /// Rings not turned into events (a caller over `MAX_RINGS_PER_MINUTE`).
     pub fn rings_suppressed(&self) -> u64 {
         self.calls.suppressed

@@ -51,6 +51,9 @@ pub struct Sockets {
     pub dropped_slow: u64,
     /// Rings that made no event (`MAX_RINGS_PER_MINUTE`).
     pub rings_suppressed: u64,
+    /// Pictures of visitors kept, and their bytes; `None` with
+    /// `--no-snapshots` (no series then).
+    pub snapshots: Option<(usize, u64)>,
 }
 
 /// A per-sink metric: name, type, help, and how to read it.
@@ -88,6 +91,10 @@ pub fn render(router: &Router, sockets: Sockets, connections: &Connections, feed
         &sockets.rings_suppressed,
     );
     metric("event_streams", "gauge", "Live event streams (GET /api/events) open now.", &feed.stream_count());
+    if let Some((count, bytes)) = sockets.snapshots {
+        metric("snapshots", "gauge", "Pictures of visitors kept in --state-dir.", &count);
+        metric("snapshot_bytes", "gauge", "Bytes of the pictures of visitors kept.", &bytes);
+    }
     let _ = writeln!(out, "# HELP intercomd_messages_rejected_total Error messages sent, by code.");
     let _ = writeln!(out, "# TYPE intercomd_messages_rejected_total counter");
     for (code, count) in ErrorCode::ALL.iter().zip(router.stats.rejected) {
@@ -141,7 +148,7 @@ mod tests {
         let mut feed = Feed::new();
         let webhook = feed.subscribe("webhook", "http://hook.lan/\"x\"".into(), 1);
         webhook.stats.delivered.set(3);
-        let sockets = Sockets { websockets: 1, dropped_slow: 7, rings_suppressed: 2 };
+        let sockets = Sockets { websockets: 1, dropped_slow: 7, rings_suppressed: 2, snapshots: Some((3, 4096)) };
         let response = render(&router, sockets, &connections, &feed);
         let text = String::from_utf8(response.body.to_vec()).unwrap();
         for line in [
@@ -154,6 +161,8 @@ mod tests {
             "intercomd_messages_rejected_total{reason=\"bad-json\"} 0",
             "intercomd_events_total{event=\"ring\"} 0",
             "intercomd_rings_suppressed_total 2",
+            "intercomd_snapshots 3",
+            "intercomd_snapshot_bytes 4096",
             "intercomd_event_streams 0",
             "intercomd_event_sink_delivered_total{sink=\"webhook\",target=\"http://hook.lan/\\\"x\\\"\"} 3",
             "intercomd_event_sink_up{sink=\"webhook\",target=\"http://hook.lan/\\\"x\\\"\"} 0",

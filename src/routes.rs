@@ -154,6 +154,7 @@ fn answer(view: &View, request: &Request) -> Response {
                 websockets: view.hub.websocket_count(),
                 dropped_slow: view.hub.dropped_slow(),
                 rings_suppressed: view.hub.rings_suppressed(),
+                snapshots: view.hub.snapshot_usage(),
             };
             metrics::render(router, sockets, view.connections, view.feed)
         }

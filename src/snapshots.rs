@@ -50,6 +50,8 @@ pub struct Snapshots {
     /// Oldest first.
     kept: Vec<Kept>,
     total: u64,
+    /// The last write failed (a full or read-only card).
+    failing: bool,
 }
 
 /// What [`Snapshots::admit`] decided: the new still's name and file, and the
@@ -79,7 +81,7 @@ impl Snapshots {
             }
         }
         found.sort();
-        let mut store = Snapshots { dir, max_count, max_bytes, kept: Vec::new(), total: 0 };
+        let mut store = Snapshots { dir, max_count, max_bytes, kept: Vec::new(), total: 0, failing: false };
         for (_, name, bytes) in found {
             store.total += bytes;
             store.kept.push(Kept { name, bytes, claimable: None });
@@ -105,11 +107,18 @@ impl Snapshots {
         Ok(Admitted { path: self.dir.join(&name), name, evicted })
     }
 
-    /// A write failed: forget the still.
-    pub fn forget(&mut self, name: &str) {
+    /// A write failed: forget the still. True when this starts a failing
+    /// spell (say so once, not at every ring while the card is full).
+    pub fn write_failed(&mut self, name: &str) -> bool {
         if let Some(at) = self.kept.iter().position(|kept| kept.name == name) {
             self.total -= self.kept.remove(at).bytes;
         }
+        !std::mem::replace(&mut self.failing, true)
+    }
+
+    /// A write succeeded: true when it ends a failing spell.
+    pub fn write_worked(&mut self) -> bool {
+        std::mem::replace(&mut self.failing, false)
     }
 
     /// Attach the still `name` to a ring of `owner` at `now`: true if it is
@@ -132,7 +141,6 @@ impl Snapshots {
     }
 
     /// Stills kept, and their bytes.
-    #[cfg(test)]
     pub fn usage(&self) -> (usize, u64) {
         (self.kept.len(), self.total)
     }
@@ -210,8 +218,11 @@ mod tests {
         assert_eq!(store.usage(), (2, 1000), "exactly at the limit is within it");
         assert!(store.path(&big.name).is_some() && store.path(&fourth.name).is_some());
         assert!(store.path(&names[1]).is_none() && store.path(&names[2]).is_none());
-        store.forget(&big.name);
+        assert!(store.write_failed(&big.name), "the first failure is said");
         assert_eq!(store.usage(), (1, 100));
+        let next = store.admit("door", 100, now).unwrap();
+        assert!(!store.write_failed(&next.name), "the next is not");
+        assert!(store.write_worked() && !store.write_worked(), "a success ends the spell, once");
     }
 
     #[test]

@@ -39,7 +39,7 @@ ARM_TARGET_DIR=$TOP/target/arm
 DEB_DIR=$ARM_TARGET_DIR/debian
 LOG_DIR=$ARM_TARGET_DIR/logs
 TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
-SUITES=(--test http --test websocket --test rooms --test reliability --test hostile --test daemon --test https --test peerjs --test events --test mqtt --test webhooks)
+SUITES=(--test http --test websocket --test rooms --test reliability --test hostile --test daemon --test https --test peerjs --test events --test mqtt --test webhooks --test snapshots)
 SIZE_LIMIT_AARCH64=$((2 * 1024 * 1024))
 SECURITY_LIMIT=2.0
 

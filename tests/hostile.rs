@@ -295,6 +295,32 @@ fn garbage_instead_of_a_head_and_a_head_that_never_ends() {
 }
 
 #[test]
+fn a_picture_that_never_arrives_holds_up_nobody() {
+    const STILL: &[u8] = include_bytes!("fixtures/still-16x12.jpg");
+    smol::block_on(async {
+        let daemon = Daemon::start(&[]);
+        let mut bystanders = Bystanders::join(&daemon).await;
+        let (_door, _) = Client::join(&daemon, "door", Some("t-door")).await;
+        // An upload that promises 90 KiB and sends ten bytes, then nothing.
+        let mut stalled = TcpStream::connect(daemon.addr).unwrap();
+        stalled
+            .write_all(b"POST /api/snapshots?id=door&token=t-door HTTP/1.1\r\nHost: x\r\nContent-Length: 92160\r\n\r\n0123456789")
+            .unwrap();
+        bystanders.still_talking("an upload that stalls").await;
+        // Another upload by the same peer goes through meanwhile.
+        let (status, answer) = common::upload_snapshot(&daemon, "id=door&token=t-door", STILL);
+        assert_eq!(status, 201, "{answer}");
+        // And a flood of uploads without the token is refused before any body is read.
+        for _ in 0..50 {
+            let (status, _) = common::upload_snapshot(&daemon, "id=door&token=nope", &[0u8; 50_000]);
+            assert_eq!(status, 403);
+        }
+        bystanders.still_talking("50 refused uploads").await;
+        drop(stalled);
+    });
+}
+
+#[test]
 fn a_head_sent_too_slowly_is_cut_off() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The pure core: no I/O, no `.await`, no clock. It imports only itself.
-const CORE: [&str; 6] = ["router", "codec", "protocol", "peerjs", "liveness", "events"];
+const CORE: [&str; 7] = ["router", "codec", "protocol", "peerjs", "liveness", "events", "jpeg"];
 
 /// (module, what it must never import)
-const NEVER: [(&str, &[&str]); 6] = [
+const NEVER: [(&str, &[&str]); 7] = [
+    // The pictures' store: beside the call log, below everything that serves.
+    ("snapshots", &["hub", "router", "ws", "conn", "server", "daemon", "routes"]),
     // The call log and the consumers' queues: below the hub, beside the core.
     ("feed", &["hub", "router", "ws", "conn", "server", "daemon", "routes"]),
     ("sse", &["hub", "router", "ws", "server", "daemon", "routes"]),

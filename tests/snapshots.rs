@@ -12,6 +12,8 @@ const STILL: &[u8] = include_bytes!("fixtures/still-16x12.jpg");
 const PROGRESSIVE: &[u8] = include_bytes!("fixtures/still-16x12-progressive.jpg");
 const PNG: &[u8] = include_bytes!("fixtures/still-16x12.png");
 const WIDE: &[u8] = include_bytes!("fixtures/still-641x10.jpg");
+/// 54,058 bytes: two do not fit in 100 KiB.
+const LARGE: &[u8] = include_bytes!("fixtures/still-640x480.jpg");
 
 /// Join `room` as `id` (token `t-<id>`) and take the welcome.
 async fn peer(daemon: &Daemon, id: &str, room: &str) -> Client {
@@ -125,5 +127,57 @@ fn the_oldest_go_at_the_limit_and_the_rest_survive_a_restart() {
         assert_eq!(status(&daemon, &names[2]), 404);
         drop(daemon);
         let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+#[test]
+fn the_size_limit_holds_at_the_limit() {
+    smol::block_on(async {
+        assert!(LARGE.len() * 2 > 100 * 1024 && LARGE.len() + 2 * STILL.len() <= 100 * 1024);
+        let daemon = Daemon::start(&["--max-snapshot-bytes", "102400"]);
+        let _door = peer(&daemon, "door", "home").await;
+        let name = |(status, answer): (u16, Value)| {
+            assert_eq!(status, 201, "{answer}");
+            answer["snapshot"].as_str().unwrap().to_string()
+        };
+        let status = |name: &str| http_get(daemon.addr, &format!("/snapshots/{name}"), "").0;
+        let first = name(upload(&daemon, "id=door&token=t-door", LARGE));
+        let small = [STILL, STILL].map(|still| name(upload(&daemon, "id=door&token=t-door", still)));
+        assert_eq!(status(&first), 200, "{} bytes: within 100 KiB", LARGE.len() + 2 * STILL.len());
+        let second = name(upload(&daemon, "id=door&token=t-door", LARGE));
+        assert_eq!(status(&first), 404, "the oldest went to make room");
+        assert_eq!((status(&small[0]), status(&small[1]), status(&second)), (200, 200, 200));
+        let on_disk: u64 = std::fs::read_dir(daemon.state_dir.as_ref().unwrap().join("snapshots"))
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(on_disk as usize, LARGE.len() + 2 * STILL.len(), "what is on disk is what is kept");
+    });
+}
+
+#[test]
+fn a_store_that_cannot_write_says_so_once_and_nobody_else_notices() {
+    smol::block_on(async {
+        let daemon = Daemon::start(&[]);
+        let mut door = peer(&daemon, "door", "home").await;
+        let mut kitchen = peer(&daemon, "kitchen", "home").await;
+        door.recv_type("peer-joined").await;
+        // Where the directory should be, a file: every write fails, as on a
+        // full or read-only card (and whoever runs the test, root included).
+        let dir = daemon.state_dir.as_ref().unwrap().join("snapshots");
+        std::fs::write(&dir, b"in the way").unwrap();
+        for _ in 0..3 {
+            let (status, answer) = upload(&daemon, "id=door&token=t-door", STILL);
+            assert_eq!(status, 507, "{answer}");
+        }
+        let warnings = daemon.log().iter().filter(|line| line.contains("cannot keep a picture")).count();
+        assert_eq!(warnings, 1, "one line for the failing spell: {:?}", daemon.log());
+        // Rings still ring, without a picture.
+        door.send(json!({"type":"call-request","to":"kitchen","call":"c1"})).await;
+        assert_eq!(kitchen.recv_type("call-request").await["call"], "c1");
+        std::fs::remove_file(&dir).unwrap();
+        let (status, answer) = upload(&daemon, "id=door&token=t-door", STILL);
+        assert_eq!(status, 201, "{answer}");
+        daemon.wait_for_log("pictures are kept again");
     });
 }
