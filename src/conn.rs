@@ -246,6 +246,9 @@ async fn upload_snapshot(
         info!("{address}: a picture refused: not the connected peer {id:?} with its token");
         return Response::json_error(403, "not the connected peer with that id and token");
     }
+    if !store.borrow_mut().allow(&id, Instant::now()) {
+        return Response::json_error(429, "too many pictures; a minute later, again");
+    }
     if request.header("transfer-encoding").is_some() {
         return Response::json_error(411, "send the picture with a Content-Length");
     }

@@ -30,8 +30,16 @@ pub const DIR: &str = "snapshots";
 pub const DEFAULT_MAX_COUNT: usize = 200;
 /// Default `--max-snapshot-bytes`: 20 MiB, little on any SD card.
 pub const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
-/// How long after its upload a still can be attached to its owner's ring.
+/// How long after its upload a still can be attached to its owner's ring;
+/// one that was not by then is removed at the next upload (it belongs to
+/// no ring, and must not push out the pictures that do).
 pub const CLAIM_WINDOW: Duration = Duration::from_secs(60);
+/// Uploads one peer may make per minute (a ring's worth each; rings
+/// themselves are limited to 6 a minute per caller).
+pub const MAX_UPLOADS_PER_MINUTE: usize = 6;
+/// Uploads all peers together may make per minute: a flood of pictures
+/// from many ids cannot wipe the history of visitors in one go.
+pub const MAX_RECENT_UPLOADS: usize = 30;
 
 /// One kept still.
 struct Kept {
@@ -52,6 +60,8 @@ pub struct Snapshots {
     total: u64,
     /// The last write failed (a full or read-only card).
     failing: bool,
+    /// Uploads of the last minute: who, when.
+    recent: Vec<(String, Instant)>,
 }
 
 /// What [`Snapshots::admit`] decided: the new still's name and file, and the
@@ -81,7 +91,8 @@ impl Snapshots {
             }
         }
         found.sort();
-        let mut store = Snapshots { dir, max_count, max_bytes, kept: Vec::new(), total: 0, failing: false };
+        let mut store =
+            Snapshots { dir, max_count, max_bytes, kept: Vec::new(), total: 0, failing: false, recent: Vec::new() };
         for (_, name, bytes) in found {
             store.total += bytes;
             store.kept.push(Kept { name, bytes, claimable: None });
@@ -95,13 +106,40 @@ impl Snapshots {
         store
     }
 
+    /// Whether `owner` may upload one more still at `now` (counted if so):
+    /// at most [`MAX_UPLOADS_PER_MINUTE`] each and [`MAX_RECENT_UPLOADS`]
+    /// from everyone per minute. Asked before the body is read.
+    pub fn allow(&mut self, owner: &str, now: Instant) -> bool {
+        self.recent.retain(|(_, at)| now.saturating_duration_since(*at) < Duration::from_secs(60));
+        let theirs = self.recent.iter().filter(|(who, _)| who == owner).count();
+        if theirs >= MAX_UPLOADS_PER_MINUTE || self.recent.len() >= MAX_RECENT_UPLOADS {
+            return false;
+        }
+        self.recent.push((owner.to_string(), now));
+        true
+    }
+
     /// Keep a still of `bytes` bytes from `owner`: its name, and the oldest
     /// stills that go to make room. The caller writes the file and deletes
     /// the others ([`write`]); until then the still is listed but not yet
     /// readable.
     pub fn admit(&mut self, owner: &str, bytes: u64, now: Instant) -> io::Result<Admitted> {
         let name = new_name()?;
-        let evicted = self.make_room(bytes);
+        // Stills no ring took within the window go first.
+        let mut evicted = Vec::new();
+        let dir = &self.dir;
+        let mut total = self.total;
+        self.kept.retain(|kept| {
+            let stale =
+                kept.claimable.as_ref().is_some_and(|(_, at)| now.saturating_duration_since(*at) > CLAIM_WINDOW);
+            if stale {
+                total -= kept.bytes;
+                evicted.push(dir.join(&kept.name));
+            }
+            !stale
+        });
+        self.total = total;
+        evicted.extend(self.make_room(bytes));
         self.total += bytes;
         self.kept.push(Kept { name: name.clone(), bytes, claimable: Some((owner.to_string(), now)) });
         Ok(Admitted { path: self.dir.join(&name), name, evicted })
@@ -263,6 +301,36 @@ mod tests {
         files.sort();
         assert_eq!(files.len(), 2, "the newest still and a file that is not ours: {files:?}");
         assert!(files.contains(&"notes.txt".to_string()));
+    }
+
+    #[test]
+    fn uploads_are_limited_per_peer_and_in_all() {
+        let now = Instant::now();
+        let mut store = Snapshots::load(&scratch("rate"), 10, 10_000);
+        for _ in 0..MAX_UPLOADS_PER_MINUTE {
+            assert!(store.allow("door", now));
+        }
+        assert!(!store.allow("door", now), "at the limit per peer");
+        assert!(store.allow("door", now + Duration::from_secs(60)), "a minute later, again");
+        let later = now + Duration::from_secs(120);
+        let ids: Vec<String> = (0..MAX_RECENT_UPLOADS).map(|n| format!("p{n}")).collect();
+        assert!(ids.iter().all(|id| store.allow(id, later)));
+        assert!(!store.allow("door", later), "at the limit for everyone");
+    }
+
+    #[test]
+    fn a_still_no_ring_took_goes_at_the_next_upload() {
+        let now = Instant::now();
+        let mut store = Snapshots::load(&scratch("stale"), 10, 10_000);
+        let taken = store.admit("door", 10, now).unwrap().name;
+        let untaken = store.admit("door", 10, now).unwrap().name;
+        assert!(store.claim("door", &taken, now));
+        let next = store.admit("door", 10, now + CLAIM_WINDOW).unwrap();
+        assert!(next.evicted.is_empty(), "not before the window is over");
+        let after = store.admit("door", 10, now + CLAIM_WINDOW + Duration::from_secs(1)).unwrap();
+        assert_eq!(after.evicted, [store.dir.join(&untaken)], "only the one whose window is over");
+        assert!(store.path(&taken).is_some() && store.path(&next.name).is_some(), "a ring's picture stays");
+        assert_eq!(store.usage(), (3, 30));
     }
 
     #[test]

@@ -95,6 +95,11 @@ fn anything_else_is_refused_and_changes_nothing() {
         assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
         let files = std::fs::read_dir(daemon.state_dir.as_ref().unwrap().join("snapshots"));
         assert!(files.map_or(true, |mut files| files.next().is_none()), "nothing was kept");
+        // Each attempt with the right token counts: 6 a minute per peer.
+        assert_eq!(upload(&daemon, "id=door&token=t-door", STILL).0, 201, "the 5th");
+        assert_eq!(upload(&daemon, "id=door&token=t-door", STILL).0, 201, "the 6th");
+        let (status, answer) = upload(&daemon, "id=door&token=t-door", STILL);
+        assert_eq!((status, answer["error"].as_str()), (429, Some("too many pictures; a minute later, again")));
     });
 }
 
