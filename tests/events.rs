@@ -10,13 +10,6 @@ use std::net::TcpStream;
 use common::{http_get, json_body, metric, Client, Daemon, WAIT};
 use serde_json::{json, Value};
 
-/// Join `room` as `id` and take the welcome.
-async fn peer(daemon: &Daemon, id: &str, room: &str) -> Client {
-    let mut client = Client::connect(daemon, &format!("id={id}&room={room}&token=t-{id}")).await;
-    assert_eq!(client.recv().await["type"], "welcome");
-    client
-}
-
 /// Send `message` from `from` and wait until `to` has it: by then the daemon
 /// has made whatever event it makes of it.
 async fn pass(from: &mut Client, to: &mut Client, message: Value) {
@@ -53,8 +46,8 @@ fn stable(event: &Value) -> Value {
 fn a_directed_call_rings_is_answered_and_ends() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let mut door = peer(&daemon, "door", "home").await;
-        let mut kitchen = peer(&daemon, "kitchen", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut kitchen = Client::join_room(&daemon, "kitchen", "home").await;
         door.recv_type("peer-joined").await;
         let request = json!({"type":"call-request","to":"kitchen","call":"c1","media":"video"});
         pass(&mut door, &mut kitchen, request).await;
@@ -86,8 +79,8 @@ fn a_directed_call_rings_is_answered_and_ends() {
 fn a_room_ring_nobody_answers_is_missed_when_the_caller_leaves() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let mut hall = peer(&daemon, "hall", "home").await;
-        let mut door = peer(&daemon, "door", "home").await;
+        let mut hall = Client::join_room(&daemon, "hall", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
         hall.recv_type("peer-joined").await;
         let ring = json!({"type":"call-request","to":"*","call":"r1","media":"video","ring":"room"});
         pass(&mut door, &mut hall, ring).await;
@@ -156,8 +149,8 @@ impl Stream {
 fn the_live_stream_replays_the_log_then_follows_and_resumes_where_it_left() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let mut door = peer(&daemon, "door", "home").await;
-        let mut hall = peer(&daemon, "hall", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut hall = Client::join_room(&daemon, "hall", "home").await;
         door.recv_type("peer-joined").await;
         let ring = json!({"type":"call-request","to":"hall","call":"c1","media":"audio"});
         pass(&mut door, &mut hall, ring).await;
@@ -171,7 +164,7 @@ fn the_live_stream_replays_the_log_then_follows_and_resumes_where_it_left() {
             json!({"seq":seq,"event":"rejected","room":"home","from":"door","to":"hall","call":"c1","by":"hall",
                    "reason":"declined","media":"audio"})
         );
-        let _kitchen = peer(&daemon, "kitchen", "home").await;
+        let _kitchen = Client::join_room(&daemon, "kitchen", "home").await;
         let (id, online) = stream.next();
         assert_eq!(online, json!({"event":"online","room":"home","peer":"kitchen"}), "presence is live");
         assert_eq!(id, None, "and leaves the browser's Last-Event-ID on the last logged event");
@@ -189,8 +182,8 @@ fn the_call_log_survives_a_restart() {
         let state_flag = state.to_str().unwrap();
         let mut daemon = Daemon::start(&["--state-dir", state_flag]);
         {
-            let mut door = peer(&daemon, "door", "home").await;
-            let mut hall = peer(&daemon, "hall", "home").await;
+            let mut door = Client::join_room(&daemon, "door", "home").await;
+            let mut hall = Client::join_room(&daemon, "hall", "home").await;
             door.recv_type("peer-joined").await;
             pass(&mut door, &mut hall, json!({"type":"call-request","to":"*","call":"r1","media":"video"})).await;
             pass(&mut door, &mut hall, json!({"type":"hangup","to":"*","call":"r1"})).await;
@@ -204,8 +197,8 @@ fn the_call_log_survives_a_restart() {
         assert!(!state.join("events.jsonl.tmp").exists());
         let daemon = Daemon::start(&["--state-dir", state_flag]);
         assert_eq!(events(&daemon), before);
-        let mut door = peer(&daemon, "door", "home").await;
-        let mut hall = peer(&daemon, "hall", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut hall = Client::join_room(&daemon, "hall", "home").await;
         door.recv_type("peer-joined").await;
         pass(&mut door, &mut hall, json!({"type":"call-request","to":"hall","call":"c2","media":"video"})).await;
         let after = events(&daemon);
@@ -236,8 +229,8 @@ fn a_broken_call_log_is_skipped_line_by_line_and_an_unwritable_one_is_kept_in_me
         let blocked = state.join("blocked");
         std::fs::write(&blocked, "").unwrap();
         let daemon = Daemon::start(&["--state-dir", blocked.to_str().unwrap()]);
-        let mut door = peer(&daemon, "door", "home").await;
-        let mut hall = peer(&daemon, "hall", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut hall = Client::join_room(&daemon, "hall", "home").await;
         door.recv_type("peer-joined").await;
         pass(&mut door, &mut hall, json!({"type":"call-request","to":"hall","call":"c1","media":"video"})).await;
         daemon.wait_for_log("cannot save the call log");
@@ -265,7 +258,7 @@ fn live_streams_are_limited() {
         let mut n = 0;
         while metric(daemon.addr, "intercomd_event_streams") > 0 {
             assert!(std::time::Instant::now() < deadline, "the closed streams were never let go");
-            let _ = peer(&daemon, &format!("p{n}"), "home").await;
+            let _ = Client::join_room(&daemon, &format!("p{n}"), "home").await;
             n += 1;
         }
     });

@@ -282,10 +282,8 @@ fn a_ring_with_a_picture_shows_the_visitor_in_home_assistant() {
     let daemon = Daemon::start(&["--mqtt", &broker.url()]);
     daemon.wait_for_log(&format!("mqtt: connected to 127.0.0.1:{}", broker.port));
     let name = smol::block_on(async {
-        let mut kitchen = Client::connect(&daemon, "id=kitchen&room=lobby&token=t-kitchen").await;
-        assert_eq!(kitchen.recv().await["type"], "welcome");
-        let mut door = Client::connect(&daemon, "id=door&room=lobby&token=t-door").await;
-        assert_eq!(door.recv().await["type"], "welcome");
+        let mut kitchen = Client::join_room(&daemon, "kitchen", "lobby").await;
+        let mut door = Client::join_room(&daemon, "door", "lobby").await;
         kitchen.recv_type("peer-joined").await;
         let (status, answer) = upload_snapshot(&daemon, "id=door&token=t-door", STILL);
         assert_eq!(status, 201, "{answer}");

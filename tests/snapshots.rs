@@ -15,13 +15,6 @@ const WIDE: &[u8] = include_bytes!("fixtures/still-641x10.jpg");
 /// 54,058 bytes: two do not fit in 100 KiB.
 const LARGE: &[u8] = include_bytes!("fixtures/still-640x480.jpg");
 
-/// Join `room` as `id` (token `t-<id>`) and take the welcome.
-async fn peer(daemon: &Daemon, id: &str, room: &str) -> Client {
-    let mut client = Client::connect(daemon, &format!("id={id}&room={room}&token=t-{id}")).await;
-    assert_eq!(client.recv().await["type"], "welcome");
-    client
-}
-
 fn ring_events(daemon: &Daemon) -> Vec<Value> {
     let (_, _, body) = http_get(daemon.addr, "/api/events", "");
     json_body(&body)["events"].as_array().unwrap().iter().filter(|event| event["event"] == "ring").cloned().collect()
@@ -31,8 +24,8 @@ fn ring_events(daemon: &Daemon) -> Vec<Value> {
 fn a_ring_carries_its_callers_picture() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let mut door = peer(&daemon, "door", "home").await;
-        let mut kitchen = peer(&daemon, "kitchen", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut kitchen = Client::join_room(&daemon, "kitchen", "home").await;
         door.recv_type("peer-joined").await;
 
         let (status, answer) = upload(&daemon, "id=door&token=t-door", STILL);
@@ -72,7 +65,7 @@ fn a_ring_carries_its_callers_picture() {
 fn anything_else_is_refused_and_changes_nothing() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let _door = peer(&daemon, "door", "home").await;
+        let _door = Client::join_room(&daemon, "door", "home").await;
         let refused = [
             ("id=door&token=wrong", STILL, 403, "not the connected peer"),
             ("id=kitchen&token=t-kitchen", STILL, 403, "not the connected peer"),
@@ -110,7 +103,7 @@ fn the_oldest_go_at_the_limit_and_the_rest_survive_a_restart() {
         let state = dir.display().to_string();
         let flags = ["--state-dir", state.as_str(), "--max-snapshots", "2"];
         let daemon = Daemon::start(&flags);
-        let _door = peer(&daemon, "door", "home").await;
+        let _door = Client::join_room(&daemon, "door", "home").await;
         let names: Vec<String> = (0..3)
             .map(|_| upload(&daemon, "id=door&token=t-door", STILL).1["snapshot"].as_str().unwrap().to_string())
             .collect();
@@ -127,7 +120,7 @@ fn the_oldest_go_at_the_limit_and_the_rest_survive_a_restart() {
         drop(daemon);
 
         let daemon = Daemon::start(&["--state-dir", state.as_str(), "--no-snapshots"]);
-        let _door = peer(&daemon, "door", "home").await;
+        let _door = Client::join_room(&daemon, "door", "home").await;
         assert_eq!(upload(&daemon, "id=door&token=t-door", STILL).0, 404, "turned off");
         assert_eq!(status(&daemon, &names[2]), 404);
         drop(daemon);
@@ -140,7 +133,7 @@ fn the_size_limit_holds_at_the_limit() {
     smol::block_on(async {
         assert!(LARGE.len() * 2 > 100 * 1024 && LARGE.len() + 2 * STILL.len() <= 100 * 1024);
         let daemon = Daemon::start(&["--max-snapshot-bytes", "102400"]);
-        let _door = peer(&daemon, "door", "home").await;
+        let _door = Client::join_room(&daemon, "door", "home").await;
         let name = |(status, answer): (u16, Value)| {
             assert_eq!(status, 201, "{answer}");
             answer["snapshot"].as_str().unwrap().to_string()
@@ -164,8 +157,8 @@ fn the_size_limit_holds_at_the_limit() {
 fn a_store_that_cannot_write_says_so_once_and_nobody_else_notices() {
     smol::block_on(async {
         let daemon = Daemon::start(&[]);
-        let mut door = peer(&daemon, "door", "home").await;
-        let mut kitchen = peer(&daemon, "kitchen", "home").await;
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut kitchen = Client::join_room(&daemon, "kitchen", "home").await;
         door.recv_type("peer-joined").await;
         // Where the directory should be, a file: every write fails, as on a
         // full or read-only card (and whoever runs the test, root included).

@@ -16,10 +16,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, screenshot, openPage } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, screenshot, openPage,
+  openDoorStation, openIntercom, PHONE_VIEWPORT } from './lib.mjs';
 
-const KIOSK_VIEWPORT = { width: 800, height: 480 };
-const PHONE_VIEWPORT = { width: 390, height: 844 };
 // "door rang at 14:02 · missed"; "on <date> at" only if the test straddles midnight.
 const line = (who, outcome) => new RegExp(`^${who} rang (on .+ )?at \\d\\d:\\d\\d · ${outcome}$`);
 
@@ -58,24 +57,8 @@ describe('recent rings (call log)', { timeout: 120_000 }, () => {
       (timeout) => poll(() => shown(pages[name]), ok, timeout, (last) => `the list: ${JSON.stringify(last)}`));
   }
 
-  async function openDoor(name = 'door') {
-    const page = await newPage(name, { viewport: KIOSK_VIEWPORT });
-    await expect(`${name}: door.html did not load`, 10_000,
-      (ms) => page.goto(`${url}door.html?id=${name}&room=lobby&call=*`, { timeout: ms }));
-    await expect(`${name} did not become ready`, 10_000, (ms) => page.waitForFunction(
-      () => document.body.dataset.state === 'ready' && !document.getElementById('ring-btn').disabled, null, { timeout: ms }));
-    return page;
-  }
-
-  async function openPanel(name, options = {}) {
-    const page = await newPage(name, { viewport: PHONE_VIEWPORT, ...options });
-    await expect(`${name}'s intercom page did not load`, 10_000, (ms) => page.goto(`${url}?room=lobby`, { timeout: ms }));
-    await page.fill('#name-input', name);
-    await page.click('#connect-btn');
-    await expect(`${name} did not get online`, 10_000, (ms) => page.waitForFunction(
-      (n) => document.body.dataset.conn === 'connected' && window.intercom.id === n, name, { timeout: ms }));
-    return page;
-  }
+  const openDoor = (name) => openDoorStation(newPage, expect, url, name);
+  const openPanel = (name, options) => openIntercom(newPage, expect, url, name, options);
 
   before(async () => {
     assert.ok(BIN, 'set INTERCOMD_BIN to the daemon binary (or use tests/browser/run.sh DAEMON_BINARY)');

@@ -215,3 +215,31 @@ export async function openPage(browser, name, pages, logs, contextOptions = {}) 
   pages[name] = page;
   return page;
 }
+
+/** A door station's touchscreen, and a phone. */
+export const KIOSK_VIEWPORT = { width: 800, height: 480 };
+export const PHONE_VIEWPORT = { width: 390, height: 844 };
+
+/**
+ * door.html at `url` as `name`, ringing everyone in the room "lobby", once it is ready to ring.
+ * `newPage(name, contextOptions)` opens a page (see openPage); `expect` is makeExpect's.
+ */
+export async function openDoorStation(newPage, expect, url, name = 'door') {
+  const page = await newPage(name, { viewport: KIOSK_VIEWPORT });
+  await expect(`${name}: door.html did not load`, 10_000,
+    (ms) => page.goto(`${url}door.html?id=${name}&room=lobby&call=*`, { timeout: ms }));
+  await expect(`${name} did not become ready`, 10_000, (ms) => page.waitForFunction(
+    () => document.body.dataset.state === 'ready' && !document.getElementById('ring-btn').disabled, null, { timeout: ms }));
+  return page;
+}
+
+/** The intercom page at `url` in the room "lobby", online as `name` (phone-sized unless `options` say otherwise). */
+export async function openIntercom(newPage, expect, url, name, options = {}) {
+  const page = await newPage(name, { viewport: PHONE_VIEWPORT, ...options });
+  await expect(`${name}'s intercom page did not load`, 10_000, (ms) => page.goto(`${url}?room=lobby`, { timeout: ms }));
+  await page.fill('#name-input', name);
+  await page.click('#connect-btn');
+  await expect(`${name} did not get online`, 10_000, (ms) => page.waitForFunction(
+    (n) => document.body.dataset.conn === 'connected' && window.intercom.id === n, name, { timeout: ms }));
+  return page;
+}

@@ -13,10 +13,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, screenshot, openPage } from './lib.mjs';
+import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, screenshot, openPage,
+  openDoorStation, openIntercom } from './lib.mjs';
 
-const KIOSK_VIEWPORT = { width: 800, height: 480 };
-const PHONE_VIEWPORT = { width: 390, height: 844 };
 const PICTURE = /^\/snapshots\/[0-9a-f]{32}\.jpg$/;
 
 describe('pictures of visitors', { timeout: 120_000 }, () => {
@@ -49,23 +48,8 @@ describe('pictures of visitors', { timeout: 120_000 }, () => {
     return { width: img.naturalWidth, height: img.naturalHeight, colours: colours.size, src: img.getAttribute('src') };
   }, selector);
 
-  async function openDoor() {
-    const page = await newPage('door', { viewport: KIOSK_VIEWPORT });
-    await expect('door.html did not load', 10_000, (ms) => page.goto(`${url}door.html?id=door&room=lobby&call=*`, { timeout: ms }));
-    await expect('the door did not become ready', 10_000, (ms) => page.waitForFunction(
-      () => document.body.dataset.state === 'ready' && !document.getElementById('ring-btn').disabled, null, { timeout: ms }));
-    return page;
-  }
-
-  async function openPanel(name) {
-    const page = await newPage(name, { viewport: PHONE_VIEWPORT });
-    await expect(`${name}'s intercom page did not load`, 10_000, (ms) => page.goto(`${url}?room=lobby`, { timeout: ms }));
-    await page.fill('#name-input', name);
-    await page.click('#connect-btn');
-    await expect(`${name} did not get online`, 10_000, (ms) => page.waitForFunction(
-      (n) => document.body.dataset.conn === 'connected' && window.intercom.id === n, name, { timeout: ms }));
-    return page;
-  }
+  const openDoor = (name) => openDoorStation(newPage, expect, url, name);
+  const openPanel = (name, options) => openIntercom(newPage, expect, url, name, options);
 
   before(async () => {
     assert.ok(BIN, 'set INTERCOMD_BIN to the daemon binary (or use tests/browser/run.sh DAEMON_BINARY)');

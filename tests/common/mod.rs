@@ -272,6 +272,13 @@ impl Client {
         (client, welcome)
     }
 
+    /// Join `room` as `id` with the token `t-<id>`, and take the welcome.
+    pub async fn join_room(daemon: &Daemon, id: &str, room: &str) -> Client {
+        let mut client = Client::connect(daemon, &format!("id={id}&room={room}&token=t-{id}")).await;
+        assert_eq!(client.recv().await["type"], "welcome", "{id} should be welcomed first");
+        client
+    }
+
     /// Leave on purpose: a close frame, then wait for the server's reply.
     pub async fn leave(mut self) {
         self.ws.close(None).await.expect("send a close frame");
