@@ -199,7 +199,7 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
 
         if routes::is_snapshot_upload(&request) {
             let response = upload_snapshot(shared, &request, &mut stream, &mut buffer, address).await;
-            let response = routes::api_response(response, &request, &shared.config);
+            let response = routes::with_cors(response, &request, &shared.config);
             let refused = response.status >= 400;
             if write_response(&mut stream, &response, false, false).await && refused {
                 linger_close(stream).await;

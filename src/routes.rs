@@ -81,11 +81,6 @@ pub fn snapshot_response(bytes: Option<Vec<u8>>) -> Response {
     }
 }
 
-/// The upload's answer, with the API's CORS headers.
-pub fn api_response(response: Response, request: &Request, config: &Config) -> Response {
-    with_cors(response, request, config)
-}
-
 /// The head of the event stream's response (CORS as for the rest of the
 /// API): no length, so it ends when the connection does.
 pub fn event_stream_head(request: &Request, config: &Config) -> Vec<u8> {
@@ -168,7 +163,7 @@ fn answer(view: &View, request: &Request) -> Response {
 /// Pages of an origin allowed by `--allow-origin` may read the JSON API
 /// across origins; nobody else gets any CORS header, so other sites'
 /// scripts cannot read it from a visitor's browser.
-fn with_cors(response: Response, request: &Request, config: &Config) -> Response {
+pub fn with_cors(response: Response, request: &Request, config: &Config) -> Response {
     let Some(origin) = request.header("origin") else { return response };
     let origin = origin.trim().to_ascii_lowercase();
     let api = request.path.starts_with("/api/") || peerjs_route(&request.path, &config.peerjs.path).is_some();
