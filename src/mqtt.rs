@@ -62,6 +62,7 @@ use crate::config::Mqtt;
 use crate::events::{push_json_string, Kind};
 use crate::feed::{Feed, Published, Subscription};
 use crate::hub::Hub;
+use crate::resolve::{self, Sources};
 use crate::stream::with_timeout;
 
 /// Events waiting for the broker (while it is away, or while the in-flight
@@ -274,7 +275,11 @@ impl Session<'_> {
     async fn connection(&mut self, target: &str) -> Lost {
         self.connected = false;
         let config = self.config;
-        let stream = match with_timeout(CONNECT_TIMEOUT, TcpStream::connect((config.host.as_str(), config.port))).await
+        let stream = match with_timeout(
+            CONNECT_TIMEOUT,
+            resolve::connect(&Sources::system(), &config.host, config.port),
+        )
+        .await
         {
             Some(Ok(stream)) => stream,
             Some(Err(error)) => return Lost::Io("", error),

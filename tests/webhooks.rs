@@ -380,3 +380,21 @@ fn without_the_flags_no_connection_is_opened() {
         assert!(!log.contains("webhook") && !log.contains("ntfy"), "{log}");
     });
 }
+
+#[test]
+fn a_target_named_by_host_name_is_found_by_the_daemons_own_resolver() {
+    run(async {
+        // `localhost` comes from /etc/hosts (or, without it, RFC 6761),
+        // read by `resolve`, not by the C library: the same path that a
+        // static Pi binary takes for `http://homeassistant.lan:8123/...`.
+        let hook = Receiver::start(vec![]);
+        let port = hook.addr.port();
+        let daemon = Daemon::start(&["--webhook", &format!("http://localhost:{port}/hook")]);
+        let (_door, _kitchen) = join_pair(&daemon).await;
+        let request = hook.next();
+        let head = format!("POST /hook HTTP/1.1\r\nHost: localhost:{port}\r\n");
+        assert!(request.starts_with(&head), "{request:?}");
+        let body: Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["event"], "online");
+    });
+}
