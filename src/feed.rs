@@ -362,8 +362,8 @@ pub async fn save(feed: Rc<RefCell<Feed>>) {
         let bytes = feed.borrow().snapshot();
         let target = path.clone();
         // Off the daemon's thread (an SD card can take a good part of a
-        // second to sync), on smol's blocking pool, which host-name lookups
-        // use too: the daemon's thread goes on routing.
+        // second to sync), on smol's blocking pool: the daemon's thread goes
+        // on routing.
         match smol::unblock(move || write_atomically(&target, &bytes)).await {
             Ok(()) if failing => {
                 info!("call log saved to {} again", path.display());
