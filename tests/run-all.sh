@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test of intercomd: the one command README.md gives and .ci/run calls.
-#   sudo bash tests/run-all.sh
+#   bash tests/run-all.sh        (as root, or it asks sudo)
 # On a bare Debian 12 machine with Rust and Node it installs what is missing
 # (Chromium from apt, playwright-core from npm), then runs:
 #   1. cargo test: unit tests, property tests, and the loopback tests
@@ -8,11 +8,21 @@
 #      mosquitto) against the real binary;
 #   2. the end-to-end suite of the pages in headless Chromium, in its own
 #      network namespace;
-#   3. tests/arm.sh: aarch64 and armv7 builds, the loopback suites against
-#      each under qemu, the systemd unit checks, the Debian packages;
+#   3. tests/arm.sh: the static Pi builds (aarch64, ARMv5TE), the loopback
+#      suites against each under qemu with the CPU of every Pi, a Debian 11
+#      userland, the systemd unit checks, the Debian packages;
 #   4. the footprint and idle-wakeup benchmarks, which fail over budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# It installs packages, so it runs as root. In a root shell (a fresh Debian
+# machine has no sudo) it goes straight on; from a user's shell it asks sudo,
+# keeping the PATH and rustup's homes that found cargo.
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "run-all: needs root, and there is no sudo: run it in a root shell" >&2; exit 1; }
+  exec sudo env "PATH=$PATH" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" \
+    bash "$0" "$@"
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "run-all: cargo is missing; install Rust from rustup first" >&2
