@@ -229,7 +229,8 @@ EOF
 chmod 755 "$RUSTC_WRAPPER"
 [ -f "$TOOLCHAIN/usr/lib/rustlib/src/rust/library/Cargo.lock" ] || die "no standard library sources in $TOOLCHAIN"
 # A gcc per target that links against musl: musl's own gcc specs (from
-# musl-dev), moved to where musl was unpacked, with rcrt1.o for a static PIE;
+# musl-dev), moved to where musl was unpacked, with rcrt1.o should rustc
+# ever ask for a static PIE (Rust 1.85 links these targets -static -no-pie);
 # and the unwinder, as libunwind.a where Rust's unwind crate looks for it.
 for target in "${TARGETS[@]}"; do
   musl=$TOOLCHAIN/musl/$(musl_arch "$target")
@@ -237,6 +238,7 @@ for target in "${TARGETS[@]}"; do
   [ -f "$lib/libc.a" ] || die "no musl for $target in $musl"
   sed -e "s|/usr/|$musl/usr/|g" \
     -e "s|%{!shared: \([^ }]*\)/Scrt1.o}|%{static-pie:\1/rcrt1.o} %{!static-pie:%{!shared:\1/Scrt1.o}}|" \
+    -e "s|-dynamic-linker \([^ ]*\)|%{!static-pie:-dynamic-linker \1} %{static-pie:-static -pie --no-dynamic-linker -z text}|" \
     "$lib/musl-gcc.specs" >"$musl/musl-gcc.specs"
   mkdir -p "$musl/unwind"
   case $target in
