@@ -80,34 +80,9 @@ binary_of() { echo "$ARM_TARGET_DIR/$1/release/intercomd"; }
 wrapper_of() { echo "$ARM_TARGET_DIR/$1/intercomd-qemu-$2"; }
 
 # ---------------------------------------------------------------- reporting
-now_ms() { date +%s%3N; }
-PHASE=
-PHASE_START=
-TIMINGS=()
-SUMMARY=()
-FAILURES=()
-phase() {
-  end_phase
-  PHASE=$1
-  PHASE_START=$(now_ms)
-  echo
-  echo "=== arm.sh: $1"
-}
-end_phase() {
-  if [ -n "$PHASE" ]; then
-    local ms=$(($(now_ms) - PHASE_START))
-    TIMINGS+=("$(printf '%-10s %6d.%01d s' "$PHASE" $((ms / 1000)) $((ms % 1000 / 100)))")
-    PHASE=
-  fi
-}
-say() { echo "arm.sh: $*"; }
-note() { SUMMARY+=("$*"); say "$*"; }
-fail() { FAILURES+=("$*"); echo "arm.sh: FAILED: $*" >&2; }
-die() { echo "arm.sh: $*" >&2; exit 1; }
-run() {
-  echo "+ $*"
-  "$@"
-}
+REPORT=arm.sh
+# shellcheck source=tests/report.sh
+. tests/report.sh
 
 # Architectures this run added to dpkg, removed again on exit: with them left
 # in place every later `apt-get update` on this machine fetches ARM indexes
@@ -640,16 +615,5 @@ else
 fi
 
 # ---------------------------------------------------------------- summary
-end_phase
-echo
-echo "=== arm.sh: summary"
-printf '%s\n' "${SUMMARY[@]}"
-echo "packages: $(cd "$DEB_DIR" && ls ./*.deb | tr '\n' ' ')in ${DEB_DIR#$TOP/}/"
-echo "time per phase:"
-printf '  %s\n' "${TIMINGS[@]}"
-if [ ${#FAILURES[@]} -gt 0 ]; then
-  echo "arm.sh: ${#FAILURES[@]} failure(s):" >&2
-  printf '  %s\n' "${FAILURES[@]}" >&2
-  exit 1
-fi
-echo "arm.sh: all checks passed"
+note "packages: $(cd "$DEB_DIR" && ls ./*.deb | tr '\n' ' ')in ${DEB_DIR#$TOP/}/"
+report_summary
