@@ -11,7 +11,9 @@
 #   3. tests/arm.sh: the static Pi builds (aarch64, ARMv5TE), the loopback
 #      suites against each under qemu with the CPU of every Pi, a Debian 11
 #      userland, the systemd unit checks, the Debian packages;
-#   4. the footprint and idle-wakeup benchmarks, which fail over budget.
+#   4. tests/cross.sh: the same Pi binaries built by `cross` in Podman
+#      containers of local Debian images, each started under qemu;
+#   5. the footprint and idle-wakeup benchmarks, which fail over budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,9 @@ bash tests/browser/run.sh target/debug/intercomd
 
 echo "== Raspberry Pi: ARM builds under qemu, systemd unit checks, Debian packages"
 bash tests/arm.sh
+
+echo "== cross: the same Pi targets built by \`cross\` with Podman and local images, checked under qemu"
+bash tests/cross.sh
 
 echo "== benchmarks: footprint and idle wakeups (each fails if over its budget)"
 # Measure the binary exactly as `cargo build --release` ships it: a bench
