@@ -62,7 +62,7 @@ use crate::config::Mqtt;
 use crate::events::{push_json_string, Kind};
 use crate::feed::{Feed, Published, Subscription};
 use crate::hub::Hub;
-use crate::resolve::{self, Sources};
+use crate::resolve;
 use crate::stream::with_timeout;
 
 /// Events waiting for the broker (while it is away, or while the in-flight
@@ -275,12 +275,7 @@ impl Session<'_> {
     async fn connection(&mut self, target: &str) -> Lost {
         self.connected = false;
         let config = self.config;
-        let stream = match with_timeout(
-            CONNECT_TIMEOUT,
-            resolve::connect(&Sources::system(), &config.host, config.port),
-        )
-        .await
-        {
+        let stream = match with_timeout(CONNECT_TIMEOUT, resolve::connect(&config.host, config.port)).await {
             Some(Ok(stream)) => stream,
             Some(Err(error)) => return Lost::Io("", error),
             None => return Lost::Timeout("no TCP connection within", CONNECT_TIMEOUT),

@@ -70,20 +70,17 @@ impl Sources {
     }
 }
 
-/// A TCP connection to `host:port`: every address of the name in turn
-/// (IPv4 first), the last error if none answers. Boxed: the lookup's state
-/// is held only while it runs, not in the caller's future all along.
-pub fn connect<'a>(
-    sources: &'a Sources,
-    host: &'a str,
-    port: u16,
-) -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + 'a>> {
-    Box::pin(connect_to(sources, host, port))
+/// A TCP connection to `host:port`, the name looked up in the system's
+/// [`Sources`]: every address of the name in turn (IPv4 first), the last
+/// error if none answers. Boxed: the lookup's state is held only while it
+/// runs, not in the caller's future all along.
+pub fn connect(host: &str, port: u16) -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + '_>> {
+    Box::pin(connect_to(host, port))
 }
 
-async fn connect_to(sources: &Sources, host: &str, port: u16) -> io::Result<TcpStream> {
+async fn connect_to(host: &str, port: u16) -> io::Result<TcpStream> {
     let mut last = None;
-    for ip in lookup(sources, host).await? {
+    for ip in lookup(&Sources::system(), host).await? {
         match Async::<std::net::TcpStream>::connect(SocketAddr::new(ip, port)).await {
             Ok(stream) => return Ok(stream.into()),
             Err(error) => last = Some(error),

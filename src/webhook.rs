@@ -40,7 +40,7 @@ use crate::config::{Hooks, Ntfy};
 use crate::events::{push_json_string, Kind};
 use crate::feed::{Feed, Published, Subscription};
 use crate::http::{percent_decode, Url};
-use crate::resolve::{self, Sources};
+use crate::resolve;
 use crate::stream::with_timeout;
 
 /// Events queued for one target. A target this far behind (down, or slow
@@ -260,7 +260,7 @@ fn parse_status(buffer: &[u8]) -> Result<Option<u16>, &'static str> {
 /// One attempt: connect, send `request`, read the status.
 async fn exchange(url: &Url, request: &[u8]) -> Outcome {
     let attempt = async {
-        let tcp = with_timeout(CONNECT_TIMEOUT, resolve::connect(&Sources::system(), &url.host, url.port))
+        let tcp = with_timeout(CONNECT_TIMEOUT, resolve::connect(&url.host, url.port))
             .await
             .ok_or_else(|| format!("no connection within {CONNECT_TIMEOUT:?}"))?
             .map_err(|error| error.to_string())?;
