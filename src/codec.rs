@@ -14,10 +14,8 @@
 
 use std::rc::Rc;
 
-use serde_json::{Map, Value};
-
 use crate::peerjs;
-use crate::protocol::{self, Hello, IceServer, Inbound, Rejection};
+use crate::protocol::{self, Hello, IceServer, Inbound, Message, Rejection};
 
 /// The wire format a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +47,7 @@ impl Codec {
 
     /// Decode one text frame from a client. `Ok(None)`: a frame that only
     /// shows the client is alive (a PeerJS `HEARTBEAT`).
-    pub fn parse(self, text: &str) -> Result<Option<Inbound>, Rejection> {
+    pub fn parse(self, text: &str) -> Result<Option<Inbound<'_>>, Rejection> {
         match self {
             Codec::Native => protocol::parse_inbound(text).map(Some),
             Codec::PeerJs => peerjs::parse_inbound(text),
@@ -66,10 +64,10 @@ impl Codec {
 
     /// A directed or room-wide message from `from`, as this codec's peer
     /// receives it.
-    pub fn relay(self, message: Map<String, Value>, from: &str) -> Rc<str> {
+    pub fn relay(self, message: &Message, from: &str) -> Rc<str> {
         match self {
-            Codec::Native => protocol::stamp(message, from).into(),
-            Codec::PeerJs => peerjs::relay(&message, from).into(),
+            Codec::Native => message.stamp(from).into(),
+            Codec::PeerJs => peerjs::relay(&message.to_object(), from).into(),
         }
     }
 
@@ -103,10 +101,16 @@ mod tests {
             r#"{"type":"welcome","id":"door","room":"lobby","peers":["bob"],"iceServers":[]}"#
         );
         assert_eq!(&*Codec::PeerJs.welcome(&welcome), r#"{"type":"OPEN"}"#);
-        let message = serde_json::json!({"type":"chat","to":"b","text":"hi"}).as_object().unwrap().clone();
-        assert_eq!(&*Codec::Native.relay(message.clone(), "a"), r#"{"from":"a","text":"hi","to":"b","type":"chat"}"#);
+        // A native sender's message reaches a native peer as it was sent,
+        // `from` first, and a PeerJS peer with the rest as its payload.
+        let Ok(Some(Inbound::Directed { message, .. })) =
+            Codec::Native.parse(r#"{"type":"chat","to":"b","text":"hi"}"#)
+        else {
+            panic!("a directed message")
+        };
+        assert_eq!(&*Codec::Native.relay(&message, "a"), r#"{"from":"a","type":"chat","to":"b","text":"hi"}"#);
         assert_eq!(
-            &*Codec::PeerJs.relay(message, "a"),
+            &*Codec::PeerJs.relay(&message, "a"),
             r#"{"dst":"b","payload":{"text":"hi"},"src":"a","type":"chat"}"#
         );
         let bad = Rejection::new(ErrorCode::BadJson, "not valid JSON");

@@ -87,6 +87,11 @@ pub enum SignalKind {
 /// The call-control part of a message, if it is one: a `type` of
 /// `call-request`, `call-accept`, `call-reject` or `hangup` with a `call`
 /// id of 1 to 64 printable characters.
+/// Whether a message of this `type` is call control, which `signal` reads.
+pub fn is_signal_type(kind: &str) -> bool {
+    matches!(kind, "call-request" | "call-accept" | "call-reject" | "hangup")
+}
+
 pub fn signal(message: &Map<String, Value>) -> Option<Signal> {
     let kind = match message.get("type")?.as_str()? {
         "call-request" => SignalKind::Request,

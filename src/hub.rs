@@ -543,7 +543,7 @@ mod tests {
         bob_box.heard(pinged + Duration::from_secs(1));
         hub.receive(bob, r#"{"type":"ring","to":"quiet"}"#, pinged);
         advance(&mut hub, pinged + LIVENESS.timeout - Duration::from_millis(1));
-        assert_eq!(next_now(&quiet_box), Some(Outgoing::Text(r#"{"from":"bob","to":"quiet","type":"ring"}"#.into())));
+        assert_eq!(next_now(&quiet_box), Some(Outgoing::Text(r#"{"from":"bob","type":"ring","to":"quiet"}"#.into())));
         hub.receive(bob, r#"{"type":"ring","to":"quiet","n":2}"#, pinged);
         // By the first sweep after the timeout, quiet is given up on.
         let gone = pinged + LIVENESS.timeout + LIVENESS.sweep_every();

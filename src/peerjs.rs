@@ -27,7 +27,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{is_valid_name, is_valid_token, query_value, ErrorCode, Hello, Inbound, Reference, Rejection};
+use crate::protocol::{
+    is_valid_name, is_valid_token, query_value, ErrorCode, Hello, Inbound, Message, Reference, Rejection,
+};
 
 /// The room every PeerJS peer is in. PeerJS has no rooms; one shared room
 /// keeps PeerJS ids visible to each other (discovery) and in `/api/peers`,
@@ -57,7 +59,7 @@ pub fn hello_from_query(pairs: &[(String, Option<String>)], key: &str) -> Result
 }
 
 /// Decode one client frame. `Ok(None)`: nothing to do (`HEARTBEAT`).
-pub fn parse_inbound(text: &str) -> Result<Option<Inbound>, Rejection> {
+pub fn parse_inbound(text: &str) -> Result<Option<Inbound<'static>>, Rejection> {
     let value: Value = serde_json::from_str(text)
         .map_err(|error| Rejection::new(ErrorCode::BadJson, format!("not valid JSON: {error}")))?;
     let Value::Object(mut frame) = value else {
@@ -91,7 +93,7 @@ pub fn parse_inbound(text: &str) -> Result<Option<Inbound>, Rejection> {
     message.insert("type".into(), Value::String(kind));
     message.insert("to".into(), Value::String(to.clone()));
     message.insert("payload".into(), frame.remove("payload").unwrap_or(Value::Null));
-    Ok(Some(Inbound::Directed { to, message }))
+    Ok(Some(Inbound::Directed { to: to.into(), message: Message::Object(message) }))
 }
 
 /// A directed message from `from` as a PeerJS client receives it. A native
@@ -164,7 +166,7 @@ mod tests {
     #[test]
     fn frames_become_directed_messages_and_heartbeats_nothing() {
         assert_eq!(parse_inbound(r#"{"type":"HEARTBEAT"}"#).unwrap(), None);
-        let Some(Inbound::Directed { to, message }) =
+        let Some(Inbound::Directed { to, message: Message::Object(message) }) =
             parse_inbound(r#"{"type":"OFFER","dst":"b","src":"forged","payload":{"sdp":"x"}}"#).unwrap()
         else {
             panic!("a directed message")

@@ -7,6 +7,10 @@
 //! - A client's message is passed on unchanged (`to` included) except for
 //!   `from`, which the server always sets itself.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -199,25 +203,68 @@ pub fn is_valid_token(token: &str) -> bool {
     token.len() <= MAX_TOKEN_LEN && !token.chars().any(char::is_control)
 }
 
-/// A client message, decoded just far enough to route it.
+/// A client message, decoded just far enough to route it. It borrows the
+/// frame it came in: a relayed message is passed on as the text the sender
+/// sent, with `from` spliced in, never decoded into a tree and encoded again.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Inbound {
+pub enum Inbound<'a> {
     /// `"to":"<id>"`: passed to one peer with `from` stamped.
-    Directed { to: String, message: Map<String, Value> },
+    Directed { to: Cow<'a, str>, message: Message<'a> },
     /// `"to":"*"`: passed to every other peer of the sender's room.
-    Broadcast { message: Map<String, Value> },
+    Broadcast { message: Message<'a> },
     /// `{"type":"join","room":..}`: move to another room.
     Join { room: String },
     /// `{"type":"peers"}`: who is in my room.
     Peers,
 }
 
-impl Inbound {
+/// A message to relay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message<'a> {
+    /// A native client's object as it arrived: valid JSON, one object, a
+    /// string `type`. `names_from` says it carries a `from` of its own,
+    /// which the stamp replaces.
+    Text { text: &'a str, kind: Cow<'a, str>, names_from: bool },
+    /// An object the server built from another wire format (PeerJS).
+    Object(Map<String, Value>),
+}
+
+impl Message<'_> {
+    /// Its `type`.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            Message::Text { kind, .. } => Some(kind),
+            Message::Object(object) => object.get("type").and_then(Value::as_str),
+        }
+    }
+
+    /// The message as an object, for the rare reader that needs its fields
+    /// (another codec's encoding, a call-control event).
+    pub fn to_object(&self) -> Cow<'_, Map<String, Value>> {
+        match self {
+            // The text was checked by the same parser, so this cannot fail.
+            Message::Text { text, .. } => Cow::Owned(serde_json::from_str(text).unwrap_or_default()),
+            Message::Object(object) => Cow::Borrowed(object),
+        }
+    }
+
+    /// The text passed on to a native peer: the message with `from` set.
+    pub fn stamp(&self, from: &str) -> String {
+        match self {
+            Message::Text { text, names_from: false, .. } => splice_from(text, from),
+            _ => stamp(self.to_object().into_owned(), from),
+        }
+    }
+}
+
+impl Inbound<'_> {
     pub fn reference(&self) -> Reference {
         match self {
-            Inbound::Directed { to, message } => Reference { kind: message_type(message), to: Some(to.clone()) },
+            Inbound::Directed { to, message } => {
+                Reference { kind: message.kind().map(str::to_string), to: Some(to.to_string()) }
+            }
             Inbound::Broadcast { message } => {
-                Reference { kind: message_type(message), to: Some(BROADCAST.to_string()) }
+                Reference { kind: message.kind().map(str::to_string), to: Some(BROADCAST.to_string()) }
             }
             Inbound::Join { .. } => Reference { kind: Some("join".into()), to: None },
             Inbound::Peers => Reference { kind: Some("peers".into()), to: None },
@@ -225,47 +272,49 @@ impl Inbound {
     }
 }
 
-fn message_type(message: &Map<String, Value>) -> Option<String> {
-    message.get("type").and_then(Value::as_str).map(str::to_string)
-}
-
 /// Decode one text frame from a client.
-pub fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
-    let value: Value = serde_json::from_str(text)
+///
+/// One pass of serde_json's parser over the whole frame, through the same
+/// paths a `serde_json::Value` takes (so exactly the same frames are
+/// refused, with the same messages), keeping only `type`, `to` and `room`
+/// and whether there is a `from`: nothing else is copied or allocated.
+pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, Rejection> {
+    let scanned: Scanned = serde_json::from_str(text)
         .map_err(|err| Rejection::new(ErrorCode::BadJson, format!("not valid JSON: {err}")))?;
-    let Value::Object(message) = value else {
+    let Scanned::Object { kind, to, room, names_from } = scanned else {
         return Err(Rejection::new(ErrorCode::BadMessage, "a message is a JSON object"));
     };
-    let reference =
-        Reference { kind: message_type(&message), to: message.get("to").and_then(Value::as_str).map(str::to_string) };
-    let kind = match message.get("type") {
-        Some(Value::String(kind)) => kind.clone(),
-        Some(_) => {
-            return Err(Rejection::new(ErrorCode::BadMessage, "\"type\" must be a string").about(reference));
+    let reference = || Reference { kind: kind.as_str().map(str::to_string), to: to.as_str().map(str::to_string) };
+    let kind = match &kind {
+        Field::Str(kind) => kind.clone(),
+        Field::Other => {
+            return Err(Rejection::new(ErrorCode::BadMessage, "\"type\" must be a string").about(reference()));
         }
-        None => return Err(Rejection::new(ErrorCode::BadMessage, "a message needs a string \"type\"")),
+        Field::Absent => return Err(Rejection::new(ErrorCode::BadMessage, "a message needs a string \"type\"")),
     };
     // `to` stays in the message: the target gets the same object, so it can
     // tell a room-wide `"*"` from a message meant for it alone.
-    match message.get("to").cloned() {
-        Some(Value::String(to)) if to == BROADCAST => Ok(Inbound::Broadcast { message }),
-        Some(Value::String(to)) => Ok(Inbound::Directed { to, message }),
-        Some(_) => Err(Rejection::new(ErrorCode::BadMessage, "\"to\" must be a string").about(reference)),
-        None => match kind.as_str() {
-            "join" => match message.get("room") {
-                Some(Value::String(room)) if is_valid_name(room) => Ok(Inbound::Join { room: room.clone() }),
+    match &to {
+        Field::Str(to) if to == BROADCAST => {
+            Ok(Inbound::Broadcast { message: Message::Text { text, kind, names_from } })
+        }
+        Field::Str(to) => Ok(Inbound::Directed { to: to.clone(), message: Message::Text { text, kind, names_from } }),
+        Field::Other => Err(Rejection::new(ErrorCode::BadMessage, "\"to\" must be a string").about(reference())),
+        Field::Absent => match &*kind {
+            "join" => match room {
+                Field::Str(room) if is_valid_name(&room) => Ok(Inbound::Join { room: room.into_owned() }),
                 _ => Err(Rejection::new(
                     ErrorCode::InvalidRoom,
                     "join needs a \"room\" of 1 to 64 characters of A-Z a-z 0-9 . _ ~ -",
                 )
-                .about(reference)),
+                .about(reference())),
             },
             "peers" => Ok(Inbound::Peers),
             _ => Err(Rejection::new(
                 ErrorCode::BadMessage,
                 "a message without \"to\" is for the server, which knows only \"join\" and \"peers\"",
             )
-            .about(reference)),
+            .about(reference())),
         },
     }
 }
@@ -274,6 +323,187 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
 pub fn stamp(mut message: Map<String, Value>, from: &str) -> String {
     message.insert("from".into(), Value::String(from.to_string()));
     Value::Object(message).to_string()
+}
+
+/// `{"from":"<from>",` and the rest of the sender's object as it sent it.
+/// Only for a checked object that has no `from` of its own and at least
+/// one member (its `type`); `from` is a peer id, which needs no escaping.
+fn splice_from(text: &str, from: &str) -> String {
+    debug_assert!(is_valid_name(from), "peer ids never need escaping");
+    let rest = text.trim_start().strip_prefix('{').unwrap_or(text);
+    let mut stamped = String::with_capacity(rest.len() + from.len() + 10);
+    stamped.push_str("{\"from\":\"");
+    stamped.push_str(from);
+    stamped.push_str("\",");
+    stamped.push_str(rest);
+    stamped
+}
+
+/// What `parse_inbound` keeps of a frame.
+enum Scanned<'a> {
+    Object {
+        kind: Field<'a>,
+        to: Field<'a>,
+        room: Field<'a>,
+        names_from: bool,
+    },
+    /// Valid JSON, but not an object.
+    NotObject,
+}
+
+/// One member's value, as far as routing cares. Duplicate keys: the last
+/// wins, as in a `serde_json::Map` (and in a browser's `JSON.parse`).
+#[derive(Default)]
+enum Field<'a> {
+    #[default]
+    Absent,
+    /// A string: borrowed from the frame unless it had escapes.
+    Str(Cow<'a, str>),
+    /// Any other JSON value.
+    Other,
+}
+
+impl Field<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scanned<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = Scanned<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scanned<'de>, A::Error> {
+                let (mut kind, mut to, mut room, mut names_from) = (Field::Absent, Field::Absent, Field::Absent, false);
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key.as_str() {
+                        Some("type") => kind = map.next_value()?,
+                        Some("to") => to = map.next_value()?,
+                        Some("room") => room = map.next_value()?,
+                        name => {
+                            names_from |= name == Some("from");
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(Scanned::Object { kind, to, room, names_from })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scanned<'de>, A::Error> {
+                Skip.visit_seq(seq).map(|_| Scanned::NotObject)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Scanned<'de>, E> {
+                Ok(Scanned::NotObject)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Scanned<'de>, E> {
+                Ok(Scanned::NotObject)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Scanned<'de>, E> {
+                Ok(Scanned::NotObject)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Scanned<'de>, E> {
+                Ok(Scanned::NotObject)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Scanned<'de>, E> {
+                Ok(Scanned::NotObject)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Scanned<'de>, E> {
+                Ok(Scanned::NotObject)
+            }
+        }
+        deserializer.deserialize_any(Top)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Member;
+        impl<'de> Visitor<'de> for Member {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(text.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
+                Skip.visit_map(map).map(|_| Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
+                Skip.visit_seq(seq).map(|_| Field::Other)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+        }
+        deserializer.deserialize_any(Member)
+    }
+}
+
+/// Any JSON value, checked exactly as a `serde_json::Value` would be (every
+/// number converted, every escape decoded), and then forgotten. Not
+/// `IgnoredAny`: that skips numbers and escapes without checking them, and
+/// would let through frames that were refused before.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Skip)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
 }
 
 #[derive(Serialize)]
@@ -373,12 +603,14 @@ mod tests {
         check(
             r#"{"type":"offer","to":"bob","sdp":"x"}"#,
             Ok(
-                r#"Directed { to: "bob", message: {"sdp": String("x"), "to": String("bob"), "type": String("offer")} }"#,
+                r#"Directed { to: "bob", message: Text { text: "{\"type\":\"offer\",\"to\":\"bob\",\"sdp\":\"x\"}", kind: "offer", names_from: false } }"#,
             ),
         );
         check(
             r#"{"type":"chat","to":"*"}"#,
-            Ok(r#"Broadcast { message: {"to": String("*"), "type": String("chat")} }"#),
+            Ok(
+                r#"Broadcast { message: Text { text: "{\"type\":\"chat\",\"to\":\"*\"}", kind: "chat", names_from: false } }"#,
+            ),
         );
         check(r#"{"type":"join","room":"kitchen"}"#, Ok(r#"Join { room: "kitchen" }"#));
         check(r#"{"type":"peers"}"#, Ok("Peers"));
@@ -400,7 +632,57 @@ mod tests {
         else {
             panic!("should parse");
         };
-        assert_eq!(stamp(message, "alice"), r#"{"from":"alice","to":"bob","type":"chat"}"#);
+        assert_eq!(message.stamp("alice"), r#"{"from":"alice","to":"bob","type":"chat"}"#);
+        // Also when the key is written with an escape.
+        let Ok(Inbound::Directed { message, .. }) = parse_inbound(r#"{"type":"chat","to":"bob","fr\u006fm":"x"}"#)
+        else {
+            panic!("should parse");
+        };
+        assert_eq!(message.stamp("alice"), r#"{"from":"alice","to":"bob","type":"chat"}"#);
+    }
+
+    #[test]
+    fn a_message_is_passed_on_as_it_was_sent_with_from_first() {
+        let check = |sent: &str, relayed: &str| {
+            let Ok(Inbound::Directed { message, .. } | Inbound::Broadcast { message }) = parse_inbound(sent) else {
+                panic!("{sent} should parse");
+            };
+            assert_eq!(message.stamp("alice"), relayed, "{sent}");
+        };
+        check(
+            r#"{"type":"offer","to":"bob","sdp":"v=0\r\n"}"#,
+            r#"{"from":"alice","type":"offer","to":"bob","sdp":"v=0\r\n"}"#,
+        );
+        check(" \n{ \"to\" : \"*\", \"type\":\"x\" } ", r#"{"from":"alice", "to" : "*", "type":"x" } "#);
+        check(
+            r#"{"type":"x","to":"bob","n":[1,{"from":"nested is not ours"}]}"#,
+            r#"{"from":"alice","type":"x","to":"bob","n":[1,{"from":"nested is not ours"}]}"#,
+        );
+        // Escaped names and values are read for routing and passed on untouched.
+        let Ok(Inbound::Directed { to, message }) = parse_inbound(r#"{"typ\u0065":"o\u0066fer","to":"b\u006fb"}"#)
+        else {
+            panic!("should parse");
+        };
+        assert_eq!((&*to, message.kind()), ("bob", Some("offer")));
+        assert_eq!(message.stamp("alice"), r#"{"from":"alice","typ\u0065":"o\u0066fer","to":"b\u006fb"}"#);
+    }
+
+    #[test]
+    fn the_same_frames_are_refused_as_by_a_json_value() {
+        // What serde_json::Value refuses beyond the grammar, the scan
+        // refuses too: numbers out of range, lone surrogates, depth.
+        for text in [
+            r#"{"type":"x","to":"b","n":1e400}"#,
+            r#"{"type":"x","to":"b","s":"\ud800"}"#,
+            &format!(r#"{{"type":"x","to":"b","deep":{}1{}}}"#, "[".repeat(200), "]".repeat(200)),
+            r#"{"type":"x","to":"b"} {}"#,
+            r#"{"type":"x","to":"b","c":"a	b"}"#,
+        ] {
+            let value = serde_json::from_str::<Value>(text).unwrap_err();
+            let rejection = parse_inbound(text).unwrap_err();
+            assert_eq!(rejection.code, ErrorCode::BadJson, "{text}");
+            assert_eq!(rejection.message, format!("not valid JSON: {value}"), "{text}");
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ use subtle::ConstantTimeEq;
 
 use crate::codec::{Codec, Welcome};
 use crate::events::{self, Seen};
-use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Inbound, Reference, Rejection};
+use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Inbound, Message, Reference, Rejection};
 
 /// The hub's handle for one WebSocket connection. Ids are never reused
 /// within a process, so a stale `ConnId` can never hit a newer peer.
@@ -241,11 +241,18 @@ impl Router {
         std::mem::take(&mut self.seen)
     }
 
-    /// Note a routed call-control message for the events.
-    fn see_call(&mut self, from: &str, to: &str, recipients: Vec<String>, message: &Map<String, Value>) {
-        if let Some(signal) = events::signal(message) {
+    /// Note a routed call-control message for the events; `recipients`
+    /// are the room's others for a broadcast (`None`: just `to`). Anything
+    /// else (nearly every message) costs one look at its `type`.
+    fn see_call(&mut self, from: &str, to: &str, recipients: Option<&[String]>, message: &Message) {
+        if !message.kind().is_some_and(events::is_signal_type) {
+            return;
+        }
+        if let Some(signal) = events::signal(&message.to_object()) {
             let room = self.peers[from].room.clone();
-            self.seen.push(Seen::Call { from: from.to_string(), room, to: to.to_string(), recipients, signal });
+            let recipients = recipients.map_or_else(|| vec![to.to_string()], <[String]>::to_vec);
+            let (from, to) = (from.to_string(), to.to_string());
+            self.seen.push(Seen::Call { from, room, to, recipients, signal });
         }
     }
 
@@ -383,7 +390,11 @@ impl Router {
         if let Some(pending) = self.pending.remove(&id) {
             forget_deadline(&mut self.deadlines, pending.until, |due| matches!(due, Due::Pending(to) if *to == id));
             for (message, from, bounce) in pending.messages {
-                actions.push(Action::Send { conn, text: codec.relay(message, &from), bounce: Some(bounce) });
+                actions.push(Action::Send {
+                    conn,
+                    text: codec.relay(&Message::Object(message), &from),
+                    bounce: Some(bounce),
+                });
             }
         }
         Ok(Joined { id, room, kind, actions })
@@ -422,15 +433,13 @@ impl Router {
         };
         match inbound {
             Inbound::Directed { to, message } => {
-                let reference = Reference {
-                    kind: message.get("type").and_then(|t| t.as_str()).map(str::to_string),
-                    to: Some(to.clone()),
-                };
+                let reference = Reference { kind: message.kind().map(str::to_string), to: Some(to.to_string()) };
                 let mut actions = Vec::new();
                 let bounce = Bounce { sender: conn, reference };
-                let Some(target_codec) = self.peers.get(&to).map(|peer| peer.codec) else {
+                let Some(target_codec) = self.peers.get(&*to).map(|peer| peer.codec) else {
                     if codec == Codec::PeerJs {
-                        self.hold_pending(to, message, from, bounce, now, &mut actions);
+                        let message = message.to_object().into_owned();
+                        self.hold_pending(to.into_owned(), message, from, bounce, now, &mut actions);
                         return actions;
                     }
                     let rejection = Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected"))
@@ -438,8 +447,8 @@ impl Router {
                     return vec![self.error_to(conn, rejection)];
                 };
                 self.stats.routed += 1;
-                self.see_call(&from, &to, vec![to.clone()], &message);
-                let text = target_codec.relay(message, &from);
+                self.see_call(&from, &to, None, &message);
+                let text = target_codec.relay(&message, &from);
                 self.deliver(&to, text, Some(bounce), &mut actions);
                 actions
             }
@@ -454,7 +463,7 @@ impl Router {
                     let text = match encoded.iter().find(|(codec, _)| *codec == member_codec) {
                         Some((_, text)) => text.clone(),
                         None => {
-                            let text = member_codec.relay(message.clone(), &from);
+                            let text = member_codec.relay(&message, &from);
                             encoded.push((member_codec, text.clone()));
                             text
                         }
@@ -462,7 +471,7 @@ impl Router {
                     self.deliver(member, text, None, &mut actions);
                 }
                 self.stats.routed += others.len() as u64;
-                self.see_call(&from, protocol::BROADCAST, others, &message);
+                self.see_call(&from, protocol::BROADCAST, Some(&others), &message);
                 actions
             }
             Inbound::Join { room } => {
@@ -923,7 +932,7 @@ mod tests {
         assert_eq!(joined.kind, JoinKind::Returned);
         let rendered = render(&joined.actions);
         assert!(rendered[0].starts_with(r#"3<-{"type":"welcome","id":"door""#), "{rendered:?}");
-        assert_eq!(rendered[1], r#"3<-{"from":"bob","to":"door","type":"ring"} (bounce)"#);
+        assert_eq!(rendered[1], r#"3<-{"from":"bob","type":"ring","to":"door"} (bounce)"#);
         // A PeerJS peer's welcome is OPEN; a takeover closes the old socket.
         router.join(ConnId(4), Codec::PeerJs, Ok(peerjs_hello("app", "p").1), now).unwrap();
         let joined = router.join(ConnId(5), Codec::PeerJs, Ok(peerjs_hello("app", "p").1), now).unwrap();
@@ -986,13 +995,13 @@ mod tests {
     #[test]
     fn broadcast_reaches_the_room_minus_the_sender_once_per_codec() {
         let mut router = router_with(&[(1, "a", "lobby"), (2, "b", "lobby"), (3, "c", "kitchen")]);
-        check(&mut router, 1, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"a","to":"*","type":"chat"}"#]);
+        check(&mut router, 1, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"a","type":"chat","to":"*"}"#]);
         let mut router = router_with(&[(1, "a", "peerjs"), (2, "b", "peerjs")]);
         join(&mut router, 3, peerjs_hello("app", "p")).unwrap();
         let actions = router.receive(ConnId(1), r#"{"type":"chat","to":"*"}"#, Instant::now());
         assert_eq!(
             render(&actions),
-            [r#"3<-{"dst":"*","payload":{},"src":"a","type":"chat"}"#, r#"2<-{"from":"a","to":"*","type":"chat"}"#]
+            [r#"3<-{"dst":"*","payload":{},"src":"a","type":"chat"}"#, r#"2<-{"from":"a","type":"chat","to":"*"}"#]
         );
     }
 
@@ -1053,7 +1062,7 @@ mod tests {
             &mut router,
             2,
             r#"{"type":"ring","to":"door"}"#,
-            &[r#"4<-{"from":"bob","to":"door","type":"ring"} (bounce)"#],
+            &[r#"4<-{"from":"bob","type":"ring","to":"door"} (bounce)"#],
         );
         let moved = join(&mut router, 5, hello("door", "porch", Some("t"))).unwrap();
         assert_eq!(
@@ -1191,16 +1200,16 @@ mod tests {
         assert_eq!(away.as_deref(), Some("door"));
         assert_eq!(router.next_deadline(), Some(now + GRACE));
         check(&mut router, 2, r#"{"type":"ring","to":"door","n":1}"#, &[]);
-        check(&mut router, 3, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"carol","to":"*","type":"chat"}"#]);
+        check(&mut router, 3, r#"{"type":"chat","to":"*"}"#, &[r#"2<-{"from":"carol","type":"chat","to":"*"}"#]);
         check(&mut router, 2, r#"{"type":"ring","to":"door","n":2}"#, &[]);
         let back = join_at(&mut router, 4, hello("door", "lobby", Some("t")), now + GRACE / 2).unwrap();
         assert_eq!(
             back,
             [
                 "4<-queued",
-                r#"4<-{"from":"bob","n":1,"to":"door","type":"ring"} (bounce)"#,
-                r#"4<-{"from":"carol","to":"*","type":"chat"}"#,
-                r#"4<-{"from":"bob","n":2,"to":"door","type":"ring"} (bounce)"#,
+                r#"4<-{"from":"bob","type":"ring","to":"door","n":1} (bounce)"#,
+                r#"4<-{"from":"carol","type":"chat","to":"*"}"#,
+                r#"4<-{"from":"bob","type":"ring","to":"door","n":2} (bounce)"#,
             ],
             "what was queued, then what was held, in order; no close for the dead socket"
         );

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use intercomd::codec::Codec;
 use intercomd::http::{parse_head, parse_query, percent_decode, HeadError, MAX_HEAD_BYTES};
-use intercomd::protocol::{is_valid_name, parse_inbound, stamp, Hello, Inbound};
+use intercomd::protocol::{is_valid_name, parse_inbound, ErrorCode, Hello, Inbound};
 use intercomd::router::{Action, ConnId, Delivery, Limits, Router};
 use intercomd::static_files::safe_segments;
 use proptest::prelude::*;
@@ -104,12 +104,62 @@ proptest! {
     }
 
     #[test]
-    fn message_decoding_never_panics_and_stamping_owns_from(text in message_text()) {
-        if let Ok(Inbound::Directed { message, .. } | Inbound::Broadcast { message }) = parse_inbound(&text) {
-            prop_assert!(message.get("to").is_some_and(serde_json::Value::is_string));
-            let stamped: serde_json::Value = serde_json::from_str(&stamp(message, "alice")).expect("stamped JSON parses");
-            prop_assert_eq!(&stamped["from"], "alice");
+    fn message_decoding_agrees_with_a_json_value_and_stamping_owns_from(text in message_text()) {
+        // The model: what the daemon did before it stopped decoding relayed
+        // messages into a tree. Same verdicts, same errors, and a relayed
+        // message reads as the same object with `from` set.
+        let model = model_of(&text);
+        match (parse_inbound(&text), model) {
+            (Err(rejection), Err((code, message))) => {
+                prop_assert_eq!(rejection.code, code);
+                if let Some(message) = message {
+                    prop_assert_eq!(rejection.message, message);
+                }
+            }
+            (Ok(Inbound::Directed { to, message }), Ok(Some(mut object))) => {
+                prop_assert_eq!(Some(&*to), object["to"].as_str());
+                check_stamp(message.stamp("alice"), &mut object)?;
+            }
+            (Ok(Inbound::Broadcast { message }), Ok(Some(mut object))) => {
+                prop_assert_eq!(object["to"].as_str(), Some("*"));
+                check_stamp(message.stamp("alice"), &mut object)?;
+            }
+            (Ok(Inbound::Join { .. } | Inbound::Peers), Ok(None)) => {}
+            (got, want) => prop_assert!(false, "{:?}: got {:?}, want {:?}", text, got, want),
         }
+    }
+}
+
+/// The stamped text is the sent object with `from` set to `alice`.
+fn check_stamp(stamped: String, object: &mut serde_json::Map<String, serde_json::Value>) -> Result<(), TestCaseError> {
+    let stamped: serde_json::Value = serde_json::from_str(&stamped).expect("stamped JSON parses");
+    object.insert("from".into(), "alice".into());
+    prop_assert_eq!(stamped, serde_json::Value::Object(object.clone()));
+    Ok(())
+}
+
+/// The verdict of decoding through `serde_json::Value`: `Ok(Some(object))`
+/// for a message to relay, `Ok(None)` for one for the server, or the error
+/// code (and, for bad JSON, the exact message).
+#[allow(clippy::type_complexity)]
+fn model_of(text: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>, (ErrorCode, Option<String>)> {
+    use serde_json::Value;
+    let value: Value =
+        serde_json::from_str(text).map_err(|err| (ErrorCode::BadJson, Some(format!("not valid JSON: {err}"))))?;
+    let Value::Object(object) = value else { return Err((ErrorCode::BadMessage, None)) };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        _ => return Err((ErrorCode::BadMessage, None)),
+    };
+    match (object.get("to"), kind.as_str()) {
+        (Some(Value::String(_)), _) => Ok(Some(object)),
+        (Some(_), _) => Err((ErrorCode::BadMessage, None)),
+        (None, "join") => match object.get("room") {
+            Some(Value::String(room)) if is_valid_name(room) => Ok(None),
+            _ => Err((ErrorCode::InvalidRoom, None)),
+        },
+        (None, "peers") => Ok(None),
+        (None, _) => Err((ErrorCode::BadMessage, None)),
     }
 }
 
@@ -124,11 +174,29 @@ fn message_text() -> impl Strategy<Value = String> {
     let value = leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-            proptest::collection::btree_map("(type|to|from|room|[a-z]{1,4})", inner, 0..5)
+            proptest::collection::btree_map("(type|to|from|room|[a-z]{1,4})", inner.clone(), 0..5)
                 .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            // A message to relay, with whatever else it carries.
+            ("[a-z-]{1,8}", "([a-z]{1,4}|\\*)", proptest::collection::btree_map("(from|room|[a-z]{1,4})", inner, 0..4))
+                .prop_map(|(kind, to, rest)| {
+                    let mut object: serde_json::Map<_, _> = rest.into_iter().collect();
+                    object.insert("type".into(), kind.into());
+                    object.insert("to".into(), to.into());
+                    serde_json::Value::Object(object)
+                }),
         ]
     });
-    prop_oneof![value.prop_map(|value| value.to_string()), "\\PC{0,60}"]
+    prop_oneof![
+        value.clone().prop_map(|value| value.to_string()),
+        // Spaces and newlines between the tokens.
+        value.clone().prop_map(|value| serde_json::to_string_pretty(&value).unwrap_or_default()),
+        // Names written with escapes, which must be read as the names.
+        value.prop_map(|value| value
+            .to_string()
+            .replace("\"from\"", "\"fr\\u006fm\"")
+            .replace("\"to\"", "\"t\\u006f\"")),
+        "\\PC{0,60}",
+    ]
 }
 
 /// One event for the router model.
