@@ -78,6 +78,19 @@ struct Inner {
     pinged: Option<Instant>,
 }
 
+impl Inner {
+    fn pop_text(&mut self) -> Option<Rc<str>> {
+        let Delivery { text, .. } = self.queue.pop_front()?;
+        self.bytes -= text.len();
+        if self.queue.is_empty() && self.queue.capacity() > 16 {
+            // A burst is over: give its memory back, since most peers sit
+            // idle for hours.
+            self.queue = VecDeque::new();
+        }
+        Some(text)
+    }
+}
+
 impl Outbox {
     /// The outbox of a socket opened at `now`.
     pub fn new(now: Instant) -> Outbox {
@@ -182,13 +195,7 @@ impl Outbox {
                 inner.ping = false;
                 return Poll::Ready(Outgoing::Ping);
             }
-            if let Some(Delivery { text, .. }) = inner.queue.pop_front() {
-                inner.bytes -= text.len();
-                if inner.queue.is_empty() && inner.queue.capacity() > 16 {
-                    // A burst is over: give its memory back, since most
-                    // peers sit idle for hours.
-                    inner.queue = VecDeque::new();
-                }
+            if let Some(text) = inner.pop_text() {
                 return Poll::Ready(Outgoing::Text(text));
             }
             if let Some((code, reason)) = inner.close {
@@ -198,6 +205,16 @@ impl Outbox {
             Poll::Pending
         })
         .await
+    }
+
+    /// The next queued message if there is one and nothing goes before it
+    /// (a ping): what the writer adds to a write it is already making.
+    pub fn next_text(&self) -> Option<Rc<str>> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.ping || inner.aborted {
+            return None;
+        }
+        inner.pop_text()
     }
 
     /// Resolves once `abort` has been called.

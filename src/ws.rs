@@ -13,8 +13,9 @@
 //! when its socket does, and tells the hub how.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -22,6 +23,7 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures_sink::Sink;
 use log::debug;
 use smol::future::or;
 use smol::stream::StreamExt;
@@ -38,6 +40,11 @@ use crate::stream::{with_timeout, Stream};
 /// buffer exists for every idle peer, so it is 1 KiB, not tungstenite's
 /// 128 KiB default (about 4 KB of RSS per idle peer instead of 138 KB).
 pub const READ_BUFFER_BYTES: usize = 1024;
+/// Queued messages are written to a socket together, in one write of up to
+/// about this many bytes (more only for one large message): one system call
+/// for a burst instead of one per message. tungstenite keeps a buffer of
+/// this size for a socket that had such a burst.
+pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
 /// How long a close handshake may take before the socket is just dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -45,10 +52,11 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Every send is flushed at once, so nothing waits in the buffer.
-        .write_buffer_size(0)
-        // One message, a pong and a close frame at most are ever pending.
-        .max_write_buffer_size(2 * max_message_bytes + 1024)
+        // Frames collect until a batch is flushed (`write_batch`) or passes
+        // this size; nothing waits in the buffer between batches.
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        // A batch, one more message, a pong and a close frame at most.
+        .max_write_buffer_size(WRITE_BATCH_BYTES + 2 * max_message_bytes + 1024)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
 }
@@ -225,16 +233,16 @@ async fn read_loop(
 /// socket fails. A peer dropped for not reading is given up on at once.
 async fn write_loop(sender: &mut WebSocketSender<Stream>, outbox: &Outbox) -> WriteEnd {
     loop {
-        let message = match outbox.recv().await {
-            Outgoing::Text(text) => Message::text(text.to_string()),
-            Outgoing::Ping => Message::Ping(Default::default()),
+        let written = match outbox.recv().await {
+            Outgoing::Text(text) => race_abort(outbox, write_batch(sender, outbox, text)).await,
+            Outgoing::Ping => race_abort(outbox, sender.send(Message::Ping(Default::default()))).await,
             Outgoing::Close { code, reason } => {
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 with_timeout(CLOSE_TIMEOUT, sender.close(Some(frame))).await;
                 return WriteEnd::CloseSent;
             }
         };
-        match race_abort(outbox, sender.send(message)).await {
+        match written {
             Some(Ok(())) => {}
             // Aborted: the queue was cleared and a close is coming.
             None => continue,
@@ -244,6 +252,21 @@ async fn write_loop(sender: &mut WebSocketSender<Stream>, outbox: &Outbox) -> Wr
             }
         }
     }
+}
+
+/// Write `first` and whatever else is queued behind it, up to
+/// `WRITE_BATCH_BYTES`, then flush once.
+async fn write_batch(sender: &mut WebSocketSender<Stream>, outbox: &Outbox, first: Rc<str>) -> Result<(), WsError> {
+    let mut sender = Pin::new(sender);
+    let mut batched = 0;
+    let mut next = Some(first);
+    while let Some(text) = next {
+        batched += text.len();
+        poll_fn(|cx| sender.as_mut().poll_ready(cx)).await?;
+        sender.as_mut().start_send(Message::text(&*text))?;
+        next = if batched < WRITE_BATCH_BYTES { outbox.next_text() } else { None };
+    }
+    poll_fn(|cx| sender.as_mut().poll_flush(cx)).await
 }
 
 /// `Some(output)`, or `None` if the outbox is aborted first.
