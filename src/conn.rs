@@ -92,7 +92,7 @@ pub async fn serve(shared: &Shared, tcp: TcpStream, tls: bool, address: SocketAd
             }
         }
     } else {
-        Stream::Plain(tcp)
+        Stream::plain(tcp)
     };
     let upgrade = Box::pin(serve_http(shared, stream, address, stop)).await;
     if let Some(Upgrade { stream, leftover, hello, codec }) = upgrade {

@@ -3,26 +3,99 @@
 //! One enum rather than generics, so the HTTP and WebSocket code is compiled
 //! once, and the plain case stays as small as a bare `TcpStream` (the TLS
 //! state, about 1 KB, is boxed and only exists on HTTPS connections).
+//!
+//! A plain socket is read through one scratch buffer shared by the whole
+//! thread, `READ_AHEAD_BYTES` at a time, whatever the reader asked for:
+//! tungstenite asks for 1 KiB (`ws::READ_BUFFER_BYTES`, its buffer that
+//! every idle peer keeps), so a 4 KB offer would otherwise take five system
+//! calls. What the reader did not take waits in the connection's own
+//! `ahead`, which exists only until it is taken. (TLS reads are buffered by
+//! rustls already.)
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_rustls::server::TlsStream;
 use smol::io::{AsyncRead, AsyncWrite};
 
+/// Bytes read from a plain socket at a time, into the thread's scratch.
+pub const READ_AHEAD_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// The one read buffer of the daemon's thread (made at the first read).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 pub enum Stream {
-    Plain(TcpStream),
+    Plain(TcpStream, ReadAhead),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub fn plain(stream: TcpStream) -> Stream {
+        Stream::Plain(stream, ReadAhead::default())
+    }
+}
+
+/// Bytes read from a socket that its reader has not taken yet. Empty (and
+/// holding no memory) nearly always.
+#[derive(Default)]
+pub struct ReadAhead {
+    bytes: Vec<u8>,
+    taken: usize,
+}
+
+impl ReadAhead {
+    /// Copy what is waiting into `buf`; 0 if nothing is.
+    fn take(&mut self, buf: &mut [u8]) -> usize {
+        let waiting = &self.bytes[self.taken..];
+        let n = waiting.len().min(buf.len());
+        buf[..n].copy_from_slice(&waiting[..n]);
+        self.taken += n;
+        if self.taken == self.bytes.len() {
+            *self = ReadAhead::default();
+        }
+        n
+    }
+}
+
+fn read_ahead(
+    stream: &mut TcpStream,
+    ahead: &mut ReadAhead,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    if buf.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
+    let waiting = ahead.take(buf);
+    if waiting > 0 {
+        return Poll::Ready(Ok(waiting));
+    }
+    if buf.len() >= READ_AHEAD_BYTES {
+        return Pin::new(stream).poll_read(cx, buf);
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.resize(READ_AHEAD_BYTES, 0);
+        let read = ready!(Pin::new(stream).poll_read(cx, scratch))?;
+        let n = read.min(buf.len());
+        buf[..n].copy_from_slice(&scratch[..n]);
+        if read > n {
+            ahead.bytes.extend_from_slice(&scratch[n..read]);
+        }
+        Poll::Ready(Ok(n))
+    })
 }
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Plain(stream, ahead) => read_ahead(stream, ahead, cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
         }
     }
@@ -31,14 +104,14 @@ impl AsyncRead for Stream {
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Plain(stream, _) => Pin::new(stream).poll_write(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Plain(stream, _) => Pin::new(stream).poll_flush(cx),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
         }
     }
@@ -46,7 +119,7 @@ impl AsyncWrite for Stream {
     /// Plain: shut down the sending half. TLS: send close_notify, then the same.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_close(cx),
+            Stream::Plain(stream, _) => Pin::new(stream).poll_close(cx),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
         }
     }
