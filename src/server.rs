@@ -42,7 +42,7 @@ use crate::mqtt;
 use crate::protocol;
 use crate::router::Limits;
 use crate::snapshots::Snapshots;
-use crate::stream::with_timeout;
+use crate::stream::{with_timeout, PolledWhenWoken};
 use crate::tls::{self, Certificates};
 use crate::webhook;
 
@@ -177,8 +177,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     for worker in webhooks {
         executor.spawn(worker.run()).detach();
     }
+    // Polled only when one of its own wakers fired: otherwise every task
+    // the executor runs would poll both listeners too, an `accept` that
+    // fails with EAGAIN for each.
     executor
-        .run(async {
+        .run(PolledWhenWoken::new(async {
             let plain = or(accepting.run(&http, false), hub::run_timers(&shared.hub));
             let plain = or(plain, async {
                 match (&shared.config.mqtt, mqtt_events) {
@@ -211,7 +214,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             if with_timeout(SHUTDOWN_GRACE, saving).await.is_none() {
                 warn!("the call log was not saved within {SHUTDOWN_GRACE:?}");
             }
-        })
+        }))
         .await;
     Ok(())
 }

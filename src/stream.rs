@@ -16,7 +16,9 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_net::TcpStream;
@@ -133,4 +135,61 @@ pub async fn with_timeout<T>(limit: Duration, future: impl Future<Output = T>) -
         None
     })
     .await
+}
+
+/// A future that is polled only after one of the wakers it handed out has
+/// fired, however often the task around it is polled. `LocalExecutor::run`
+/// polls the future it is given every time it wakes to run any task, and
+/// `or` polls both of its futures whenever either was woken.
+pub struct PolledWhenWoken<F> {
+    future: Pin<Box<F>>,
+    waker: Arc<Woken>,
+}
+
+/// The waker `PolledWhenWoken` hands its future (wakers must be `Send` and
+/// `Sync`, so an atomic and a mutex, although the daemon has one thread).
+struct Woken {
+    woken: AtomicBool,
+    outer: Mutex<Option<Waker>>,
+}
+
+impl<F: Future> PolledWhenWoken<F> {
+    pub fn new(future: F) -> Self {
+        let waker = Arc::new(Woken { woken: AtomicBool::new(true), outer: Mutex::new(None) });
+        PolledWhenWoken { future: Box::pin(future), waker }
+    }
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if let Some(outer) = self.outer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
+            outer.wake_by_ref();
+        }
+    }
+}
+
+impl<F: Future> Future for PolledWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        {
+            // First where to pass a wake on, then whether one came: a wake
+            // in between is passed on, not lost.
+            let mut outer = this.waker.outer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !outer.as_ref().is_some_and(|outer| outer.will_wake(cx.waker())) {
+                *outer = Some(cx.waker().clone());
+            }
+        }
+        if !this.waker.woken.swap(false, Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(this.waker.clone());
+        this.future.as_mut().poll(&mut Context::from_waker(&waker))
+    }
 }

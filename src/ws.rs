@@ -34,7 +34,7 @@ use crate::hub::Hub;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{close, ErrorCode, Hello, Rejection};
 use crate::router::ConnId;
-use crate::stream::{with_timeout, Stream};
+use crate::stream::{with_timeout, PolledWhenWoken, Stream};
 
 /// Bytes read from a socket at a time. Signaling messages are small; this
 /// buffer exists for every idle peer, so it is 1 KiB, not tungstenite's
@@ -163,7 +163,9 @@ pub async fn serve(
     let (mut sender, mut receiver) = socket.split();
 
     let mut writing = pin!(write_loop(&mut sender, &outbox));
-    let reading = read_loop(hub, max_message_bytes, conn, &outbox, &mut receiver);
+    // Read only when the socket woke the reader: every write the writer
+    // makes would otherwise also cost a read that finds nothing.
+    let reading = PolledWhenWoken::new(read_loop(hub, max_message_bytes, conn, &outbox, &mut receiver));
     let first = or(async { First::Read(reading.await) }, async { First::Wrote((&mut writing).await) }).await;
     let abrupt = match first {
         First::Read(ReadEnd::Closed) => false,
