@@ -25,20 +25,18 @@ use smol::channel::Receiver;
 use smol::future::or;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::codec::Codec;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
 use crate::jpeg;
 use crate::metrics::Connections;
-use crate::protocol::{Hello, Rejection};
 use crate::routes::{self, View};
 use crate::snapshots::{self, Snapshots};
 use crate::sse;
 use crate::stream::{with_timeout, Stream};
 use crate::tls::Certificates;
-use crate::ws;
+use crate::ws::{self, Upgrade};
 
 /// Bytes asked of a socket per read while reading a request head.
 const READ_CHUNK: usize = 2048;
@@ -73,14 +71,24 @@ pub struct HttpsState {
 /// Serve one TCP connection until it closes: requests, or the WebSocket it
 /// upgrades to. `tls` for the HTTPS listener; `stop` closes when the daemon
 /// shuts down, which ends a wait for the next request.
-pub async fn serve(shared: &Shared, tcp: TcpStream, tls: bool, address: SocketAddr, stop: Receiver<()>) {
+///
+/// The socket comes boxed, and moves out of its box at once: an async
+/// function keeps its arguments for as long as it runs, which for a peer is
+/// hours, and a `TcpStream` is 120 bytes where a box is 8.
+pub async fn serve(shared: &Shared, tcp: Box<TcpStream>, tls: bool, address: SocketAddr, stop: Receiver<()>) {
+    let tcp = *tcp;
     // Signaling is small and latency-bound: no Nagle delay.
     let _ = tcp.set_nodelay(true);
     let stream = if tls {
         let Some(https) = &shared.https else { return };
         let acceptor = TlsAcceptor::from(https.certificates.borrow().server_config.clone());
         // The handshake is part of the request head's time budget.
-        match with_timeout(HEAD_TIMEOUT, Box::pin(acceptor.accept(tcp))).await {
+        // Each boxed future is made in a statement of its own: a temporary
+        // lives to the end of its statement, so one made in the statement
+        // that awaits would be kept in this task (a connection's whole
+        // life) even though it was moved into the box.
+        let handshake = Box::pin(with_timeout(HEAD_TIMEOUT, acceptor.accept(tcp)));
+        match handshake.await {
             Some(Ok(stream)) => Stream::Tls(Box::new(stream)),
             Some(Err(error)) => {
                 debug!("{address}: TLS handshake failed: {error}");
@@ -94,20 +102,12 @@ pub async fn serve(shared: &Shared, tcp: TcpStream, tls: bool, address: SocketAd
     } else {
         Stream::plain(tcp)
     };
-    let upgrade = Box::pin(serve_http(shared, stream, address, stop)).await;
-    if let Some(Upgrade { stream, leftover, hello, codec }) = upgrade {
-        let max_message_bytes = shared.config.max_message_bytes;
-        Box::pin(ws::serve(&shared.hub, max_message_bytes, stream, leftover, hello, codec)).await;
+    let http = Box::pin(serve_http(shared, stream, address, stop));
+    let upgrade = http.await;
+    if let Some(upgrade) = upgrade {
+        let serving = Box::pin(ws::serve(&shared.hub, shared.config.max_message_bytes, upgrade));
+        serving.await;
     }
-}
-
-/// What the HTTP phase hands on when a request upgrades to a WebSocket.
-struct Upgrade {
-    stream: Stream,
-    /// Bytes the client sent after its request head.
-    leftover: Vec<u8>,
-    hello: Result<Hello, Rejection>,
-    codec: Codec,
 }
 
 /// Why no request head could be read.
@@ -118,7 +118,12 @@ enum ReadFailure {
 }
 
 /// Answer requests until the connection closes (`None`) or upgrades.
-async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, stop: Receiver<()>) -> Option<Upgrade> {
+async fn serve_http(
+    shared: &Shared,
+    mut stream: Stream,
+    address: SocketAddr,
+    stop: Receiver<()>,
+) -> Option<Box<Upgrade>> {
     let mut buffer = Vec::new();
     loop {
         let head = with_timeout(
@@ -156,7 +161,7 @@ async fn serve_http(shared: &Shared, mut stream: Stream, address: SocketAddr, st
                     buffer.shrink_to_fit();
                     let query = http::parse_query(request.query.as_deref().unwrap_or(""));
                     let hello = codec.hello(&query, &shared.config.peerjs.key);
-                    return Some(Upgrade { stream, leftover: buffer, hello, codec });
+                    return Some(Box::new(Upgrade { stream, leftover: buffer, hello, codec }));
                 }
                 Err(response) => {
                     if response.status == 403 {

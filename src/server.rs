@@ -251,6 +251,8 @@ impl<'e> Accepting<'_, 'e> {
             self.shared.connections.accepted();
             let (shared, caps, stop, alive) =
                 (self.shared.clone(), self.caps.clone(), self.stop.clone(), self.alive.clone());
+            // Boxed: the task keeps what it captures for the connection's life.
+            let stream = Box::new(stream);
             self.executor
                 .spawn(async move {
                     conn::serve(&shared, stream, tls, address, stop).await;
