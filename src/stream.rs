@@ -6,9 +6,9 @@
 //!
 //! A plain socket is read through one scratch buffer shared by the whole
 //! thread, `READ_AHEAD_BYTES` at a time, whatever the reader asked for:
-//! tungstenite asks for 1 KiB (`ws::READ_BUFFER_BYTES`, its buffer that
-//! every idle peer keeps), so a 4 KB offer would otherwise take five system
-//! calls. What the reader did not take waits in the connection's own
+//! tungstenite asks for 256 bytes (`ws::READ_BUFFER_BYTES`, its buffer that
+//! every idle peer keeps), so a 4 KB offer would otherwise take seventeen
+//! system calls. What the reader did not take waits in the connection's own
 //! `ahead`, which exists only until it is taken. (TLS reads are buffered by
 //! rustls already.)
 

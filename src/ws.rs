@@ -36,10 +36,14 @@ use crate::protocol::{close, ErrorCode, Hello, Rejection};
 use crate::router::ConnId;
 use crate::stream::{with_timeout, PolledWhenWoken, Stream};
 
-/// Bytes read from a socket at a time. Signaling messages are small; this
-/// buffer exists for every idle peer, so it is 1 KiB, not tungstenite's
-/// 128 KiB default (about 4 KB of RSS per idle peer instead of 138 KB).
-pub const READ_BUFFER_BYTES: usize = 1024;
+/// tungstenite's read buffer, and the most it takes from the socket at a
+/// time. It exists for every idle peer, so it is 256 bytes, not
+/// tungstenite's 128 KiB default (138 KB of RSS per idle peer): a plain
+/// socket is read 16 KiB at a time below it (`stream::READ_AHEAD_BYTES`) and
+/// TLS by rustls, so a small chunk costs copies, not system calls. A larger
+/// frame grows it to the frame's size. (1 KiB cost 0.75 KiB more per idle
+/// peer, and no relay row of `benches/relay.rs` was faster for it.)
+pub const READ_BUFFER_BYTES: usize = 256;
 /// Queued messages are written to a socket together, in one write of up to
 /// about this many bytes (more only for one large message): one system call
 /// for a burst instead of one per message. tungstenite keeps a buffer of
