@@ -83,10 +83,8 @@ pub async fn serve(shared: &Shared, tcp: Box<TcpStream>, tls: bool, address: Soc
         let Some(https) = &shared.https else { return };
         let acceptor = TlsAcceptor::from(https.certificates.borrow().server_config.clone());
         // The handshake is part of the request head's time budget.
-        // Each boxed future is made in a statement of its own: a temporary
-        // lives to the end of its statement, so one made in the statement
-        // that awaits would be kept in this task (a connection's whole
-        // life) even though it was moved into the box.
+        // Boxed: this task lives as long as the connection, and keeps room
+        // for the largest thing it ever waits on.
         let handshake = Box::pin(with_timeout(HEAD_TIMEOUT, acceptor.accept(tcp)));
         match handshake.await {
             Some(Ok(stream)) => Stream::Tls(Box::new(stream)),

@@ -166,8 +166,6 @@ pub async fn serve(hub: &RefCell<Hub>, max_message_bytes: usize, upgrade: Box<Up
     let config = websocket_config(max_message_bytes);
     // Boxed so that the handshake's state is freed once it is done instead
     // of staying part of every idle peer's task.
-    // In a statement of its own, so that the handshake's future is not kept
-    // in this one (see `conn::serve`).
     let handshake = Box::pin(WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)));
     let socket = handshake.await;
     let now = Instant::now();
