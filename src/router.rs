@@ -170,7 +170,7 @@ pub struct Router {
     /// Connection -> peer id, for events that arrive by connection.
     ids: HashMap<ConnId, String>,
     /// Room name -> member ids, sorted so that lists are stable.
-    rooms: HashMap<String, BTreeSet<String>>,
+    rooms: HashMap<String, Members>,
     /// Id nobody holds -> messages PeerJS senders sent it, waiting for it to
     /// connect within the reconnect grace.
     pending: HashMap<String, Pending>,
@@ -185,6 +185,38 @@ pub struct Router {
     /// routed call-control messages), for the hub to take after each call.
     seen: Vec<Seen>,
     pub stats: Stats,
+}
+
+/// A room's member ids, sorted. A sorted `Vec`, not a `BTreeSet`: a room
+/// holds a handful of peers, and a B-tree's first node is about 280 bytes
+/// where two ids take 48 (every idle peer's room pays for it).
+#[derive(Debug, Default)]
+struct Members(Vec<String>);
+
+impl Members {
+    fn insert(&mut self, id: &str) {
+        if let Err(at) = self.0.binary_search_by(|member| member.as_str().cmp(id)) {
+            self.0.insert(at, id.to_string());
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Ok(at) = self.0.binary_search_by(|member| member.as_str().cmp(id)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Something the router must do at a deadline.
@@ -735,7 +767,7 @@ impl Router {
     fn insert(&mut self, id: String, peer: Peer, actions: &mut Vec<Action>) {
         self.announce(&peer.room, protocol::peer_joined(&id), actions);
         self.seen.push(Seen::Online { id: id.clone(), room: peer.room.clone() });
-        self.rooms.entry(peer.room.clone()).or_default().insert(id.clone());
+        self.rooms.entry(peer.room.clone()).or_default().insert(&id);
         self.ids.insert(peer.conn, id.clone());
         self.peers.insert(id, peer);
     }
@@ -844,6 +876,22 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_stay_sorted_and_unique() {
+        let mut members = Members::default();
+        for id in ["kitchen", "door", "porch", "door"] {
+            members.insert(id);
+        }
+        assert_eq!(members.iter().collect::<Vec<_>>(), ["door", "kitchen", "porch"]);
+        members.remove("kitchen");
+        members.remove("nobody");
+        assert_eq!(members.iter().collect::<Vec<_>>(), ["door", "porch"]);
+        assert_eq!(members.len(), 2);
+        members.remove("door");
+        members.remove("porch");
+        assert!(members.is_empty());
+    }
 
     const GRACE: Duration = Duration::from_secs(10);
 
