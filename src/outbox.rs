@@ -201,6 +201,10 @@ impl Outbox {
             if let Some((code, reason)) = inner.close {
                 return Poll::Ready(Outgoing::Close { code, reason });
             }
+            // Nothing to write: the writer sleeps, perhaps for hours, so the
+            // queue's memory (a few deliveries' worth after the welcome) goes
+            // back now rather than stay with every idle peer.
+            inner.queue = VecDeque::new();
             inner.recv_waker = Some(cx.waker().clone());
             Poll::Pending
         })
@@ -284,6 +288,28 @@ mod tests {
             assert_eq!(outbox.recv().await, Outgoing::Ping);
             assert_eq!(outbox.recv().await, Outgoing::Text("a".into()));
         });
+    }
+
+    #[test]
+    fn a_sleeping_writer_leaves_the_queue_without_memory() {
+        let outbox = Outbox::new(Instant::now());
+        outbox.try_send(text("welcome")).unwrap();
+        outbox.try_send(text("peers")).unwrap();
+        let capacity = || outbox.inner.borrow().queue.capacity();
+        assert!(capacity() > 0);
+        smol::block_on(async {
+            assert_eq!(outbox.recv().await, Outgoing::Text("welcome".into()));
+            assert_eq!(outbox.next_text(), Some("peers".into()));
+        });
+        assert!(capacity() > 0, "kept while the writer is busy");
+        use std::future::Future as _;
+        use std::task::Context;
+        let mut recv = std::pin::pin!(outbox.recv());
+        let waker = std::task::Waker::noop();
+        assert!(recv.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        assert_eq!(capacity(), 0, "given back when it sleeps");
+        outbox.try_send(text("later")).unwrap();
+        assert_eq!(recv.as_mut().poll(&mut Context::from_waker(waker)), Poll::Ready(Outgoing::Text("later".into())));
     }
 
     #[test]
