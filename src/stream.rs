@@ -1,7 +1,7 @@
 //! A connection's bytes: plain TCP, or TLS over TCP.
 //!
 //! One enum rather than generics, so the HTTP and WebSocket code is compiled
-//! once, and the plain case stays as small as a bare `TcpStream` (the TLS
+//! once, and the plain case stays small (the reactor handle itself; the TLS
 //! state, about 1 KB, is boxed and only exists on HTTPS connections).
 //!
 //! A plain socket is read through one scratch buffer shared by the whole
@@ -14,7 +14,8 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read as _};
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use std::time::Duration;
 use async_net::TcpStream;
 use futures_rustls::server::TlsStream;
 use smol::io::{AsyncRead, AsyncWrite};
+use smol::Async;
 
 /// Bytes read from a plain socket at a time, into the thread's scratch.
 pub const READ_AHEAD_BYTES: usize = 16 * 1024;
@@ -34,14 +36,22 @@ thread_local! {
 }
 
 pub enum Stream {
-    Plain(TcpStream, ReadAhead),
+    Plain(Plain),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Stream {
     pub fn plain(stream: TcpStream) -> Stream {
-        Stream::Plain(stream, ReadAhead::default())
+        Stream::Plain(Plain { socket: stream.into(), ahead: ReadAhead::default() })
     }
+}
+
+/// A plain socket: the reactor's handle itself (8 bytes, where `async_net`'s
+/// `TcpStream` around it is 120, in every idle peer's task) and what was
+/// read ahead.
+pub struct Plain {
+    socket: Arc<Async<std::net::TcpStream>>,
+    ahead: ReadAhead,
 }
 
 /// Bytes read from a socket that its reader has not taken yet. Empty (and
@@ -66,38 +76,46 @@ impl ReadAhead {
     }
 }
 
-fn read_ahead(
-    stream: &mut TcpStream,
-    ahead: &mut ReadAhead,
-    cx: &mut Context<'_>,
-    buf: &mut [u8],
-) -> Poll<io::Result<usize>> {
-    if buf.is_empty() {
-        return Poll::Ready(Ok(0));
-    }
-    let waiting = ahead.take(buf);
-    if waiting > 0 {
-        return Poll::Ready(Ok(waiting));
-    }
-    if buf.len() >= READ_AHEAD_BYTES {
-        return Pin::new(stream).poll_read(cx, buf);
-    }
-    SCRATCH.with_borrow_mut(|scratch| {
-        scratch.resize(READ_AHEAD_BYTES, 0);
-        let read = ready!(Pin::new(stream).poll_read(cx, scratch))?;
-        let n = read.min(buf.len());
-        buf[..n].copy_from_slice(&scratch[..n]);
-        if read > n {
-            ahead.bytes.extend_from_slice(&scratch[n..read]);
+impl Plain {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
         }
-        Poll::Ready(Ok(n))
-    })
+        let waiting = self.ahead.take(buf);
+        if waiting > 0 {
+            return Poll::Ready(Ok(waiting));
+        }
+        if buf.len() >= READ_AHEAD_BYTES {
+            return self.poll_socket(cx, buf);
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.resize(READ_AHEAD_BYTES, 0);
+            let read = ready!(self.poll_socket(cx, scratch))?;
+            let n = read.min(buf.len());
+            buf[..n].copy_from_slice(&scratch[..n]);
+            if read > n {
+                self.ahead.bytes.extend_from_slice(&scratch[n..read]);
+            }
+            Poll::Ready(Ok(n))
+        })
+    }
+
+    /// One read from the socket into `buf`, as `async_net` makes it.
+    fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            match (&mut self.socket.get_ref()).read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => ready!(self.socket.poll_readable(cx))?,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
 }
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(stream, ahead) => read_ahead(stream, ahead, cx, buf),
+            Stream::Plain(plain) => plain.poll_read(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
         }
     }
@@ -106,14 +124,14 @@ impl AsyncRead for Stream {
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(stream, _) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Plain(plain) => Pin::new(&mut &*plain.socket).poll_write(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(stream, _) => Pin::new(stream).poll_flush(cx),
+            Stream::Plain(plain) => Pin::new(&mut &*plain.socket).poll_flush(cx),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
         }
     }
@@ -121,7 +139,7 @@ impl AsyncWrite for Stream {
     /// Plain: shut down the sending half. TLS: send close_notify, then the same.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(stream, _) => Pin::new(stream).poll_close(cx),
+            Stream::Plain(plain) => Poll::Ready(plain.socket.get_ref().shutdown(Shutdown::Write)),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
         }
     }
