@@ -16,11 +16,15 @@
 //! its arrival, on this process's monotonic clock.
 //!
 //! The loads (`--only` picks some; the default is all but churn):
+//! - `floor`: no server. The least user-space work a relay built on
+//!   tungstenite and serde_json does per message with the same validation,
+//!   in memory (`floor_section`): the part of the relay rows' CPU per
+//!   message that no server with the mandated crates can go below.
 //! - `relay`: 8 and 64 pairs, each in a room of its own, 200 B and 4096 B
 //!   messages (the whole JSON text the server receives), closed loop: each
 //!   side keeps 16 messages outstanding to its partner and answers every
-//!   message it receives with the next one. Server CPU per message, messages
-//!   per second, latency p50 and p99.
+//!   message it receives with the next one. Server CPU per message and the
+//!   kernel's part of it (stime), messages per second, latency p50 and p99.
 //! - `rate`: 5,000 messages a second in all over 8 pairs, open loop on a fixed
 //!   schedule; latency counts from the scheduled send time, so a stalled
 //!   server cannot hide its queue (no coordinated omission).
@@ -144,7 +148,7 @@ const CHURN_DRIFT_PERCENT_TARGET: f64 = 5.0;
 /// A load generator busier than this may be what limits the rate.
 const SATURATED_PERCENT: f64 = 95.0;
 
-const USAGE: &str = "usage: cargo bench --bench relay -- [--only relay,rate,cycles,idle,wss,churn] [--runs N] \
+const USAGE: &str = "usage: cargo bench --bench relay -- [--only floor,relay,rate,cycles,idle,wss,churn] [--runs N] \
 [--secs S] [--idle-secs S] [--churn-secs S] [--server intercomd|matchbox|both] [--smoke]";
 
 fn main() -> ExitCode {
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Section {
+    Floor,
     Relay,
     Rate,
     Cycles,
@@ -192,7 +197,7 @@ impl Options {
     /// The options, or None when help was asked for.
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
         let mut options = Options {
-            sections: vec![Section::Relay, Section::Rate, Section::Cycles, Section::Idle, Section::Wss],
+            sections: vec![Section::Floor, Section::Relay, Section::Rate, Section::Cycles, Section::Idle, Section::Wss],
             runs: DEFAULT_RUNS,
             window: Duration::from_secs_f64(DEFAULT_SECS),
             idle_hold: Duration::from_secs_f64(DEFAULT_IDLE_SECS),
@@ -211,6 +216,7 @@ impl Options {
                     options.sections = value()?
                         .split(',')
                         .map(|name| match name.trim() {
+                            "floor" => Ok(Section::Floor),
                             "relay" => Ok(Section::Relay),
                             "rate" => Ok(Section::Rate),
                             "cycles" => Ok(Section::Cycles),
@@ -309,6 +315,7 @@ fn run(options: Options) -> Result<(), String> {
     }
     for section in &options.sections {
         match section {
+            Section::Floor => floor_section(),
             Section::Relay => relay_section(&bench, false)?,
             Section::Rate => rate_section(&bench)?,
             Section::Cycles => cycles_section(&bench)?,
@@ -672,6 +679,15 @@ impl Drop for Server {
 
 /// utime + stime (fields 14 and 15 of /proc/PID/stat) in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    user_and_system_ticks(pid).map(|(user, system)| user + system)
+}
+
+/// stime alone: the process's time in the kernel, in clock ticks.
+fn system_ticks(pid: u32) -> Result<u64, String> {
+    user_and_system_ticks(pid).map(|(_, system)| system)
+}
+
+fn user_and_system_ticks(pid: u32) -> Result<(u64, u64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|error| format!("read /proc/{pid}/stat: {error}"))?;
     // The command name, field 2, is in parentheses and may hold spaces; count
@@ -680,7 +696,7 @@ fn cpu_ticks(pid: u32) -> Result<u64, String> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let field = |number: usize| fields.get(number - 3).and_then(|text| text.parse::<u64>().ok());
     match (field(14), field(15)) {
-        (Some(user), Some(system)) => Ok(user + system),
+        (Some(user), Some(system)) => Ok((user, system)),
         _ => Err(format!("no utime and stime in /proc/{pid}/stat")),
     }
 }
@@ -938,6 +954,7 @@ async fn early_failure(tasks: &mut Vec<Task<Result<(), String>>>) -> Result<(), 
 /// CPU and wall time at one moment.
 struct Snapshot {
     server_ticks: u64,
+    server_system_ticks: u64,
     own_ticks: u64,
     at: Instant,
 }
@@ -946,6 +963,7 @@ impl Snapshot {
     fn take(server: &Server) -> Result<Snapshot, String> {
         Ok(Snapshot {
             server_ticks: server.cpu_ticks()?,
+            server_system_ticks: system_ticks(server.pid)?,
             own_ticks: cpu_ticks(std::process::id())?,
             at: Instant::now(),
         })
@@ -955,6 +973,8 @@ impl Snapshot {
 /// CPU used between two snapshots.
 struct Usage {
     server_secs: f64,
+    /// The part of `server_secs` spent in the kernel (stime).
+    server_system_secs: f64,
     wall_secs: f64,
     server_percent: f64,
     loadgen_percent: f64,
@@ -965,8 +985,11 @@ impl Usage {
         let wall_secs = after.at.duration_since(before.at).as_secs_f64();
         let server_secs = after.server_ticks.saturating_sub(before.server_ticks) as f64 / clock_ticks as f64;
         let own_secs = after.own_ticks.saturating_sub(before.own_ticks) as f64 / clock_ticks as f64;
+        let server_system_secs =
+            after.server_system_ticks.saturating_sub(before.server_system_ticks) as f64 / clock_ticks as f64;
         Usage {
             server_secs,
+            server_system_secs,
             wall_secs,
             server_percent: 100.0 * server_secs / wall_secs,
             loadgen_percent: 100.0 * own_secs / wall_secs,
@@ -1294,6 +1317,8 @@ impl TrafficRig {
 /// The figures of one traffic measurement.
 struct TrafficFigures {
     cpu_us_per_message: f64,
+    /// The part of it in the kernel.
+    kernel_us_per_message: f64,
     messages_per_second: f64,
     p50_us: f64,
     p99_us: f64,
@@ -1332,6 +1357,7 @@ fn measure_traffic(
         let usage = Usage::between(&before, &after, bench.clock_ticks);
         Ok(TrafficFigures {
             cpu_us_per_message: usage.server_secs * 1e6 / relayed as f64,
+            kernel_us_per_message: usage.server_system_secs * 1e6 / relayed as f64,
             messages_per_second: relayed as f64 / usage.wall_secs,
             p50_us: percentile_us(&latencies, 0.50),
             p99_us: percentile_us(&latencies, 0.99),
@@ -1837,6 +1863,104 @@ fn describe_traffic(figures: &TrafficFigures) -> String {
     )
 }
 
+/// Messages each size's floor is measured over, and how many times (the
+/// least is printed: the floor is a bound, not a typical figure).
+const FLOOR_MESSAGES: usize = 200_000;
+const FLOOR_REPEATS: usize = 5;
+
+/// What relaying a message costs at the least in user space, with the
+/// mandated crates and the same validation, and nothing else: no sockets, no
+/// executor, no routing, no limits. tungstenite (default configuration, its
+/// 128 KiB read buffer) reads a client's masked text frame from memory, and
+/// checks its UTF-8; serde_json checks that it is one JSON value (skipping
+/// every value, keeping nothing); `{"from":"…",` goes in front of it; and
+/// tungstenite frames it again for a batched write into a sink, flushed every
+/// `IN_FLIGHT` messages. The relay rows' server CPU per message is this, plus
+/// the kernel's part (printed there) and everything else a real server does.
+fn floor_section() {
+    use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
+    use std::io::{Read, Write};
+
+    /// The same bytes over and over, in frames; and a sink for the writes.
+    struct Loop {
+        frames: Vec<u8>,
+        at: usize,
+    }
+    impl Read for Loop {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.frames.len() {
+                self.at = 0;
+            }
+            let n = buf.len().min(self.frames.len() - self.at);
+            buf[..n].copy_from_slice(&self.frames[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+    impl Write for Loop {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(std::hint::black_box(buf).len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    /// A client's side, masking what it writes into `frames`.
+    struct Collect(Vec<u8>);
+    impl Read for Collect {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+    }
+    impl Write for Collect {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    println!("\nfloor: the least user-space work per relayed message with tungstenite and serde_json, in memory");
+    println!(
+        "  (read and unmask a client's text frame, check UTF-8 and JSON, stamp `from`, frame it for a batched write;"
+    );
+    println!(
+        "   no sockets, executor or routing: a real server's CPU per message is this plus its kernel time and more)"
+    );
+    for size in [200, 4096] {
+        let mut client = WebSocket::from_raw_socket(Collect(Vec::new()), Role::Client, None);
+        let mut text = String::new();
+        for seq in 0..1024 {
+            ServerKind::Intercomd
+                .encode(&mut text, "peer-b", seq, 1_700_000_000_000_000_000 + seq, size)
+                .expect("fits");
+            client.send(Message::text(text.as_str())).expect("into memory");
+        }
+        let frames = std::mem::take(&mut client.get_mut().0);
+        let mut best = f64::INFINITY;
+        for _ in 0..FLOOR_REPEATS {
+            let mut server = WebSocket::from_raw_socket(Loop { frames: frames.clone(), at: 0 }, Role::Server, None);
+            let mut stamped = String::with_capacity(size + 32);
+            let started = Instant::now();
+            for n in 0..FLOOR_MESSAGES {
+                let Ok(Message::Text(text)) = server.read() else { panic!("the floor's frames are text") };
+                serde_json::from_str::<serde::de::IgnoredAny>(text.as_str()).expect("the bench's messages are JSON");
+                stamped.clear();
+                stamped.push_str(r#"{"from":"peer-a","#);
+                stamped.push_str(&text.as_str()[1..]);
+                server.write(Message::text(stamped.as_str())).expect("into the sink");
+                if n % IN_FLIGHT == IN_FLIGHT - 1 {
+                    server.flush().expect("into the sink");
+                }
+            }
+            best = best.min(started.elapsed().as_secs_f64() * 1e6 / FLOOR_MESSAGES as f64);
+        }
+        println!("  {size:>5} B   {best:.3} µs per message (least of {FLOOR_REPEATS} runs of {FLOOR_MESSAGES})");
+    }
+}
+
 fn relay_section(bench: &Bench, tls: bool) -> Result<(), String> {
     let options = &bench.options;
     let (servers, matchbox_absent) = if tls {
@@ -1867,6 +1991,7 @@ fn relay_section(bench: &Bench, tls: bool) -> Result<(), String> {
             label,
             vec![
                 runs.figure("server CPU µs per message", 3, cpu_target, |f| f.cpu_us_per_message),
+                runs.figure("  of it in the kernel µs", 3, Target::Context, |f| f.kernel_us_per_message),
                 runs.figure("messages per second", 0, Target::None, |f| f.messages_per_second),
                 runs.figure("latency p50 µs", 0, Target::None, |f| f.p50_us),
                 runs.figure("latency p99 µs", 0, Target::None, |f| f.p99_us),
