@@ -19,7 +19,7 @@
 //!   moment its socket does and frees everything it held.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,13 +34,13 @@ use crate::feed::Feed;
 use crate::liveness::{Liveness, Verdict};
 use crate::outbox::{Outbox, SendError};
 use crate::protocol::{close, Hello, IceServer, Rejection};
-use crate::router::{Action, ConnId, Delivery, JoinKind, Limits, Router};
+use crate::router::{Action, ConnId, ConnMap, Delivery, JoinKind, Limits, Router};
 use crate::snapshots::Snapshots;
 
 pub struct Hub {
     router: Router,
     /// The outgoing queue of every open WebSocket, joined or not.
-    outboxes: HashMap<ConnId, Outbox>,
+    outboxes: ConnMap<Outbox>,
     next_conn: u64,
     liveness: Liveness,
     /// When the next liveness sweep is due; `None` while no socket is open.
@@ -66,7 +66,7 @@ impl Hub {
         let (wake, wake_receiver) = channel::bounded(1);
         Hub {
             router: Router::new(limits, ice_servers),
-            outboxes: HashMap::new(),
+            outboxes: ConnMap::default(),
             next_conn: 0,
             liveness,
             next_sweep: None,

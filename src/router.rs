@@ -38,6 +38,7 @@
 //!   connect. Native senders get `unknown-peer` at once.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,36 @@ use crate::protocol::{self, close, ErrorCode, Hello, IceServer, Inbound, Message
 /// within a process, so a stale `ConnId` can never hit a newer peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// A map keyed by connection: looked up for every message (the sender's id,
+/// the target's outbox), so hashed by one multiplication instead of
+/// SipHash. SipHash is there to stop keys chosen to collide; these are
+/// counted up by the daemon, so no client chooses them.
+pub type ConnMap<V> = HashMap<ConnId, V, BuildHasherDefault<ConnIdHasher>>;
+
+/// Fibonacci hashing of a `ConnId`: the multiplier spreads consecutive
+/// numbers over the high bits hashbrown tags with and the low bits it
+/// indexes by.
+#[derive(Default)]
+pub struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is reached through `ConnId`'s `Hash`; anything
+        // else is folded in a byte at a time, correctly if slowly.
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// What the hub must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +199,7 @@ pub struct Router {
     /// Peer id -> its connection, room and token.
     peers: HashMap<String, Peer>,
     /// Connection -> peer id, for events that arrive by connection.
-    ids: HashMap<ConnId, String>,
+    ids: ConnMap<Rc<str>>,
     /// Room name -> member ids, sorted so that lists are stable.
     rooms: HashMap<String, Members>,
     /// Id nobody holds -> messages PeerJS senders sent it, waiting for it to
@@ -259,7 +290,7 @@ impl Router {
             limits,
             ice_servers,
             peers: HashMap::new(),
-            ids: HashMap::new(),
+            ids: ConnMap::default(),
             rooms: HashMap::new(),
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
@@ -302,7 +333,7 @@ impl Router {
 
     /// The id `conn` joined as, while it holds it.
     pub fn id_of(&self, conn: ConnId) -> Option<&str> {
-        self.ids.get(&conn).map(String::as_str)
+        self.ids.get(&conn).map(|id| &**id)
     }
 
     /// Whether `token` proves to be the peer `id`, connected now (not away):
@@ -379,7 +410,7 @@ impl Router {
                 let held = std::mem::take(&mut peer.held);
                 peer.held_bytes = 0;
                 self.ids.remove(&old);
-                self.ids.insert(conn, id.clone());
+                self.ids.insert(conn, id.as_str().into());
                 let room = hello.room;
                 actions.insert(0, Action::Send { conn, text: self.welcome(codec, &id, &room), bounce: None });
                 actions.extend(held.into_iter().map(|delivery| delivery.to(conn)));
@@ -440,10 +471,12 @@ impl Router {
 
     /// A text frame arrived from `conn`.
     pub fn receive(&mut self, conn: ConnId, text: &str, now: Instant) -> Vec<Action> {
-        let Some(from) = self.ids.get(&conn).cloned() else {
+        // A counted reference, not a copy of the id: this runs per message.
+        let Some(sender) = self.ids.get(&conn).cloned() else {
             return Vec::new();
         };
-        let peer = self.peers.get_mut(&from).expect("ids and peers agree");
+        let from = &*sender;
+        let peer = self.peers.get_mut(from).expect("ids and peers agree");
         let codec = peer.codec;
         if !peer.bucket.take(now) {
             let rejection = Rejection::new(
@@ -471,7 +504,7 @@ impl Router {
                 let Some(target_codec) = self.peers.get(&*to).map(|peer| peer.codec) else {
                     if codec == Codec::PeerJs {
                         let message = message.to_object().into_owned();
-                        self.hold_pending(to.into_owned(), message, from, bounce, now, &mut actions);
+                        self.hold_pending(to.into_owned(), message, from.to_string(), bounce, now, &mut actions);
                         return actions;
                     }
                     let rejection = Rejection::new(ErrorCode::UnknownPeer, format!("no peer {to:?} is connected"))
@@ -479,14 +512,14 @@ impl Router {
                     return vec![self.error_to(conn, rejection)];
                 };
                 self.stats.routed += 1;
-                self.see_call(&from, &to, None, &message);
-                let text = target_codec.relay(&message, &from);
+                self.see_call(from, &to, None, &message);
+                let text = target_codec.relay(&message, from);
                 self.deliver(&to, text, Some(bounce), &mut actions);
                 actions
             }
             Inbound::Broadcast { message } => {
-                let room = &self.peers[&from].room;
-                let others: Vec<String> = self.rooms[room].iter().filter(|member| **member != from).cloned().collect();
+                let room = &self.peers[from].room;
+                let others: Vec<String> = self.rooms[room].iter().filter(|member| *member != from).cloned().collect();
                 let mut actions = Vec::new();
                 // Encoded at most once per codec present in the room.
                 let mut encoded: Vec<(Codec, Rc<str>)> = Vec::new();
@@ -495,7 +528,7 @@ impl Router {
                     let text = match encoded.iter().find(|(codec, _)| *codec == member_codec) {
                         Some((_, text)) => text.clone(),
                         None => {
-                            let text = member_codec.relay(&message, &from);
+                            let text = member_codec.relay(&message, from);
                             encoded.push((member_codec, text.clone()));
                             text
                         }
@@ -503,24 +536,24 @@ impl Router {
                     self.deliver(member, text, None, &mut actions);
                 }
                 self.stats.routed += others.len() as u64;
-                self.see_call(&from, protocol::BROADCAST, Some(&others), &message);
+                self.see_call(from, protocol::BROADCAST, Some(&others), &message);
                 actions
             }
             Inbound::Join { room } => {
                 let mut actions = Vec::new();
-                if self.peers[&from].room != room {
-                    if let Err(rejection) = self.admit(&room, Some(&from)) {
+                if self.peers[from].room != room {
+                    if let Err(rejection) = self.admit(&room, Some(from)) {
                         let reference = Reference { kind: Some("join".into()), to: None };
                         return vec![self.error_to(conn, rejection.about(reference))];
                     }
-                    let mut peer = self.remove(&from, &mut actions);
+                    let mut peer = self.remove(from, &mut actions);
                     peer.room = room;
-                    self.insert(from.clone(), peer, &mut actions);
+                    self.insert(from.to_string(), peer, &mut actions);
                 }
-                actions.push(self.peers_of(conn, &from));
+                actions.push(self.peers_of(conn, from));
                 actions
             }
-            Inbound::Peers => vec![self.peers_of(conn, &from)],
+            Inbound::Peers => vec![self.peers_of(conn, from)],
         }
     }
 
@@ -546,7 +579,7 @@ impl Router {
         unsent: Vec<Delivery>,
         now: Instant,
     ) -> (Vec<Action>, Option<String>) {
-        let Some(id) = self.ids.get(&conn).cloned() else {
+        let Some(id) = self.ids.get(&conn).map(|id| id.to_string()) else {
             return (Vec::new(), None);
         };
         let peer = self.peers.get_mut(&id).expect("ids and peers agree");
@@ -614,7 +647,7 @@ impl Router {
     /// every message its queue still held.
     pub fn undeliverable(&mut self, target: ConnId, failed: Delivery, unsent: Vec<Delivery>) -> Vec<Action> {
         let mut actions = Vec::new();
-        let name = self.ids.get(&target).cloned();
+        let name = self.ids.get(&target).map(|id| id.to_string());
         if let Some(id) = &name {
             self.remove(id, &mut actions);
             actions.push(Action::Close { conn: target, code: close::NOT_READING, reason: "not reading" });
@@ -658,7 +691,7 @@ impl Router {
 
     /// Count and encode an error for `conn`, in its peer's codec.
     pub fn error_to(&mut self, conn: ConnId, rejection: Rejection) -> Action {
-        let codec = self.ids.get(&conn).map_or(Codec::Native, |id| self.peers[id].codec);
+        let codec = self.ids.get(&conn).map_or(Codec::Native, |id| self.peers[&**id].codec);
         self.error_as(conn, codec, &rejection)
     }
 
@@ -666,7 +699,7 @@ impl Router {
     /// the caller knows from the endpoint it came to.
     fn error_as(&mut self, conn: ConnId, codec: Codec, rejection: &Rejection) -> Action {
         self.stats.count(rejection.code);
-        let text = codec.error(rejection, self.ids.get(&conn).map_or("", String::as_str));
+        let text = codec.error(rejection, self.ids.get(&conn).map_or("", |id| &**id));
         Action::Send { conn, text, bounce: None }
     }
 
@@ -768,7 +801,7 @@ impl Router {
         self.announce(&peer.room, protocol::peer_joined(&id), actions);
         self.seen.push(Seen::Online { id: id.clone(), room: peer.room.clone() });
         self.rooms.entry(peer.room.clone()).or_default().insert(&id);
-        self.ids.insert(peer.conn, id.clone());
+        self.ids.insert(peer.conn, id.as_str().into());
         self.peers.insert(id, peer);
     }
 
@@ -876,6 +909,17 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_connections_spread_over_the_buckets_and_the_tags() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<ConnIdHasher>::default();
+        let hashes: Vec<u64> = (1000..2024).map(|n| build.hash_one(ConnId(n))).collect();
+        let buckets: BTreeSet<u64> = hashes.iter().map(|hash| hash & 1023).collect();
+        assert_eq!(buckets.len(), 1024, "1,024 consecutive ids fill 1,024 buckets");
+        let tags: BTreeSet<u64> = hashes.iter().map(|hash| hash >> 57).collect();
+        assert!(tags.len() > 120, "hashbrown's 7-bit tags vary too: {} of 128", tags.len());
+    }
 
     #[test]
     fn members_stay_sorted_and_unique() {
