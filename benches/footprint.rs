@@ -7,6 +7,9 @@
 //! the daemon's `VmRSS` from /proc. It prints the figures against the
 //! budgets of the first issue and exits 1 if one is over.
 
+mod common;
+use common::listening_addr;
+
 use std::io::{BufRead, BufReader};
 
 use rustls::pki_types::pem::PemObject as _;
@@ -137,30 +140,6 @@ fn start(binary: &str, state_dir: &std::path::Path) -> (Child, std::net::SocketA
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The address 127.0.0.`last` the process listens on, from /proc/net/tcp.
-fn listening_addr(pid: u32, last: u8) -> Option<std::net::SocketAddr> {
-    let local = format!("{last:02X}00007F:");
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()?
-        .flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
-        .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // State 0A is LISTEN.
-        if fields.get(3) == Some(&"0A")
-            && fields[1].starts_with(&local)
-            && inodes.iter().any(|inode| Some(&inode.as_str()) == fields.get(9))
-        {
-            let port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            return Some(([127, 0, 0, last], port).into());
-        }
-    }
-    None
 }
 
 fn rss(pid: u32) -> u64 {

@@ -57,6 +57,8 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -76,6 +78,7 @@ use async_net::TcpStream;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
+use common::listening_addr;
 use rustls::pki_types::pem::PemObject as _;
 use serde::Deserialize;
 use smol::channel::{Receiver, Sender};
@@ -699,30 +702,6 @@ fn user_and_system_ticks(pid: u32) -> Result<(u64, u64), String> {
         (Some(user), Some(system)) => Ok((user, system)),
         _ => Err(format!("no utime and stime in /proc/{pid}/stat")),
     }
-}
-
-/// The address 127.0.0.`last` the process listens on, from /proc/net/tcp.
-fn listening_addr(pid: u32, last: u8) -> Option<SocketAddr> {
-    let local = format!("{last:02X}00007F:");
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()?
-        .flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
-        .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // State 0A is LISTEN.
-        if fields.get(3) == Some(&"0A")
-            && fields.get(1).is_some_and(|addr| addr.starts_with(&local))
-            && inodes.iter().any(|inode| Some(&inode.as_str()) == fields.get(9))
-        {
-            let port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            return Some(([127, 0, 0, last], port).into());
-        }
-    }
-    None
 }
 
 /// A TLS client configuration that trusts only the CA intercomd generated.
