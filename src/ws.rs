@@ -47,12 +47,12 @@ pub const READ_BUFFER_BYTES: usize = 256;
 /// Queued messages are written to a socket together, in one write of up to
 /// about this many bytes (more only for one large message): one system call
 /// for a burst instead of one per message. tungstenite keeps a buffer of
-/// this size for a socket that had such a burst. 32 KiB, not 16: each write
-/// on loopback also pays for waking the reader, and with 16 KiB a burst of
-/// 4 KB offers spent up to twice as long in the kernel per message
-/// (`benches/relay.rs`, 8 pairs, 4096 B: 2.4 to 4.3 µs in four runs,
-/// against 1.9 and 2.4 in two; 64 KiB did no better than 32).
-pub const WRITE_BATCH_BYTES: usize = 32 * 1024;
+/// this size for a socket that had such a burst, which is why it is not
+/// larger: 32 KiB cut the kernel's time per 4 KB message in a burst by up to
+/// half (each loopback write also wakes the reader), but the daemon's RSS
+/// across ten minutes of churn and relay then grew 8.3% instead of 3.4%
+/// (`benches/relay.rs --only churn`).
+pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
 /// How long a close handshake may take before the socket is just dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
