@@ -42,13 +42,17 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The one buffer TLS writes are encrypted into, sent from at once; a
     /// connection copies only what the socket did not take. At most
-    /// `SEAL_BYTES` and a record's overhead.
+    /// `SEAL_BYTES` and four records' overhead.
     static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The most bytes of a write encrypted at a time: one full TLS record. A
-/// longer write is taken in parts, as a socket takes it.
-pub const SEAL_BYTES: usize = 16 * 1024;
+/// The most bytes of a write encrypted at a time, as up to four full TLS
+/// records sent in one system call. A longer write is taken in parts, as a
+/// socket takes it. (One record at a time split each of tungstenite's
+/// batches, which pass 16 KiB by a frame, into two sends, and each loopback
+/// send also wakes the reader: 4 KB offers over `wss`, 8 pairs, cost 12.4 µs
+/// of server CPU each instead of 8.1.)
+pub const SEAL_BYTES: usize = 64 * 1024;
 
 /// The most encrypted bytes a TLS connection holds that its socket has not
 /// taken, before a write waits for it (rustls's own buffered connection
