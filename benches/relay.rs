@@ -1501,6 +1501,8 @@ async fn close(peer: &mut Peer) -> Result<(), String> {
 struct CycleFigures {
     cycles_per_second: f64,
     cpu_us_per_cycle: f64,
+    /// The part of it in the kernel.
+    kernel_us_per_cycle: f64,
     usage: Usage,
 }
 
@@ -1524,6 +1526,7 @@ fn measure_cycles(bench: &Bench, server: &Server, warmup: Duration, window: Dura
         Ok(CycleFigures {
             cycles_per_second: cycles as f64 / usage.wall_secs,
             cpu_us_per_cycle: usage.server_secs * 1e6 / cycles as f64,
+            kernel_us_per_cycle: usage.server_system_secs * 1e6 / cycles as f64,
             usage,
         })
     }))
@@ -2038,6 +2041,7 @@ fn cycles_section(bench: &Bench) -> Result<(), String> {
         &[
             runs.figure("cycles per second", 0, Target::None, |f| f.cycles_per_second),
             runs.figure("server CPU µs per cycle", 1, Target::Ratio(CYCLE_CPU_RATIO_TARGET), |f| f.cpu_us_per_cycle),
+            runs.figure("  of it in the kernel µs", 1, Target::Context, |f| f.kernel_us_per_cycle),
             runs.figure("load generator core %", 0, Target::Context, |f| f.usage.loadgen_percent),
         ],
         "-",

@@ -19,7 +19,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
-use futures_rustls::TlsAcceptor;
 use log::{debug, info, warn};
 use smol::channel::Receiver;
 use smol::future::or;
@@ -34,7 +33,7 @@ use crate::metrics::Connections;
 use crate::routes::{self, View};
 use crate::snapshots::{self, Snapshots};
 use crate::sse;
-use crate::stream::{with_timeout, Stream};
+use crate::stream::{with_timeout, Stream, Tls};
 use crate::tls::Certificates;
 use crate::ws::{self, Upgrade};
 
@@ -81,13 +80,13 @@ pub async fn serve(shared: &Shared, tcp: Box<TcpStream>, tls: bool, address: Soc
     let _ = tcp.set_nodelay(true);
     let stream = if tls {
         let Some(https) = &shared.https else { return };
-        let acceptor = TlsAcceptor::from(https.certificates.borrow().server_config.clone());
+        let config = https.certificates.borrow().server_config.clone();
         // The handshake is part of the request head's time budget.
         // Boxed: this task lives as long as the connection, and keeps room
         // for the largest thing it ever waits on.
-        let handshake = Box::pin(with_timeout(HEAD_TIMEOUT, acceptor.accept(tcp)));
+        let handshake = Box::pin(with_timeout(HEAD_TIMEOUT, Tls::accept(tcp, config)));
         match handshake.await {
-            Some(Ok(stream)) => Stream::Tls(Box::new(stream)),
+            Some(Ok(stream)) => stream,
             Some(Err(error)) => {
                 debug!("{address}: TLS handshake failed: {error}");
                 return;

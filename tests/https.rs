@@ -419,3 +419,163 @@ fn garbage_or_plain_http_on_the_https_port_is_dropped_and_disturbs_nobody() {
         assert_eq!(get(&mut stream, "/healthz").await, (200, b"ok\n".to_vec()), "the HTTPS listener still serves");
     });
 }
+
+/// A TCP stream that sends at most `chunk` bytes per write, each in its own
+/// segment: every TLS record reaches the daemon in pieces.
+struct Trickle {
+    tcp: TcpStream,
+    chunk: usize,
+}
+
+impl smol::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl smol::io::AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let chunk = buf.len().min(self.chunk);
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, &buf[..chunk])
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_close(cx)
+    }
+}
+
+#[test]
+fn wss_carries_a_message_at_the_limit_and_a_burst_whole_from_a_client_that_sends_seven_bytes_at_a_time() {
+    smol::block_on(async {
+        let dir = temp_dir("trickle");
+        let state = dir.to_str().unwrap();
+        let daemon = Daemon::start(&["--https-listen", "127.0.0.1:0", "--state-dir", state, "--max-rate", "0"]);
+        let https = daemon.https_addr.unwrap();
+        let trusting = connector(read_cert(&dir.join("ca.crt")));
+
+        // alice's handshake and frames reach the daemon 7 bytes at a time.
+        let tcp = TcpStream::connect(https).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = ServerName::try_from("localhost".to_string()).unwrap();
+        let stream =
+            within(WAIT, "a trickled TLS handshake", trusting.connect(name, Trickle { tcp, chunk: 7 })).await.unwrap();
+        let url = format!("wss://localhost:{}/ws?id=alice", https.port());
+        let (mut alice, _) = async_tungstenite::client_async(url, stream).await.expect("a WebSocket over TLS");
+        assert_eq!(next_json(&mut alice).await["type"], "welcome");
+        let stream = handshake(&trusting, https, "localhost").await.unwrap();
+        let url = format!("wss://localhost:{}/ws?id=bob", https.port());
+        let (mut bob, _) = async_tungstenite::client_async(url, stream).await.expect("a WebSocket over TLS");
+        assert_eq!(next_json(&mut bob).await["type"], "welcome");
+        assert_eq!(next_json(&mut alice).await["type"], "peer-joined");
+
+        // At --max-message-bytes (65,536): more than four TLS records, each
+        // arriving in hundreds of pieces.
+        let empty = r#"{"type":"blob","to":"bob","pad":""}"#;
+        let pad = "x".repeat(65_536 - empty.len());
+        let text = format!(r#"{{"type":"blob","to":"bob","pad":"{pad}"}}"#);
+        assert_eq!(text.len(), 65_536);
+        alice.send(Message::text(text)).await.unwrap();
+        let got = next_json(&mut bob).await;
+        assert_eq!((got["from"].as_str(), got["pad"].as_str().map(str::len)), (Some("alice"), Some(pad.len())));
+
+        // bob's burst of 4 KB offers, read while it is sent: all of them,
+        // each once, in order.
+        const BURST: usize = 300;
+        let sdp = "v".repeat(4_000);
+        let send = async {
+            for n in 0..BURST {
+                let offer = serde_json::json!({"type": "offer", "to": "alice", "n": n, "sdp": sdp});
+                bob.send(Message::text(offer.to_string())).await.unwrap();
+            }
+            bob
+        };
+        let receive = async {
+            for n in 0..BURST {
+                let got = next_json(&mut alice).await;
+                assert_eq!((got["n"].as_u64(), got["sdp"].as_str().map(str::len)), (Some(n as u64), Some(4_000)));
+            }
+            alice
+        };
+        let (mut bob, mut alice) = smol::future::zip(send, receive).await;
+
+        // A clean close (a close frame, then close_notify): bob sees alice go.
+        within(WAIT, "alice's close", alice.close(None)).await.unwrap();
+        while let Some(Ok(_)) = within(WAIT, "the end of alice's socket", alice.next()).await {}
+        let left = loop {
+            let message = next_json(&mut bob).await;
+            if message["type"] == "peer-left" {
+                break message;
+            }
+        };
+        assert_eq!(left["id"], "alice");
+    });
+}
+
+#[test]
+fn a_wss_peer_that_never_reads_is_dropped_and_the_others_lose_nothing() {
+    smol::block_on(async {
+        let dir = temp_dir("sink");
+        let state = dir.to_str().unwrap();
+        let flags =
+            ["--https-listen", "127.0.0.1:0", "--state-dir", state, "--max-rate", "0", "--reconnect-grace", "0"];
+        let daemon = Daemon::start(&flags);
+        let https = daemon.https_addr.unwrap();
+        let trusting = connector(read_cert(&dir.join("ca.crt")));
+        // sink completes the TLS and WebSocket handshakes, then never reads.
+        let stream = handshake(&trusting, https, "localhost").await.unwrap();
+        let url = format!("wss://localhost:{}/ws?id=sink&room=attic", https.port());
+        let (sink, _) = async_tungstenite::client_async(url, stream).await.expect("a WebSocket over TLS");
+        let (mut talker, _) = common::Client::join(&daemon, "talker", None).await;
+        let (mut a, _) = common::Client::join(&daemon, "a", None).await;
+        let (mut b, _) = common::Client::join(&daemon, "b", None).await;
+        a.recv_type("peer-joined").await;
+
+        let padding = "x".repeat(60_000);
+        let mut sent = 0;
+        loop {
+            talker.send(serde_json::json!({"type": "blob", "to": "sink", "pad": padding})).await;
+            sent += 1;
+            a.send(serde_json::json!({"type": "tick", "to": "b", "n": sent})).await;
+            assert_eq!(b.recv_type("tick").await["n"], sent, "a's message {sent} reached b");
+            if sent % 16 == 0 {
+                talker.send(serde_json::json!({"type": "peers"})).await;
+                let answer = loop {
+                    let answer = talker.recv().await;
+                    if answer["type"] == "error" || answer["type"] == "peers" {
+                        break answer;
+                    }
+                };
+                if answer["type"] == "error" {
+                    assert_eq!(
+                        (answer["code"].as_str(), answer["ref"]["to"].as_str()),
+                        (Some("peer-unavailable"), Some("sink"))
+                    );
+                    break;
+                }
+            }
+            assert!(sent < 2_000, "the sink was never dropped after {sent} messages of 60 KB");
+        }
+        daemon.wait_for_log("peer sink dropped: its outgoing queue is full");
+        a.send(serde_json::json!({"type": "tick", "to": "b", "n": "last"})).await;
+        assert_eq!(b.recv_type("tick").await["n"], "last");
+        drop(sink);
+    });
+}
