@@ -53,6 +53,12 @@ pub const READ_BUFFER_BYTES: usize = 256;
 /// across ten minutes of churn and relay then grew 8.3% instead of 0.4%
 /// (`benches/relay.rs --only churn`).
 pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
+/// Frames one socket's reader handles before it lets the other tasks run,
+/// even if its socket has more. Without it a client faster than the daemon
+/// keeps the reader going while the writers it fills never run, and their
+/// peers are dropped as slow readers; 16 keeps a sender's burst far below
+/// `MAX_QUEUED_MESSAGES` and costs one wakeup per 16 messages.
+pub const FRAMES_BEFORE_YIELD: usize = 16;
 /// How long a close handshake may take before the socket is just dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -208,7 +214,16 @@ async fn read_loop(
     receiver: &mut WebSocketReceiver<Stream>,
 ) -> ReadEnd {
     let mut saw_close = false;
+    let mut frames = 0usize;
     while let Some(result) = receiver.next().await {
+        frames += 1;
+        if frames % FRAMES_BEFORE_YIELD == 0 {
+            // A sender whose socket always has more (a daemon slower than
+            // its clients, as on a Pi) would otherwise keep the one thread
+            // and starve the writers it fills: their readers would be
+            // dropped as slow.
+            smol::future::yield_now().await;
+        }
         let now = Instant::now();
         outbox.heard(now);
         match result {

@@ -231,6 +231,45 @@ fn a_peer_that_never_reads_is_dropped_and_nobody_else_loses_a_message() {
     });
 }
 
+/// A sender whose socket never runs dry (a client faster than the daemon,
+/// as every client is on a Pi Zero) must not keep the one thread to itself:
+/// the peers it sends to are written to as it goes, and none of them is
+/// dropped as a slow reader. Here the flood is written in one piece, far
+/// faster than the daemon can route it, and is many times the queue limit.
+#[test]
+fn a_sender_faster_than_the_daemon_does_not_starve_the_peer_it_sends_to() {
+    smol::block_on(async {
+        // Sixteen times `outbox::MAX_QUEUED_MESSAGES` (256).
+        const FLOOD: usize = 4096;
+        let daemon = Daemon::start(&["--max-rate", "0"]);
+        let (mut b, _) = Client::join(&daemon, "b", None).await;
+        let mut flooder = raw_upgrade(daemon.addr, "id=flooder");
+        b.recv_type("peer-joined").await;
+        let padding = "x".repeat(150);
+        let mut flood = Vec::new();
+        for n in 0..FLOOD {
+            let text = json!({"type":"tick","to":"b","n":n,"pad":padding}).to_string();
+            flood.extend_from_slice(&client_frame(1, text.as_bytes(), true));
+        }
+        let writer = std::thread::spawn(move || {
+            flooder.write_all(&flood).expect("the flood is written whole");
+            flooder
+        });
+        for n in 0..FLOOD {
+            let tick = b.recv().await;
+            assert_eq!(tick["n"], n, "b's message {n} of {FLOOD}: {tick}");
+            assert_eq!(tick["from"], "flooder");
+        }
+        let _flooder = writer.join().unwrap();
+        assert!(
+            !daemon.log().iter().any(|line| line.contains("dropped")),
+            "nobody is dropped: {:?}",
+            daemon.log()
+        );
+        assert_eq!(metric(daemon.addr, "intercomd_peers_dropped_slow_total"), 0);
+    });
+}
+
 #[test]
 fn connections_per_address_are_limited() {
     let daemon = Daemon::start(&["--max-connections-per-ip", "3"]);
