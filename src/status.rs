@@ -3,13 +3,10 @@
 //! visible, and never while hidden). A pure function of what `routes` hands
 //! it: it imports no socket, no certificate and no outbox.
 
-use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
-use serde_json::Value;
-
-use crate::events::rfc3339;
+use crate::events::{push_json_string, rfc3339};
 use crate::feed::Feed;
 use crate::http::Response;
 use crate::metrics::{Connections, Sockets};
@@ -43,92 +40,9 @@ pub struct Certificate<'a> {
     pub renews_at: Option<i64>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Body<'a> {
-    version: &'static str,
-    started: String,
-    uptime_seconds: u64,
-    listen: Listen,
-    /// Where a phone on the LAN opens the pages.
-    urls: Urls,
-    peers: Vec<Peer<'a>>,
-    rooms: Vec<Room<'a>>,
-    counters: Counters,
-    certificate: Option<CertificateBody<'a>>,
-    sinks: Vec<Sink<'a>>,
-    /// Newest last, exactly as the call log holds them.
-    events: Vec<Value>,
-}
-
-#[derive(Serialize)]
-struct Listen {
-    http: String,
-    https: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Urls {
-    http: Vec<String>,
-    https: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Peer<'a> {
-    id: &'a str,
-    room: &'a str,
-    /// `native` or `peerjs`.
-    protocol: &'static str,
-    /// `ws` or `wss`; `null` while away.
-    transport: Option<&'static str>,
-    address: Option<String>,
-    since: Option<String>,
-    away: bool,
-}
-
-#[derive(Serialize)]
-struct Room<'a> {
-    room: &'a str,
-    peers: usize,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Counters {
-    peers: usize,
-    rooms: usize,
-    connections: usize,
-    websockets: usize,
-    connections_accepted: u64,
-    connections_refused: u64,
-    messages_routed: u64,
-    /// By error code.
-    messages_refused: BTreeMap<&'static str, u64>,
-    peers_dropped_slow: u64,
-    rings_suppressed: u64,
-    event_streams: usize,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CertificateBody<'a> {
-    ca_fingerprint: Option<String>,
-    names: &'a [String],
-    not_after: Option<String>,
-    renews_at: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Sink<'a> {
-    sink: &'static str,
-    target: &'a str,
-    up: bool,
-    delivered: u64,
-    failed: u64,
-    dropped: u64,
-}
-
 /// The status document. `link` says where an open socket comes from.
+/// Written by hand, as the events are: serde's serializer for these shapes
+/// cost 30 KiB of binary.
 pub fn render(
     daemon: Daemon<'_>,
     router: &Router,
@@ -137,77 +51,136 @@ pub fn render(
     connections: &Connections,
     feed: &Feed,
 ) -> Response {
-    let peers = router
-        .peer_states()
-        .into_iter()
-        .map(|peer| {
-            let link = if peer.away { None } else { link(peer.conn) };
-            Peer {
-                id: peer.id,
-                room: peer.room,
-                protocol: peer.codec.name(),
-                transport: link.as_ref().map(|link| if link.tls { "wss" } else { "ws" }),
-                address: link.as_ref().map(|link| link.address.to_string()),
-                since: link.as_ref().map(|link| rfc3339(link.since_unix_ms)),
-                away: peer.away,
+    let mut out = String::with_capacity(2048);
+    let uptime = daemon.now_unix_ms.saturating_sub(daemon.started_unix_ms) / 1000;
+    let _ = write!(
+        out,
+        "{{\"version\":\"{}\",\"started\":\"{}\",\"uptimeSeconds\":{uptime},\"listen\":{{\"http\":\"{}\",\"https\":",
+        env!("CARGO_PKG_VERSION"),
+        rfc3339(daemon.started_unix_ms),
+        daemon.http,
+    );
+    match daemon.https {
+        Some(https) => _ = write!(out, "\"{https}\""),
+        None => out.push_str("null"),
+    }
+    out.push_str("},\"urls\":{\"http\":");
+    strings(&mut out, urls("http", daemon.http, &daemon.addresses));
+    out.push_str(",\"https\":");
+    strings(&mut out, daemon.https.map_or_else(Vec::new, |https| urls("https", https, &daemon.addresses)));
+
+    out.push_str("},\"peers\":[");
+    for (index, peer) in router.peer_states().into_iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"id\":");
+        push_json_string(&mut out, peer.id);
+        out.push_str(",\"room\":");
+        push_json_string(&mut out, peer.room);
+        let _ = write!(out, ",\"protocol\":\"{}\",", peer.codec.name());
+        match if peer.away { None } else { link(peer.conn) } {
+            Some(link) => {
+                let transport = if link.tls { "wss" } else { "ws" };
+                let since = rfc3339(link.since_unix_ms);
+                let _ =
+                    write!(out, "\"transport\":\"{transport}\",\"address\":\"{}\",\"since\":\"{since}\"", link.address);
             }
-        })
-        .collect();
-    let rooms = router.room_sizes().into_iter().map(|(room, peers)| Room { room, peers }).collect();
-    let counters = Counters {
-        peers: router.peer_count(),
-        rooms: router.room_count(),
-        connections: connections.open(),
-        websockets: sockets.websockets,
-        connections_accepted: connections.totals().0,
-        connections_refused: connections.totals().1,
-        messages_routed: router.stats.routed,
-        messages_refused: ErrorCode::ALL.iter().map(|code| code.as_str()).zip(router.stats.rejected).collect(),
-        peers_dropped_slow: sockets.dropped_slow,
-        rings_suppressed: sockets.rings_suppressed,
-        event_streams: feed.stream_count(),
-    };
-    let certificate = daemon.certificate.map(|certificate| CertificateBody {
-        ca_fingerprint: certificate.ca_fingerprint,
-        names: certificate.names,
-        not_after: certificate.not_after.map(unix_seconds),
-        renews_at: certificate.renews_at.map(unix_seconds),
-    });
-    let sinks = feed
-        .sinks()
-        .map(|sink| Sink {
-            sink: sink.name,
-            target: &sink.target,
-            up: sink.up.get(),
-            delivered: sink.delivered.get(),
-            failed: sink.failed.get(),
-            dropped: sink.dropped.get(),
-        })
-        .collect();
+            None => out.push_str("\"transport\":null,\"address\":null,\"since\":null"),
+        }
+        let _ = write!(out, ",\"away\":{}}}", peer.away);
+    }
+    out.push_str("],\"rooms\":[");
+    for (index, (room, peers)) in router.room_sizes().into_iter().enumerate() {
+        out.push_str(if index > 0 { ",{\"room\":" } else { "{\"room\":" });
+        push_json_string(&mut out, room);
+        let _ = write!(out, ",\"peers\":{peers}}}");
+    }
+
+    let (accepted, refused) = connections.totals();
+    let _ = write!(
+        out,
+        "],\"counters\":{{\"peers\":{},\"rooms\":{},\"connections\":{},\"websockets\":{},\
+         \"connectionsAccepted\":{accepted},\"connectionsRefused\":{refused},\"messagesRouted\":{},\
+         \"messagesRefused\":{{",
+        router.peer_count(),
+        router.room_count(),
+        connections.open(),
+        sockets.websockets,
+        router.stats.routed,
+    );
+    for (index, (code, count)) in ErrorCode::ALL.iter().zip(router.stats.rejected).enumerate() {
+        let comma = if index > 0 { "," } else { "" };
+        let _ = write!(out, "{comma}\"{}\":{count}", code.as_str());
+    }
+    let _ = write!(
+        out,
+        "}},\"peersDroppedSlow\":{},\"ringsSuppressed\":{},\"eventStreams\":{}}},\"certificate\":",
+        sockets.dropped_slow,
+        sockets.rings_suppressed,
+        feed.stream_count(),
+    );
+
+    match daemon.certificate {
+        None => out.push_str("null"),
+        Some(certificate) => {
+            out.push_str("{\"caFingerprint\":");
+            optional(&mut out, certificate.ca_fingerprint);
+            out.push_str(",\"names\":");
+            strings(&mut out, certificate.names.to_vec());
+            out.push_str(",\"notAfter\":");
+            optional(&mut out, certificate.not_after.map(unix_seconds));
+            out.push_str(",\"renewsAt\":");
+            optional(&mut out, certificate.renews_at.map(unix_seconds));
+            out.push('}');
+        }
+    }
+
+    out.push_str(",\"sinks\":[");
+    for (index, sink) in feed.sinks().enumerate() {
+        let comma = if index > 0 { "," } else { "" };
+        let _ = write!(out, "{comma}{{\"sink\":\"{}\",\"target\":", sink.name);
+        push_json_string(&mut out, &sink.target);
+        let _ = write!(
+            out,
+            ",\"up\":{},\"delivered\":{},\"failed\":{},\"dropped\":{}}}",
+            sink.up.get(),
+            sink.delivered.get(),
+            sink.failed.get(),
+            sink.dropped.get(),
+        );
+    }
+    // The log holds each event as the JSON every consumer got.
+    out.push_str("],\"events\":[");
     let log = feed.log();
     let skip = log.len().saturating_sub(RECENT_EVENTS);
-    // The log holds the JSON every consumer got; anything else is a bug
-    // upstream, and is left out rather than breaking the page.
-    let events = log.skip(skip).filter_map(|json| serde_json::from_str(json).ok()).collect();
-    let body = Body {
-        version: env!("CARGO_PKG_VERSION"),
-        started: rfc3339(daemon.started_unix_ms),
-        uptime_seconds: daemon.now_unix_ms.saturating_sub(daemon.started_unix_ms) / 1000,
-        listen: Listen { http: daemon.http.to_string(), https: daemon.https.map(|address| address.to_string()) },
-        urls: Urls {
-            http: urls("http", daemon.http, &daemon.addresses),
-            https: daemon.https.map_or_else(Vec::new, |https| urls("https", https, &daemon.addresses)),
-        },
-        peers,
-        rooms,
-        counters,
-        certificate,
-        sinks,
-        events,
-    };
-    match serde_json::to_string(&body) {
-        Ok(json) => Response::json(200, json).with_header("Cache-Control", "no-store"),
-        Err(_) => Response::json_error(500, "the status could not be encoded"),
+    for (index, json) in log.skip(skip).enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(json);
+    }
+    out.push_str("]}");
+    Response::json(200, out).with_header("Cache-Control", "no-store")
+}
+
+/// A JSON array of strings.
+fn strings(out: &mut String, list: Vec<String>) {
+    out.push('[');
+    for (index, text) in list.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        push_json_string(out, text);
+    }
+    out.push(']');
+}
+
+/// A JSON string, or `null`.
+fn optional(out: &mut String, text: Option<String>) {
+    match text {
+        Some(text) => push_json_string(out, &text),
+        None => out.push_str("null"),
     }
 }
 
