@@ -62,16 +62,19 @@ pub const CA_CERTIFICATE_PATH: &str = "/intercomd-ca.crt";
 /// without an HTTPS listener, `ca` and `caFingerprint` are null unless the
 /// daemon made its own certificate authority.
 pub fn https(port: Option<u16>, ca_der: Option<&[u8]>) -> Response {
-    let fingerprint = ca_der.map(|der| {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        digest.as_ref().iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
-    });
+    let fingerprint = ca_der.map(fingerprint);
     let body = serde_json::json!({
         "port": port,
         "ca": ca_der.map(|_| CA_CERTIFICATE_PATH),
         "caFingerprint": fingerprint,
     });
     json(&body)
+}
+
+/// SHA-256 of a certificate, as `AB:CD:..`.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest.as_ref().iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// The local CA's certificate as a download; 404 when there is none (with

@@ -55,6 +55,7 @@ mod routes;
 mod server;
 mod snapshots;
 mod sse;
+mod status;
 mod stream;
 mod systemd;
 mod tls;

@@ -268,6 +268,17 @@ struct Pending {
     bytes: usize,
 }
 
+/// A peer as the status page shows it.
+pub struct PeerState<'a> {
+    pub id: &'a str,
+    pub room: &'a str,
+    pub codec: Codec,
+    /// Its socket; while away, the one it lost.
+    pub conn: ConnId,
+    /// Dropped off abruptly and within its grace.
+    pub away: bool,
+}
+
 struct Peer {
     /// Its socket; while away, the socket it lost.
     conn: ConnId,
@@ -344,6 +355,30 @@ impl Router {
             peer.away_until.is_none()
                 && peer.token.as_ref().is_some_and(|own| bool::from(own.as_bytes().ct_eq(token.as_bytes())))
         })
+    }
+
+    /// Every peer, sorted by id, for the status page.
+    pub fn peer_states(&self) -> Vec<PeerState<'_>> {
+        let mut list: Vec<_> = self
+            .peers
+            .iter()
+            .map(|(id, peer)| PeerState {
+                id,
+                room: &peer.room,
+                codec: peer.codec,
+                conn: peer.conn,
+                away: peer.away_until.is_some(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(b.id));
+        list
+    }
+
+    /// Every room and how many peers are in it, sorted by name.
+    pub fn room_sizes(&self) -> Vec<(&str, usize)> {
+        let mut list: Vec<_> = self.rooms.iter().map(|(room, members)| (room.as_str(), members.len())).collect();
+        list.sort_unstable();
+        list
     }
 
     /// Every peer as (id, room), sorted by id.

@@ -8,16 +8,19 @@
 //! - Only the JSON API and the PeerJS HTTP endpoints carry CORS headers,
 //!   and only for `--allow-origin` origins.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::api;
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::http::{self, Request, Response};
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::metrics::{self, Connections, Sockets};
 use crate::peerjs;
 use crate::protocol;
 use crate::static_files;
+use crate::status;
 
 /// What `respond` may read.
 pub struct View<'a> {
@@ -27,12 +30,21 @@ pub struct View<'a> {
     pub connections: &'a Connections,
     /// The HTTPS listener's port and the local CA (DER), if there is one.
     pub https: Option<Https<'a>>,
+    /// For the status page.
+    pub started_unix_ms: u64,
+    pub http_address: SocketAddr,
+    /// The machine's addresses (asked only for the status page).
+    pub interface_addresses: fn() -> Vec<IpAddr>,
 }
 
 pub struct Https<'a> {
+    pub address: SocketAddr,
     pub port: u16,
     /// `None` with `--tls-cert`: the user's own CA is theirs to hand out.
     pub ca_der: Option<&'a [u8]>,
+    /// The generated server certificate's names, its end and when it is
+    /// renewed (Unix seconds); `None` with `--tls-cert`.
+    pub generated: Option<(&'a [String], i64, i64)>,
 }
 
 /// The WebSocket endpoint `path` is, if any: `/ws` (native) or
@@ -144,20 +156,49 @@ fn answer(view: &View, request: &Request) -> Response {
             None => api::https(None, None),
         },
         Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
-        Some(Endpoint::Metrics) => {
-            let sockets = Sockets {
-                websockets: view.hub.websocket_count(),
-                dropped_slow: view.hub.dropped_slow(),
-                rings_suppressed: view.hub.rings_suppressed(),
-                snapshots: view.hub.snapshot_usage(),
-            };
-            metrics::render(router, sockets, view.connections, view.feed)
-        }
+        Some(Endpoint::Metrics) => metrics::render(router, sockets(view.hub), view.connections, view.feed),
+        Some(Endpoint::Status) => status(view),
         Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, view.config.www.as_deref()),
         None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
     }
+}
+
+/// What the hub counts that the router does not.
+fn sockets(hub: &Hub) -> Sockets {
+    Sockets {
+        websockets: hub.websocket_count(),
+        dropped_slow: hub.dropped_slow(),
+        rings_suppressed: hub.rings_suppressed(),
+        snapshots: hub.snapshot_usage(),
+    }
+}
+
+/// `/api/status`: made only when asked.
+fn status(view: &View) -> Response {
+    let certificate = view.https.as_ref().map(|https| status::Certificate {
+        ca_fingerprint: https.ca_der.map(api::fingerprint),
+        names: https.generated.map_or(&[], |(names, _, _)| names),
+        not_after: https.generated.map(|(_, not_after, _)| not_after),
+        renews_at: https.generated.map(|(_, _, renews_at)| renews_at),
+    });
+    let daemon = status::Daemon {
+        started_unix_ms: view.started_unix_ms,
+        now_unix_ms: hub::unix_ms_now(),
+        http: view.http_address,
+        https: view.https.as_ref().map(|https| https.address),
+        addresses: (view.interface_addresses)(),
+        certificate,
+    };
+    status::render(
+        daemon,
+        view.hub.router(),
+        |conn| view.hub.link(conn),
+        sockets(view.hub),
+        view.connections,
+        view.feed,
+    )
 }
 
 /// Pages of an origin allowed by `--allow-origin` may read the JSON API
@@ -187,6 +228,8 @@ enum Endpoint<'a> {
     /// `/api/https`: the secure address and the local CA.
     Https,
     CaCertificate,
+    /// `/api/status`: everything the status page shows.
+    Status,
     /// Under `--peerjs-path` (the WebSocket aside): what follows it.
     PeerJs(&'a str),
 }
@@ -203,6 +246,7 @@ impl Endpoint<'_> {
             "/healthz" => Some(Endpoint::Health),
             "/api/events" => Some(Endpoint::Events),
             "/metrics" => Some(Endpoint::Metrics),
+            "/api/status" => Some(Endpoint::Status),
             "/api/https" => Some(Endpoint::Https),
             api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
             _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
@@ -280,11 +324,31 @@ mod tests {
         Request { method: method.into(), path, query, minor_version: 1, headers }
     }
 
+    /// What `respond` reads.
+    fn view<'a>(
+        config: &'a Config,
+        hub: &'a Hub,
+        (feed, connections): (&'a Feed, &'a Connections),
+        https: Option<Https<'a>>,
+    ) -> View<'a> {
+        View {
+            config,
+            hub,
+            feed,
+            connections,
+            https,
+            started_unix_ms: 0,
+            http_address: ([127, 0, 0, 1], 8080).into(),
+            interface_addresses: Vec::new,
+        }
+    }
+
     /// `status content-type body` starts with `expected`.
     fn check(config: &Config, https: Option<Https>, method: &str, target: &str, expected: &str) {
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config, hub: &hub, feed: &Feed::new(), connections: &connections, https };
+        let feed = Feed::new();
+        let view = view(config, &hub, (&feed, &connections), https);
         let response = respond(&view, &request(method, target, &[]));
         let content_type = response.headers.iter().find(|(k, _)| *k == "Content-Type").map_or("", |(_, v)| v);
         let got = format!("{} {content_type} {}", response.status, String::from_utf8_lossy(&response.body));
@@ -341,14 +405,14 @@ mod tests {
         let der = [0x30u8, 0x03, 0x02, 0x01, 0x01];
         check(
             &config,
-            Some(Https { port: 8443, ca_der: Some(&der) }),
+            Some(Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None }),
             "GET",
             "/api/https",
             r#"200 application/json {"ca":"/intercomd-ca.crt","caFingerprint":"1B:65:F6:8A:52:2C:"#,
         );
         check(
             &config,
-            Some(Https { port: 8443, ca_der: Some(&der) }),
+            Some(Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None }),
             "GET",
             "/intercomd-ca.crt",
             "200 application/x-x509-ca-cert 0\u{3}\u{2}\u{1}\u{1}",
@@ -360,11 +424,12 @@ mod tests {
         let config = config(&["--peerjs-path", "/pj/", "--peerjs-discovery"]);
         let mut hub = hub();
         let now = Instant::now();
-        let (conn, _outbox) = hub.open(now);
+        let (conn, _outbox) = hub.open(now, crate::outbox::tests::test_link());
         let hello = protocol::Hello { id: Some("app".into()), room: peerjs::ROOM.into(), token: Some("t".into()) };
         hub.join(conn, Codec::PeerJs, Ok(hello), now);
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
+        let feed = Feed::new();
+        let view = view(&config, &hub, (&feed, &connections), None);
         let id = respond(&view, &request("GET", "/pj/peerjs/id", &[]));
         assert_eq!(id.status, 200);
         assert!(protocol::is_valid_name(std::str::from_utf8(&id.body).unwrap()), "a bare id: {:?}", id.body);
@@ -406,7 +471,8 @@ mod tests {
         let config = config(&["--allow-origin", "https://panel.example"]);
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
+        let feed = Feed::new();
+        let view = view(&config, &hub, (&feed, &connections), None);
         let cors = |target: &str, origin: &str| {
             let response = respond(&view, &request("GET", target, &[("origin", origin)]));
             response.headers.iter().find(|(k, _)| *k == "Access-Control-Allow-Origin").map(|(_, v)| v.to_string())

@@ -207,6 +207,39 @@ fn wss_works_end_to_end_through_the_generated_certificate() {
     });
 }
 
+#[test]
+fn the_status_tells_wss_from_ws_and_shows_the_certificate() {
+    smol::block_on(async {
+        let dir = temp_dir("status");
+        let daemon = start(&dir);
+        let https = daemon.https_addr.unwrap();
+        let stream = handshake(&connector(read_cert(&dir.join("ca.crt"))), https, "localhost").await.unwrap();
+        let url = format!("wss://localhost:{}/ws?id=panel", https.port());
+        let (mut panel, _) = async_tungstenite::client_async(url, stream).await.expect("a WebSocket over TLS");
+        assert_eq!(next_json(&mut panel).await["type"], "welcome");
+        let (_phone, _) = common::Client::join(&daemon, "phone", None).await;
+
+        let (_, _, body) = common::http_get(daemon.addr, "/api/status", "");
+        let status = common::json_body(&body);
+        let transport = |id: &str| {
+            let peers = status["peers"].as_array().unwrap();
+            peers.iter().find(|peer| peer["id"] == id).map(|peer| peer["transport"].clone())
+        };
+        assert_eq!(transport("panel"), Some(Value::from("wss")));
+        assert_eq!(transport("phone"), Some(Value::from("ws")));
+        assert_eq!(status["listen"]["https"], https.to_string());
+        assert_eq!(status["urls"]["https"], serde_json::json!([format!("https://{https}/")]));
+        let (_, _, body) = common::http_get(daemon.addr, "/api/https", "");
+        let certificate = &status["certificate"];
+        assert_eq!(certificate["caFingerprint"], common::json_body(&body)["caFingerprint"]);
+        let names: Vec<_> =
+            certificate["names"].as_array().unwrap().iter().map(|name| name.as_str().unwrap()).collect();
+        assert!(names.contains(&"localhost") && names.contains(&"127.0.0.1"), "{names:?}");
+        let (renews, ends) = (certificate["renewsAt"].as_str().unwrap(), certificate["notAfter"].as_str().unwrap());
+        assert!(renews < ends, "renewed before it ends: {renews} {ends}");
+    });
+}
+
 async fn next_json<S>(socket: &mut async_tungstenite::WebSocketStream<S>) -> Value
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,

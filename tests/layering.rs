@@ -21,8 +21,9 @@ const NEVER: [(&str, &[&str]); 7] = [
 ];
 
 /// (module, the only modules that may import it)
-const ONLY_FROM: [(&str, &[&str]); 7] = [
+const ONLY_FROM: [(&str, &[&str]); 8] = [
     ("inflate", &["static_files"]),
+    ("status", &["routes"]),
     ("conn", &["server"]),
     ("server", &["daemon"]),
     ("sse", &["conn"]),
