@@ -50,6 +50,7 @@ mod metrics;
 mod mqtt;
 mod outbox;
 mod peerjs;
+mod qr;
 mod resolve;
 mod routes;
 mod server;
