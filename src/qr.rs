@@ -346,7 +346,9 @@ impl Grid {
         let centres = ALIGNMENT[version - 1];
         for &x in centres {
             for &y in centres {
-                let on_a_finder = (x == 6 && y == 6) || (x == 6 && y == size - 7) || (x == size - 7 && y == 6);
+                // Three corners hold finders; the fourth (lower right) has none.
+                let at_an_end = |centre: usize| centre == 6 || centre == size - 7;
+                let on_a_finder = at_an_end(x) && at_an_end(y) && (x == 6 || y == 6);
                 if !on_a_finder {
                     grid.alignment(x, y);
                 }
