@@ -33,7 +33,7 @@ pub const QUIET_ZONE: usize = 4;
 /// 9): error-correction codewords per block, then the blocks of the first
 /// group and their data codewords; a second group, if any, has blocks one
 /// codeword longer.
-const BLOCKS: [(usize, usize, usize, usize); MAX_VERSION] = [
+const BLOCKS: [(u8, u8, u8, u8); MAX_VERSION] = [
     // (ec per block, blocks in group 1, data per block in group 1, blocks in group 2)
     (10, 1, 16, 0),
     (16, 1, 28, 0),
@@ -47,23 +47,6 @@ const BLOCKS: [(usize, usize, usize, usize); MAX_VERSION] = [
     (26, 4, 43, 1),
     (30, 1, 50, 4),
     (22, 6, 36, 2),
-];
-
-/// The centres of the alignment patterns along each axis, versions 2 to 12
-/// (the standard's annex E); version 1 has none.
-const ALIGNMENT: [&[usize]; MAX_VERSION] = [
-    &[],
-    &[6, 18],
-    &[6, 22],
-    &[6, 26],
-    &[6, 30],
-    &[6, 34],
-    &[6, 22, 38],
-    &[6, 24, 42],
-    &[6, 26, 46],
-    &[6, 28, 50],
-    &[6, 30, 54],
-    &[6, 32, 58],
 ];
 
 /// Why no code was made.
@@ -154,6 +137,26 @@ impl QrCode {
     }
 }
 
+/// The centres of the alignment patterns along each axis (the standard's
+/// annex E): none in version 1; from 6 to `size - 7`, one more every seven
+/// versions, evenly spaced (exactly so up to version 13; larger versions
+/// round, which is why `MAX_VERSION` stays below).
+fn alignment_centres(version: usize) -> Vec<usize> {
+    if version == 1 {
+        return Vec::new();
+    }
+    let count = version / 7 + 2;
+    let step = (4 * version + 4) / (count - 1);
+    (0..count).map(|i| 6 + i * step).collect()
+}
+
+/// The error correction of a version: (codewords per block, blocks of the
+/// first group, their data codewords, blocks of the second group).
+fn blocks(version: usize) -> (usize, usize, usize, usize) {
+    let (ec, blocks1, data1, blocks2) = BLOCKS[version - 1];
+    (ec.into(), blocks1.into(), data1.into(), blocks2.into())
+}
+
 /// Bytes a version holds in byte mode at level M.
 fn capacity(version: usize) -> usize {
     (data_length(version) * 8 - 4 - count_bits(version)) / 8
@@ -170,7 +173,7 @@ fn count_bits(version: usize) -> usize {
 
 /// Data codewords of a version at level M.
 fn data_length(version: usize) -> usize {
-    let (_, blocks1, data1, blocks2) = BLOCKS[version - 1];
+    let (_, blocks1, data1, blocks2) = blocks(version);
     blocks1 * data1 + blocks2 * (data1 + 1)
 }
 
@@ -222,7 +225,7 @@ impl Bits {
 /// then interleaved: the data of every block a codeword at a time, then the
 /// error correction likewise.
 fn interleave(version: usize, data: &[u8]) -> Vec<u8> {
-    let (ec_length, blocks1, data1, blocks2) = BLOCKS[version - 1];
+    let (ec_length, blocks1, data1, blocks2) = blocks(version);
     let divisor = generator(ec_length);
     let mut blocks = Vec::with_capacity(blocks1 + blocks2);
     let mut rest = data;
@@ -341,16 +344,17 @@ impl Grid {
             grid.set(i, 6, i % 2 == 0);
         }
         for (x, y) in [(3, 3), (size - 4, 3), (3, size - 4)] {
-            grid.finder(x, y);
+            // Finders: a dark centre of 3x3, light, dark, and a light separator.
+            grid.square(x, y, 4, 0b10100);
         }
-        let centres = ALIGNMENT[version - 1];
-        for &x in centres {
-            for &y in centres {
+        let centres = alignment_centres(version);
+        for &x in &centres {
+            for &y in &centres {
                 // Three corners hold finders; the fourth (lower right) has none.
                 let at_an_end = |centre: usize| centre == 6 || centre == size - 7;
                 let on_a_finder = at_an_end(x) && at_an_end(y) && (x == 6 || y == 6);
                 if !on_a_finder {
-                    grid.alignment(x, y);
+                    grid.square(x, y, 2, 0b010);
                 }
             }
         }
@@ -364,28 +368,13 @@ impl Grid {
         self.function[y * self.size + x] = true;
     }
 
-    /// A finder pattern centred on (x, y), with its light separator.
-    fn finder(&mut self, x: usize, y: usize) {
-        for dy in -4i32..=4 {
-            for dx in -4i32..=4 {
-                let (Some(px), Some(py)) = (x.checked_add_signed(dx as isize), y.checked_add_signed(dy as isize))
-                else {
-                    continue;
-                };
-                if px < self.size && py < self.size {
-                    let ring = dx.abs().max(dy.abs());
-                    self.set(px, py, ring != 2 && ring != 4);
-                }
-            }
-        }
-    }
-
-    /// An alignment pattern centred on (x, y).
-    fn alignment(&mut self, x: usize, y: usize) {
-        for dy in 0..5usize {
-            for dx in 0..5usize {
-                let ring = dx.abs_diff(2).max(dy.abs_diff(2));
-                self.set(x + dx - 2, y + dy - 2, ring != 1);
+    /// A pattern of square rings centred on (x, y) out to `radius` (cut at
+    /// the symbol's edge): ring `r` light when bit `r` of `light_rings` is set.
+    fn square(&mut self, x: usize, y: usize, radius: usize, light_rings: u32) {
+        for py in y.saturating_sub(radius)..(y + radius + 1).min(self.size) {
+            for px in x.saturating_sub(radius)..(x + radius + 1).min(self.size) {
+                let ring = px.abs_diff(x).max(py.abs_diff(y));
+                self.set(px, py, light_rings >> ring & 1 == 0);
             }
         }
     }
@@ -471,17 +460,17 @@ impl Grid {
     /// The standard's penalty score (lower is better).
     fn penalty(&self) -> u32 {
         let size = self.size;
-        let row = |y: usize| -> Vec<bool> { (0..size).map(|x| self.dark[y * size + x]).collect() };
-        let column = |x: usize| -> Vec<bool> { (0..size).map(|y| self.dark[y * size + x]).collect() };
+        // The columns as the rows of a copy turned over its diagonal.
+        let columns: Vec<bool> = (0..size * size).map(|at| self.dark[at % size * size + at / size]).collect();
         let mut score = 0;
-        for line in (0..size).map(row).chain((0..size).map(column)) {
-            score += runs_penalty(&line) + finder_like_penalty(&line);
+        for line in self.dark.chunks(size).chain(columns.chunks(size)) {
+            score += runs_penalty(line) + finder_like_penalty(line);
         }
         // Rule 2: 3 for each 2x2 block of one colour (overlaps counted).
-        for y in 0..size - 1 {
+        for (upper, lower) in self.dark.chunks(size).zip(self.dark.chunks(size).skip(1)) {
             for x in 0..size - 1 {
-                let colour = self.dark[y * size + x];
-                if [(1, 0), (0, 1), (1, 1)].iter().all(|(dx, dy)| self.dark[(y + dy) * size + x + dx] == colour) {
+                let colour = upper[x];
+                if upper[x + 1] == colour && lower[x] == colour && lower[x + 1] == colour {
                     score += 3;
                 }
             }
@@ -611,6 +600,27 @@ mod tests {
     }
 
     #[test]
+    fn alignment_patterns_are_where_annex_e_puts_them() {
+        let annex_e: [&[usize]; MAX_VERSION] = [
+            &[],
+            &[6, 18],
+            &[6, 22],
+            &[6, 26],
+            &[6, 30],
+            &[6, 34],
+            &[6, 22, 38],
+            &[6, 24, 42],
+            &[6, 26, 46],
+            &[6, 28, 50],
+            &[6, 30, 54],
+            &[6, 32, 58],
+        ];
+        for (version, centres) in (1..=MAX_VERSION).zip(annex_e) {
+            assert_eq!(alignment_centres(version), centres, "version {version}");
+        }
+    }
+
+    #[test]
     fn version_information_is_the_standards_table() {
         // ISO/IEC 18004 table D.1.
         assert_eq!(version_bits(7), 0x07C94);
@@ -633,7 +643,7 @@ mod tests {
         for version in 1..=MAX_VERSION {
             let grid = Grid::new(version);
             let free = grid.function.iter().filter(|&&function| !function).count();
-            let (ec, blocks1, _, blocks2) = BLOCKS[version - 1];
+            let (ec, blocks1, _, blocks2) = blocks(version);
             let codewords = data_length(version) + ec * (blocks1 + blocks2);
             let remainder = if (2..=6).contains(&version) { 7 } else { 0 };
             assert_eq!(free, codewords * 8 + remainder, "version {version}");
