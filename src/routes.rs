@@ -106,13 +106,19 @@ pub fn event_stream_head(request: &Request, config: &Config) -> Vec<u8> {
     head
 }
 
+/// The query parameter `name`, if given: `Some(None)` when its %-escapes
+/// are broken or not UTF-8.
+fn query_value(request: &Request, name: &str) -> Option<Option<String>> {
+    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
+    query.into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
+}
+
 /// `Last-Event-ID`, else `?since=`: a sequence number, if given.
 fn since(request: &Request) -> Result<Option<u64>, Response> {
-    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
     let given = request
         .header("last-event-id")
         .map(str::to_string)
-        .or_else(|| query.into_iter().find(|(name, _)| name == "since").map(|(_, value)| value.unwrap_or_default()));
+        .or_else(|| query_value(request, "since").map(Option::unwrap_or_default));
     match given {
         None => Ok(None),
         Some(text) => {
@@ -156,6 +162,12 @@ fn answer(view: &View, request: &Request) -> Response {
             None => api::https(None, None),
         },
         Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
+        Some(Endpoint::CaProfile) => api::ca_profile(view.https.as_ref().and_then(|https| https.ca_der)),
+        Some(Endpoint::Qr) => match query_value(request, "text") {
+            Some(Some(text)) if !text.is_empty() => api::qr(&text),
+            Some(None) => Response::json_error(400, "text is not percent-encoded UTF-8"),
+            _ => Response::json_error(400, "give the text to encode: /api/qr?text=<percent-encoded text>"),
+        },
         Some(Endpoint::Metrics) => metrics::render(router, sockets(view.hub), view.connections, view.feed),
         Some(Endpoint::Status) => status(view),
         Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
@@ -230,6 +242,10 @@ enum Endpoint<'a> {
     CaCertificate,
     /// `/api/status`: everything the status page shows.
     Status,
+    /// The same certificate as an Apple configuration profile.
+    CaProfile,
+    /// `/api/qr?text=..`: a QR code as SVG.
+    Qr,
     /// Under `--peerjs-path` (the WebSocket aside): what follows it.
     PeerJs(&'a str),
 }
@@ -249,6 +265,8 @@ impl Endpoint<'_> {
             "/api/status" => Some(Endpoint::Status),
             "/api/https" => Some(Endpoint::Https),
             api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
+            api::CA_PROFILE_PATH => Some(Endpoint::CaProfile),
+            "/api/qr" => Some(Endpoint::Qr),
             _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
         }
     }
@@ -376,12 +394,25 @@ mod tests {
             r#"400 application/json {"error":"a room name is 1 to 64 characters of A-Z a-z"#,
         );
         check("GET", "/api/nothing", r#"404 application/json {"error":"no such API endpoint"}"#);
-        check("GET", "/api/https", r#"200 application/json {"ca":null,"caFingerprint":null,"port":null}"#);
         check(
             "GET",
-            "/intercomd-ca.crt",
-            "404 text/plain; charset=utf-8 this intercom serves a certificate of its own (--tls-cert)",
+            "/api/https",
+            r#"200 application/json {"ca":null,"caFingerprint":null,"mobileconfig":null,"port":null}"#,
         );
+        for path in ["/intercomd-ca.crt", "/intercomd-ca.mobileconfig"] {
+            check(
+                "GET",
+                path,
+                "404 text/plain; charset=utf-8 this intercom serves a certificate of its own (--tls-cert)",
+            );
+        }
+        check(
+            "GET",
+            "/api/qr?text=hi",
+            "200 image/svg+xml <svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 29 29\"",
+        );
+        check("HEAD", "/api/qr?text=hi", "200 image/svg+xml <svg");
+        check("POST", "/api/qr?text=hi", r#"405 application/json {"error":"this endpoint takes GET, HEAD"}"#);
         check(
             "GET",
             "/metrics",
@@ -410,6 +441,8 @@ mod tests {
             "/api/https",
             r#"200 application/json {"ca":"/intercomd-ca.crt","caFingerprint":"1B:65:F6:8A:52:2C:"#,
         );
+        let profile = r#"200 application/x-apple-aspen-config <?xml version="1.0" encoding="UTF-8"?>"#;
+        check(&config, Some(Https { port: 8443, ca_der: Some(&der) }), "GET", "/intercomd-ca.mobileconfig", profile);
         check(
             &config,
             Some(Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None }),
@@ -417,6 +450,34 @@ mod tests {
             "/intercomd-ca.crt",
             "200 application/x-x509-ca-cert 0\u{3}\u{2}\u{1}\u{1}",
         );
+    }
+
+    #[test]
+    fn qr_codes_up_to_the_limit_and_errors_past_it() {
+        let config = config(&[]);
+        let check = |target: &str, expected| check(&config, None, "GET", target, expected);
+        let missing =
+            r#"400 application/json {"error":"give the text to encode: /api/qr?text=<percent-encoded text>"}"#;
+        check("/api/qr", missing);
+        check("/api/qr?text=", missing);
+        check("/api/qr?other=x", missing);
+        check("/api/qr?text=%ff", r#"400 application/json {"error":"text is not percent-encoded UTF-8"}"#);
+        // Percent-encoded UTF-8 counts in bytes: 128 two-byte characters are at the limit.
+        let at_limit = "%C3%BC".repeat(crate::qr::MAX_QR_TEXT_BYTES / 2);
+        check(&format!("/api/qr?text={at_limit}"), "200 image/svg+xml <svg");
+        check(
+            &format!("/api/qr?text={at_limit}a"),
+            r#"400 application/json {"error":"the text is 257 bytes of UTF-8; a QR code here holds at most 256"}"#,
+        );
+        let hub = hub();
+        let connections = Connections::default();
+        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
+        let response =
+            respond(&view, &request("GET", "/api/qr?text=https%3A%2F%2F192.168.1.20%3A8443%2Ftrust.html", &[]));
+        let header = |name| response.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        assert_eq!(header("Cache-Control").as_deref(), Some("public, max-age=31536000, immutable"));
+        let expected = crate::qr::QrCode::encode(b"https://192.168.1.20:8443/trust.html").unwrap().to_svg();
+        assert_eq!(&*response.body, expected.as_bytes(), "the text is the decoded query");
     }
 
     #[test]

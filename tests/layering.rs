@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The pure core: no I/O, no `.await`, no clock. It imports only itself.
-const CORE: [&str; 7] = ["router", "codec", "protocol", "peerjs", "liveness", "events", "jpeg"];
+const CORE: [&str; 8] = ["router", "codec", "protocol", "peerjs", "liveness", "events", "jpeg", "qr"];
 
 /// (module, what it must never import)
 const NEVER: [(&str, &[&str]); 7] = [
