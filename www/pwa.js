@@ -16,12 +16,11 @@
   const PROBE_MAX_MS = 30000;
   const body = document.body;
   const workers = window.isSecureContext && 'serviceWorker' in navigator;
-  const registration = workers
-    ? navigator.serviceWorker.register('sw.js').catch((e) => {
-      console.warn(TAG, `no service worker: ${e && e.message}`);
-      return null;
-    })
-    : Promise.resolve(null);
+  // Also on every load: the browser then checks sw.js for a new version. With the daemon down
+  // that check fails and register() rejects, while the worker installed before keeps running.
+  if (workers) {
+    navigator.serviceWorker.register('sw.js').catch((e) => console.warn(TAG, `service worker not updated: ${e && e.message}`));
+  }
 
   // ---------------------------------------------------------------- offline state
   const banner = document.createElement('div');
@@ -89,8 +88,9 @@
   }
   async function notify() {
     if (Notification.permission !== 'granted' || document.visibilityState !== 'hidden') return;
-    const reg = await registration;
-    if (!reg || body.dataset.state !== 'ringing') return;
+    // ready: the active registration, even when this load's register() failed (daemon down).
+    const reg = await navigator.serviceWorker.ready;
+    if (body.dataset.state !== 'ringing') return;
     const { tag, from, media } = ringing();
     if (tag === ringTag) return;
     ringTag = tag;
@@ -102,6 +102,7 @@
         requireInteraction: true,
         data: { url: location.href },
       });
+      body.dataset.ringNotified = tag; // for tests and debugging: which ring has a notification
     } catch (e) {
       console.warn(TAG, `cannot show the ring notification: ${e && e.message}`);
     }
@@ -110,8 +111,9 @@
   async function closeRing() {
     const tag = ringTag;
     ringTag = null;
-    const reg = await registration;
-    if (!tag || !reg) return;
+    delete body.dataset.ringNotified;
+    if (!tag) return;
+    const reg = await navigator.serviceWorker.ready;
     for (const n of await reg.getNotifications({ tag })) n.close();
   }
   let lastState = body.dataset.state;

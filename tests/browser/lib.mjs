@@ -174,14 +174,17 @@ export function homeTrusting(caFile) {
  * options.args: more command-line flags.
  */
 export function launchBrowser(options = {}) {
-  const { env, args = [] } = options;
-  return chromium.launch({
+  return chromium.launch(launchOptions(options));
+}
+
+function launchOptions({ env, args = [] }) {
+  return {
     executablePath: CHROMIUM,
     headless: !process.env.HEADFUL,
     args: [...CHROMIUM_ARGS, ...args],
     ...(env ? { env } : {}),
     timeout: 30_000,
-  });
+  };
 }
 
 /**
@@ -191,14 +194,7 @@ export function launchBrowser(options = {}) {
  * options as for launchBrowser.
  */
 export function launchPersistent(userDataDir, options = {}) {
-  const { env, args = [] } = options;
-  return chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: !process.env.HEADFUL,
-    args: [...CHROMIUM_ARGS, ...args],
-    ...(env ? { env } : {}),
-    timeout: 30_000,
-  });
+  return chromium.launchPersistentContext(userDataDir, launchOptions(options));
 }
 
 /** Polls `sample` every 100 ms until `ok(value)`; throws `says(last value)` on timeout. */
