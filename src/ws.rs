@@ -12,10 +12,11 @@
 //! the reconnect grace are the hub's (`hub::run_timers`). The task ends
 //! when its socket does, and tells the hub how.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -53,12 +54,17 @@ pub const READ_BUFFER_BYTES: usize = 256;
 /// across ten minutes of churn and relay then grew 8.3% instead of 0.4%
 /// (`benches/relay.rs --only churn`).
 pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
-/// Frames one socket's reader handles before it lets the other tasks run,
-/// even if its socket has more. Without it a client faster than the daemon
-/// keeps the reader going while the writers it fills never run, and their
-/// peers are dropped as slow readers; 16 keeps a sender's burst far below
-/// `MAX_QUEUED_MESSAGES` and costs one wakeup per 16 messages.
-pub const FRAMES_BEFORE_YIELD: usize = 16;
+/// Frames a socket's reader handles in a row, its socket never running dry,
+/// before it lets the other tasks run. Without it a client faster than the
+/// daemon (every client, on a Pi Zero) keeps the reader going while the
+/// writers it fills never run, and their peers are dropped as slow readers.
+/// Counted from the reader's last wait, so a burst that the socket delivers
+/// and then runs out of (16 messages in flight) is never cut in two; 32 stays
+/// far below `MAX_QUEUED_MESSAGES`.
+pub const FRAMES_BEFORE_YIELD: usize = 32;
+/// The same in bytes: a quarter of `MAX_QUEUED_BYTES`, so a run of large
+/// messages gives way before it could fill a queue.
+pub const BYTES_BEFORE_YIELD: usize = 256 * 1024;
 /// How long a close handshake may take before the socket is just dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -209,6 +215,15 @@ pub async fn serve(hub: &RefCell<Hub>, max_message_bytes: usize, upgrade: Box<Up
     hub.borrow_mut().closed(conn, abrupt, Instant::now());
 }
 
+thread_local! {
+    /// Frames and bytes handled by readers since a reader last waited or
+    /// gave way. Kept here rather than in each reader, whose state every
+    /// idle peer pays for: between two waits only one reader runs, so the
+    /// count is that reader's run. (A reader that ends at the limit makes
+    /// the next one give way once before it reads: harmless.)
+    static RUN: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
 async fn read_loop(
     hub: &RefCell<Hub>,
     max_message_bytes: usize,
@@ -217,50 +232,90 @@ async fn read_loop(
     receiver: &mut WebSocketReceiver<Stream>,
 ) -> ReadEnd {
     let mut saw_close = false;
-    let mut frames = 0usize;
-    while let Some(result) = receiver.next().await {
-        frames += 1;
-        if frames % FRAMES_BEFORE_YIELD == 0 {
-            // A sender whose socket always has more (a daemon slower than
-            // its clients, as on a Pi) would otherwise keep the one thread
-            // and starve the writers it fills: their readers would be
-            // dropped as slow.
-            smol::future::yield_now().await;
+    // One wait only: giving way is a `Pending` of this same wait, so that
+    // the reader's state, which every idle peer keeps, stays as small as a
+    // reader that never gives way (a second `.await` made it 56 bytes larger).
+    while let Some(result) = poll_fn(|cx| {
+        let (frames, bytes) = RUN.get();
+        if frames >= FRAMES_BEFORE_YIELD || bytes >= BYTES_BEFORE_YIELD {
+            // The socket had more every time: let the writers this reader
+            // has filled run before it goes on (see the constants).
+            RUN.set((0, 0));
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
-        let now = Instant::now();
-        outbox.heard(now);
-        match result {
-            Ok(Message::Text(text)) => hub.borrow_mut().receive(conn, text.as_str(), now),
-            Ok(Message::Binary(_)) => hub.borrow_mut().reject(
-                conn,
-                Rejection::new(ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"),
-            ),
-            // tungstenite answers close frames by itself; the stream ends next.
-            Ok(Message::Close(_)) => saw_close = true,
-            // tungstenite answers pings by itself; a pong is proof of life,
-            // which the outbox has already noted.
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(WsError::Capacity(_)) => {
-                let rejection =
-                    Rejection::new(ErrorCode::TooLarge, format!("messages are limited to {max_message_bytes} bytes"));
-                hub.borrow_mut().fail(conn, rejection, close::TOO_LARGE);
-                return ReadEnd::Refused;
-            }
-            Err(WsError::Utf8(_)) => {
-                let rejection = Rejection::new(ErrorCode::BadMessage, "a text frame was not valid UTF-8");
-                hub.borrow_mut().fail(conn, rejection, close::INVALID_DATA);
-                return ReadEnd::Refused;
-            }
-            Err(error) => {
-                debug!("websocket {} broke: {error}", conn.0);
-                return ReadEnd::Broken;
-            }
+        let poll = receiver.poll_next(cx);
+        if poll.is_pending() {
+            RUN.set((0, 0));
+        }
+        poll
+    })
+    .await
+    {
+        let (frames, bytes) = RUN.get();
+        match handle(hub, max_message_bytes, conn, outbox, result) {
+            Handled::Frame(length) => RUN.set((frames + 1, bytes + length)),
+            Handled::Close => saw_close = true,
+            Handled::End(end) => return end,
         }
     }
     if saw_close {
         ReadEnd::Closed
     } else {
         ReadEnd::Broken
+    }
+}
+
+/// What became of one frame.
+enum Handled {
+    /// Handled; its payload's length.
+    Frame(usize),
+    /// A close frame: tungstenite answers it by itself and the stream ends next.
+    Close,
+    /// The socket is done for.
+    End(ReadEnd),
+}
+
+fn handle(
+    hub: &RefCell<Hub>,
+    max_message_bytes: usize,
+    conn: ConnId,
+    outbox: &Outbox,
+    result: Result<Message, WsError>,
+) -> Handled {
+    let now = Instant::now();
+    outbox.heard(now);
+    match result {
+        Ok(Message::Text(text)) => {
+            hub.borrow_mut().receive(conn, text.as_str(), now);
+            Handled::Frame(text.len())
+        }
+        Ok(Message::Binary(data)) => {
+            hub.borrow_mut().reject(
+                conn,
+                Rejection::new(ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"),
+            );
+            Handled::Frame(data.len())
+        }
+        Ok(Message::Close(_)) => Handled::Close,
+        // tungstenite answers pings by itself; a pong is proof of life,
+        // which the outbox has already noted.
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Handled::Frame(0),
+        Err(WsError::Capacity(_)) => {
+            let rejection =
+                Rejection::new(ErrorCode::TooLarge, format!("messages are limited to {max_message_bytes} bytes"));
+            hub.borrow_mut().fail(conn, rejection, close::TOO_LARGE);
+            Handled::End(ReadEnd::Refused)
+        }
+        Err(WsError::Utf8(_)) => {
+            let rejection = Rejection::new(ErrorCode::BadMessage, "a text frame was not valid UTF-8");
+            hub.borrow_mut().fail(conn, rejection, close::INVALID_DATA);
+            Handled::End(ReadEnd::Refused)
+        }
+        Err(error) => {
+            debug!("websocket {} broke: {error}", conn.0);
+            Handled::End(ReadEnd::Broken)
+        }
     }
 }
 

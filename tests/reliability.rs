@@ -235,19 +235,31 @@ fn a_peer_that_never_reads_is_dropped_and_nobody_else_loses_a_message() {
 /// as every client is on a Pi Zero) must not keep the one thread to itself:
 /// the peers it sends to are written to as it goes, and none of them is
 /// dropped as a slow reader. Here the flood is written in one piece, far
-/// faster than the daemon can route it, and is many times the queue limit.
+/// faster than the daemon can route it: many times `MAX_QUEUED_MESSAGES`
+/// (256) of small messages.
 #[test]
 fn a_sender_faster_than_the_daemon_does_not_starve_the_peer_it_sends_to() {
+    flood_and_receive_whole(4096, 150);
+}
+
+/// The same with large messages, each 60 KB: 24 of them are more than
+/// `MAX_QUEUED_BYTES` (1 MiB) but fewer than `FRAMES_BEFORE_YIELD`.
+#[test]
+fn a_sender_of_large_messages_faster_than_the_daemon_does_not_starve_the_peer_it_sends_to() {
+    flood_and_receive_whole(24, 60_000);
+}
+
+/// `count` messages of `pad` bytes and a little more, from a raw socket that
+/// writes them all at once, to `b`, who must get every one, in order.
+fn flood_and_receive_whole(count: usize, pad: usize) {
     smol::block_on(async {
-        // Sixteen times `outbox::MAX_QUEUED_MESSAGES` (256).
-        const FLOOD: usize = 4096;
         let daemon = Daemon::start(&["--max-rate", "0"]);
         let (mut b, _) = Client::join(&daemon, "b", None).await;
         let mut flooder = raw_upgrade(daemon.addr, "id=flooder");
         b.recv_type("peer-joined").await;
-        let padding = "x".repeat(150);
+        let padding = "x".repeat(pad);
         let mut flood = Vec::new();
-        for n in 0..FLOOD {
+        for n in 0..count {
             let text = json!({"type":"tick","to":"b","n":n,"pad":padding}).to_string();
             flood.extend_from_slice(&client_frame(1, text.as_bytes(), true));
         }
@@ -255,9 +267,9 @@ fn a_sender_faster_than_the_daemon_does_not_starve_the_peer_it_sends_to() {
             flooder.write_all(&flood).expect("the flood is written whole");
             flooder
         });
-        for n in 0..FLOOD {
+        for n in 0..count {
             let tick = b.recv().await;
-            assert_eq!(tick["n"], n, "b's message {n} of {FLOOD}: {tick}");
+            assert_eq!(tick["n"], n, "b's message {n} of {count}: {tick}");
             assert_eq!(tick["from"], "flooder");
         }
         let _flooder = writer.join().unwrap();
