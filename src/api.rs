@@ -65,15 +65,18 @@ pub const CA_PROFILE_PATH: &str = "/intercomd-ca.mobileconfig";
 
 /// What a page needs to send people to the secure address: `{"port":8443,
 /// "ca":"/intercomd-ca.crt","mobileconfig":"/intercomd-ca.mobileconfig",
-/// "caFingerprint":"AB:CD:.."}`; `port` is null without an HTTPS listener,
-/// `ca`, `mobileconfig` and `caFingerprint` are null unless the daemon made
-/// its own certificate authority.
-pub fn https(port: Option<u16>, ca_der: Option<&[u8]>) -> Response {
+/// "caFingerprint":"AB:CD:..","onboard":"http://192.168.1.20:8080/trust.html?onboard"}`;
+/// `port` is null without an HTTPS listener, `ca`, `mobileconfig` and
+/// `caFingerprint` are null unless the daemon made its own certificate
+/// authority; `onboard` is where a phone that scans the pages' QR code goes
+/// (`status::onboard`).
+pub fn https(port: Option<u16>, ca_der: Option<&[u8]>, onboard: &str) -> Response {
     let body = serde_json::json!({
         "port": port,
         "ca": ca_der.map(|_| CA_CERTIFICATE_PATH),
         "mobileconfig": ca_der.map(|_| CA_PROFILE_PATH),
         "caFingerprint": ca_der.map(fingerprint),
+        "onboard": onboard,
     });
     json(&body)
 }

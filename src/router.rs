@@ -370,7 +370,7 @@ impl Router {
                 away: peer.away_until.is_some(),
             })
             .collect();
-        list.sort_by(|a, b| a.id.cmp(b.id));
+        list.sort_unstable_by(|a, b| a.id.cmp(b.id));
         list
     }
 

@@ -157,10 +157,13 @@ fn answer(view: &View, request: &Request) -> Response {
             Ok(since) => api::events(view.feed, since.unwrap_or(0)),
             Err(response) => response,
         },
-        Some(Endpoint::Https) => match &view.https {
-            Some(https) => api::https(Some(https.port), https.ca_der),
-            None => api::https(None, None),
-        },
+        Some(Endpoint::Https) => {
+            let onboard = onboard(view, request);
+            match &view.https {
+                Some(https) => api::https(Some(https.port), https.ca_der, &onboard),
+                None => api::https(None, None, &onboard),
+            }
+        }
         Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
         Some(Endpoint::CaProfile) => api::ca_profile(view.https.as_ref().and_then(|https| https.ca_der)),
         Some(Endpoint::Qr) => match query_value(request, "text") {
@@ -169,7 +172,7 @@ fn answer(view: &View, request: &Request) -> Response {
             _ => Response::json_error(400, "give the text to encode: /api/qr?text=<percent-encoded text>"),
         },
         Some(Endpoint::Metrics) => metrics::render(router, sockets(view.hub), view.connections, view.feed),
-        Some(Endpoint::Status) => status(view),
+        Some(Endpoint::Status) => status(view, request),
         Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, view.config.www.as_deref()),
@@ -187,8 +190,15 @@ fn sockets(hub: &Hub) -> Sockets {
     }
 }
 
+/// Where a phone that scans the QR code of a page asked for by `request`
+/// goes: `status::onboard`.
+fn onboard(view: &View, request: &Request) -> String {
+    let https = view.https.as_ref().map(|https| (https.port, https.ca_der.is_some()));
+    status::onboard(request.header("host"), view.http_address, https, &(view.interface_addresses)())
+}
+
 /// `/api/status`: made only when asked.
-fn status(view: &View) -> Response {
+fn status(view: &View, request: &Request) -> Response {
     let certificate = view.https.as_ref().map(|https| status::Certificate {
         ca_fingerprint: https.ca_der.map(api::fingerprint),
         names: https.generated.map_or(&[], |(names, _, _)| names),
@@ -202,6 +212,7 @@ fn status(view: &View) -> Response {
         https: view.https.as_ref().map(|https| https.address),
         addresses: (view.interface_addresses)(),
         certificate,
+        onboard: onboard(view, request),
     };
     status::render(
         daemon,
@@ -397,7 +408,7 @@ mod tests {
         check(
             "GET",
             "/api/https",
-            r#"200 application/json {"ca":null,"caFingerprint":null,"mobileconfig":null,"port":null}"#,
+            r#"200 application/json {"ca":null,"caFingerprint":null,"mobileconfig":null,"onboard":"http://127.0.0.1:8080/","port":null}"#,
         );
         for path in ["/intercomd-ca.crt", "/intercomd-ca.mobileconfig"] {
             check(
@@ -442,7 +453,8 @@ mod tests {
             r#"200 application/json {"ca":"/intercomd-ca.crt","caFingerprint":"1B:65:F6:8A:52:2C:"#,
         );
         let profile = r#"200 application/x-apple-aspen-config <?xml version="1.0" encoding="UTF-8"?>"#;
-        check(&config, Some(Https { port: 8443, ca_der: Some(&der) }), "GET", "/intercomd-ca.mobileconfig", profile);
+        let https = Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None };
+        check(&config, Some(https), "GET", "/intercomd-ca.mobileconfig", profile);
         check(
             &config,
             Some(Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None }),
@@ -471,7 +483,8 @@ mod tests {
         );
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
+        let feed = Feed::new();
+        let view = view(&config, &hub, (&feed, &connections), None);
         let response =
             respond(&view, &request("GET", "/api/qr?text=https%3A%2F%2F192.168.1.20%3A8443%2Ftrust.html", &[]));
         let header = |name| response.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());

@@ -27,6 +27,8 @@ pub struct Daemon<'a> {
     /// The machine's addresses, without loopback and link-local ones.
     pub addresses: Vec<IpAddr>,
     pub certificate: Option<Certificate<'a>>,
+    /// Where a phone that scans the status page's QR code goes (`onboard`).
+    pub onboard: String,
 }
 
 /// The HTTPS certificate, as far as the daemon made it.
@@ -64,7 +66,9 @@ pub fn render(
         Some(https) => _ = write!(out, "\"{https}\""),
         None => out.push_str("null"),
     }
-    out.push_str("},\"urls\":{\"http\":");
+    out.push_str("},\"onboard\":");
+    push_json_string(&mut out, &daemon.onboard);
+    out.push_str(",\"urls\":{\"http\":");
     strings(&mut out, urls("http", daemon.http, &daemon.addresses));
     out.push_str(",\"https\":");
     strings(&mut out, daemon.https.map_or_else(Vec::new, |https| urls("https", https, &daemon.addresses)));
@@ -192,6 +196,19 @@ fn unix_seconds(seconds: i64) -> String {
 /// that a phone could use (IPv4 first) when it listens on all of them, else
 /// the one it listens on.
 fn urls(scheme: &str, listen: SocketAddr, machine: &[IpAddr]) -> Vec<String> {
+    let port = listen.port();
+    phone_addresses(listen, machine)
+        .iter()
+        .map(|address| match address {
+            IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}/"),
+            IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}/"),
+        })
+        .collect()
+}
+
+/// The addresses of a listener a phone could use, IPv4 first: the machine's
+/// when it listens on all of them, else the one it listens on.
+fn phone_addresses(listen: SocketAddr, machine: &[IpAddr]) -> Vec<IpAddr> {
     let mut addresses: Vec<IpAddr> = match listen.ip() {
         // `[::]` takes IPv4 as well; `0.0.0.0` only IPv4.
         IpAddr::V6(any) if any.is_unspecified() => machine.iter().copied().filter(reachable).collect(),
@@ -200,16 +217,51 @@ fn urls(scheme: &str, listen: SocketAddr, machine: &[IpAddr]) -> Vec<String> {
         }
         one => vec![one],
     };
-    addresses.sort_by_key(|address| (address.is_ipv6(), *address));
+    addresses.sort_unstable_by_key(|address| (address.is_ipv6(), *address));
     addresses.dedup();
-    let port = listen.port();
     addresses
-        .iter()
-        .map(|address| match address {
-            IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}/"),
-            IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}/"),
-        })
-        .collect()
+}
+
+/// Where a phone that scans the pages' QR code is sent, for a page asked for
+/// by `host` (its `Host` header): the trust page in its onboarding mode
+/// (`http://H:P/trust.html?onboard`, which goes on to the https intercom by
+/// itself once the phone trusts the local CA) when the daemon made its own
+/// CA; the https intercom with a certificate of the user's own; the plain
+/// intercom without an HTTPS listener. H is the host the page was opened by,
+/// unless that is loopback (the installer at the Pi itself): then the first
+/// address a phone can use, if the machine has one.
+pub fn onboard(host: Option<&str>, http: SocketAddr, https: Option<(u16, bool)>, machine: &[IpAddr]) -> String {
+    let asked = host.map(host_name).filter(|name| !name.is_empty() && !is_loopback(name));
+    let name = match asked {
+        Some(name) => name.to_string(),
+        None => match phone_addresses(http, machine).first() {
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+            None => host.map_or_else(|| "localhost".to_string(), |host| host_name(host).to_string()),
+        },
+    };
+    match https {
+        Some((_, true)) => format!("http://{name}:{}/trust.html?onboard", http.port()),
+        Some((port, false)) => format!("https://{name}:{port}/"),
+        None => format!("http://{name}:{}/", http.port()),
+    }
+}
+
+/// The host of a `Host` header: without its port, an IPv6 address keeping
+/// its brackets.
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    match host.strip_prefix('[') {
+        Some(rest) => rest.find(']').map_or(host, |end| &host[..end + 2]),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+}
+
+fn is_loopback(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().is_ok_and(|address| address.is_loopback())
 }
 
 /// An address a phone on the LAN could use: not loopback, not link-local.
@@ -237,5 +289,33 @@ mod tests {
         assert_eq!(urls("https", v4, &addresses), ["https://192.168.1.20:8443/"]);
         let one: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         assert_eq!(urls("http", one, &addresses), ["http://127.0.0.1:8080/"], "the one address it listens on");
+    }
+
+    #[test]
+    fn a_scan_goes_to_the_trust_page_on_an_address_a_phone_can_use() {
+        let machine: Vec<IpAddr> = ["fd00::5", "192.168.1.20", "127.0.0.1"].iter().map(|a| a.parse().unwrap()).collect();
+        let any: SocketAddr = "[::]:8080".parse().unwrap();
+        let own_ca = Some((8443, true));
+        // The host the page was opened by, whatever its form.
+        for (host, name) in [
+            ("raspberrypi.local:8080", "raspberrypi.local"),
+            ("raspberrypi.local", "raspberrypi.local"),
+            ("192.168.1.20:8443", "192.168.1.20"),
+            ("[fd00::5]:8080", "[fd00::5]"),
+        ] {
+            assert_eq!(onboard(Some(host), any, own_ca, &machine), format!("http://{name}:8080/trust.html?onboard"));
+        }
+        // Opened at the Pi itself: an address a phone can reach instead.
+        for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "intercom.localhost", ""] {
+            assert_eq!(onboard(Some(host), any, own_ca, &machine), "http://192.168.1.20:8080/trust.html?onboard", "{host}");
+        }
+        assert_eq!(onboard(None, any, own_ca, &machine), "http://192.168.1.20:8080/trust.html?onboard");
+        // Nothing better than loopback: loopback, as asked.
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(onboard(Some("127.0.0.1:8080"), lo, own_ca, &machine), "http://127.0.0.1:8080/trust.html?onboard");
+        assert_eq!(onboard(Some("localhost:8080"), any, own_ca, &[]), "http://localhost:8080/trust.html?onboard");
+        // A certificate of the user's own needs no trust page; no HTTPS, nothing to trust.
+        assert_eq!(onboard(Some("pi.lan"), any, Some((443, false)), &machine), "https://pi.lan:443/");
+        assert_eq!(onboard(Some("pi.lan"), any, None, &machine), "http://pi.lan:8080/");
     }
 }

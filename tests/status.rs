@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{http_get, json_body, Client, Daemon};
+use common::{http_get, http_raw, json_body, Client, Daemon};
 use serde_json::{json, Value};
 
 fn status(daemon: &Daemon) -> Value {
@@ -110,4 +110,26 @@ fn status_names_the_event_sinks_and_keeps_the_api_origin_rules() {
     assert_eq!(common::header(&headers, "access-control-allow-origin"), Some("https://panel.example"));
     let (code, _, _) = common::http_method(daemon.addr, "POST", "/api/status", "");
     assert_eq!(code, 405);
+}
+
+/// The pages' QR codes send a phone to the trust page on the host the page
+/// was opened by (`/api/https` and `/api/status` say where); opened at the Pi
+/// itself, to an address a phone can use, which for a daemon on loopback
+/// only is that one address.
+#[test]
+fn a_scan_goes_to_the_trust_page_on_the_host_the_page_was_opened_by() {
+    let daemon = Daemon::start(&["--https-listen", "127.0.0.1:0"]);
+    let port = daemon.addr.port();
+    for path in ["/api/https", "/api/status"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: raspberrypi.local:{port}\r\nConnection: close\r\n\r\n");
+        let (code, _, body) = http_raw(daemon.addr, raw.as_bytes());
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(json_body(&body)["onboard"], format!("http://raspberrypi.local:{port}/trust.html?onboard"), "{path}");
+        let (_, _, body) = http_get(daemon.addr, path, "");
+        assert_eq!(json_body(&body)["onboard"], format!("http://127.0.0.1:{port}/trust.html?onboard"), "{path}");
+    }
+    // Without HTTPS there is nothing to trust: the plain intercom.
+    let plain = Daemon::start(&[]);
+    let (_, _, body) = http_get(plain.addr, "/api/https", "");
+    assert_eq!(json_body(&body)["onboard"], format!("http://127.0.0.1:{}/", plain.addr.port()));
 }

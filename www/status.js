@@ -64,6 +64,11 @@ function render(status) {
     if (url.startsWith('http:')) li.append(el('span', ' (no microphone: see the https address)', { class: 'muted' }));
     return li;
   }) : [el('li', 'No address a phone could use: the daemon listens on loopback only.', { class: 'muted' })]);
+  // The code a phone scans to be set up (see trust.html?onboard); drawn again only if it changed.
+  if (status.onboard && $('scan').dataset.url !== status.onboard && typeof onboardQr === 'function') {
+    $('scan').dataset.url = status.onboard;
+    replace($('scan'), [onboardQr(status.onboard, 'Scan with a phone or tablet to set it up')]);
+  }
 
   $('online-count').textContent = status.peers.length;
   $('nobody').hidden = status.peers.length > 0;

@@ -15,7 +15,7 @@ const CACHE = `intercom-shell-${VERSION}`;
 const SHELL = [
   'index.html', 'room.html', 'door.html',
   'style.css', 'room.css', 'door.css',
-  'signal.js', 'call.js', 'app.js', 'room.js', 'door.js', 'pwa.js',
+  'qr.js', 'signal.js', 'call.js', 'app.js', 'room.js', 'door.js', 'pwa.js',
   'favicon.svg', 'manifest.webmanifest',
   'icon-192.png', 'icon-512.png', 'icon-maskable-512.png', 'apple-touch-icon.png',
 ];
