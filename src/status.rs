@@ -209,16 +209,21 @@ fn urls(scheme: &str, listen: SocketAddr, machine: &[IpAddr]) -> Vec<String> {
 /// The addresses of a listener a phone could use, IPv4 first: the machine's
 /// when it listens on all of them, else the one it listens on.
 fn phone_addresses(listen: SocketAddr, machine: &[IpAddr]) -> Vec<IpAddr> {
-    let mut addresses: Vec<IpAddr> = match listen.ip() {
+    let any = match listen.ip() {
         // `[::]` takes IPv4 as well; `0.0.0.0` only IPv4.
-        IpAddr::V6(any) if any.is_unspecified() => machine.iter().copied().filter(reachable).collect(),
-        IpAddr::V4(any) if any.is_unspecified() => {
-            machine.iter().copied().filter(|a| a.is_ipv4() && reachable(a)).collect()
-        }
-        one => vec![one],
+        IpAddr::V6(any) if any.is_unspecified() => true,
+        IpAddr::V4(any) if any.is_unspecified() => false,
+        one => return vec![one],
     };
-    addresses.sort_unstable_by_key(|address| (address.is_ipv6(), *address));
-    addresses.dedup();
+    // IPv4 first, then IPv6, each once; a machine has a handful, so no sort.
+    let mut addresses = Vec::new();
+    for v6 in [false, true] {
+        for address in machine.iter().filter(|a| a.is_ipv6() == v6 && reachable(a) && (any || !v6)) {
+            if !addresses.contains(address) {
+                addresses.push(*address);
+            }
+        }
+    }
     addresses
 }
 

@@ -6,7 +6,10 @@ antialiased edges), so that each file stays a few KiB and the build stores it as
 
     python3 tools/make-icons.py        # rewrites www/icon-*.png and www/apple-touch-icon.png
 
-Run it again only when the glyph or the colours change; the PNGs are committed."""
+Run it again only when the glyph or the colours change; the PNGs are committed, each then
+recompressed losslessly by zopflipng (Debian's zopfli), which took the four from 9.2 to 7.2 KiB:
+
+    for f in www/icon-*.png www/apple-touch-icon.png; do zopflipng -y --filters=0 "$f" "$f"; done"""
 import os
 import re
 import struct

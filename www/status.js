@@ -70,6 +70,10 @@ function render(status) {
     replace($('scan'), [onboardQr(status.onboard, 'Scan with a phone or tablet to set it up')]);
   }
 
+  // The daemon lists them in no particular order.
+  const byName = (key) => (a, b) => (a[key] < b[key] ? -1 : a[key] > b[key] ? 1 : 0);
+  status.peers.sort(byName('id'));
+  status.rooms.sort(byName('room'));
   $('online-count').textContent = status.peers.length;
   $('nobody').hidden = status.peers.length > 0;
   replace($('peers'), status.peers.map((peer) => {
