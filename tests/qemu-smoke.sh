@@ -49,6 +49,10 @@ fail() {
 }
 
 started=$(now_ms)
+# The log exists before the daemon starts: the background job opens it in
+# its own process, and the first poll below could otherwise run first and
+# find no file (under load it did: sed failed, and set -e ended the check).
+: >"$LOG"
 "$QEMU" -cpu "$CPU" "$BINARY" --listen 127.0.0.1:0 --https-listen 127.0.0.1:0 --state-dir "$WORK/state" >"$LOG" 2>&1 &
 PID=$!
 
