@@ -154,10 +154,14 @@ async function refresh() {
   try {
     const response = await fetch('/api/status', { cache: 'no-store' });
     if (!response.ok) throw new Error(`the daemon answered ${response.status}`);
-    render(await response.json());
+    const status = await response.json();
+    // A read that ends after the page was hidden leaves it paused.
+    if (document.visibilityState !== 'visible') return;
+    render(status);
     $('problem').hidden = true;
     setLive('live', 'live');
   } catch (error) {
+    if (document.visibilityState !== 'visible') return;
     $('problem').textContent = `Can't reach the intercom at ${location.host}: ${error.message}. Retrying…`;
     $('problem').hidden = false;
     setLive('offline', 'offline');
