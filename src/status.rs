@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn a_scan_goes_to_the_trust_page_on_an_address_a_phone_can_use() {
-        let machine: Vec<IpAddr> = ["fd00::5", "192.168.1.20", "127.0.0.1"].iter().map(|a| a.parse().unwrap()).collect();
+        let machine: Vec<IpAddr> =
+            ["fd00::5", "192.168.1.20", "127.0.0.1"].iter().map(|a| a.parse().unwrap()).collect();
         let any: SocketAddr = "[::]:8080".parse().unwrap();
         let own_ca = Some((8443, true));
         // The host the page was opened by, whatever its form.
@@ -312,7 +313,11 @@ mod tests {
         }
         // Opened at the Pi itself: an address a phone can reach instead.
         for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "intercom.localhost", ""] {
-            assert_eq!(onboard(Some(host), any, own_ca, &machine), "http://192.168.1.20:8080/trust.html?onboard", "{host}");
+            assert_eq!(
+                onboard(Some(host), any, own_ca, &machine),
+                "http://192.168.1.20:8080/trust.html?onboard",
+                "{host}"
+            );
         }
         assert_eq!(onboard(None, any, own_ca, &machine), "http://192.168.1.20:8080/trust.html?onboard");
         // Nothing better than loopback: loopback, as asked.

@@ -46,7 +46,11 @@ fn status_shows_the_daemon_its_peers_and_rooms() {
         let now = status(&daemon);
         let mut ids: Vec<_> = now["peers"].as_array().unwrap().iter().map(|peer| peer["id"].to_string()).collect();
         ids.sort();
-        assert_eq!(ids, ["\"app\"", "\"door\"", "\"hall\"", "\"kitchen\"" ], "everyone, once (in any order: the page sorts)");
+        assert_eq!(
+            ids,
+            ["\"app\"", "\"door\"", "\"hall\"", "\"kitchen\""],
+            "everyone, once (in any order: the page sorts)"
+        );
         let kitchen_row = peer(&now, "kitchen").unwrap();
         assert_eq!(kitchen_row["room"], "home");
         assert_eq!(kitchen_row["protocol"], "native");
@@ -128,7 +132,11 @@ fn a_scan_goes_to_the_trust_page_on_the_host_the_page_was_opened_by() {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: raspberrypi.local:{port}\r\nConnection: close\r\n\r\n");
         let (code, _, body) = http_raw(daemon.addr, raw.as_bytes());
         assert_eq!(code, 200, "{path}");
-        assert_eq!(json_body(&body)["onboard"], format!("http://raspberrypi.local:{port}/trust.html?onboard"), "{path}");
+        assert_eq!(
+            json_body(&body)["onboard"],
+            format!("http://raspberrypi.local:{port}/trust.html?onboard"),
+            "{path}"
+        );
         let (_, _, body) = http_get(daemon.addr, path, "");
         assert_eq!(json_body(&body)["onboard"], format!("http://127.0.0.1:{port}/trust.html?onboard"), "{path}");
     }
