@@ -18,11 +18,14 @@ fn main() {
     files.sort();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     let mut code = String::from("pub static EMBEDDED: &[EmbeddedFile] = &[\n");
-    for (index, (name, path)) in files.iter().enumerate() {
-        let bytes = minify(name, std::fs::read(path).expect("read a file under www/"));
+    let minified: Vec<Vec<u8>> =
+        files.iter().map(|(name, path)| minify(name, std::fs::read(path).expect("read a file under www/"))).collect();
+    let version = shell_version(&files, &minified);
+    for (index, ((name, path), bytes)) in files.iter().zip(minified).enumerate() {
         if bytes.is_empty() {
             panic!("{name} is empty after minifying");
         }
+        let bytes = if name == SERVICE_WORKER { with_shell_version(bytes, &version) } else { bytes };
         let hash = fnv1a(&bytes);
         let gzipped = gzip(&bytes);
         // Worth it only when it saves a tenth or more.
@@ -30,6 +33,11 @@ fn main() {
             let gz_path = out_dir.join(format!("www-{index}.gz"));
             std::fs::write(&gz_path, &gzipped).expect("write a gzipped page");
             format!("Body::Gzip(include_bytes!({:?}))", gz_path.display().to_string())
+        } else if name == SERVICE_WORKER {
+            // Its bytes are not the source's any more.
+            let plain_path = out_dir.join(format!("www-{index}"));
+            std::fs::write(&plain_path, &bytes).expect("write the service worker");
+            format!("Body::Plain(include_bytes!({:?}))", plain_path.display().to_string())
         } else {
             format!("Body::Plain(include_bytes!({:?}))", path.display().to_string())
         };
@@ -38,6 +46,33 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out_dir.join("embedded.rs"), code).expect("write embedded.rs");
+}
+
+/// The service worker, whose cache name carries [`shell_version`] in place of
+/// [`VERSION_PLACEHOLDER`].
+const SERVICE_WORKER: &str = "sw.js";
+const VERSION_PLACEHOLDER: &str = "__SHELL_VERSION__";
+
+/// A hash of every embedded file but the service worker, names included: it
+/// changes whenever a page, script, style or icon changes, so the worker's
+/// bytes change with it and browsers install the new worker, which caches
+/// the new shell under a new name (see www/sw.js).
+fn shell_version(files: &[(String, PathBuf)], minified: &[Vec<u8>]) -> String {
+    let mut all = Vec::new();
+    for ((name, _), bytes) in files.iter().zip(minified) {
+        if name != SERVICE_WORKER {
+            all.extend_from_slice(name.as_bytes());
+            all.push(0);
+            all.extend_from_slice(&fnv1a(bytes).to_le_bytes());
+        }
+    }
+    format!("{:016x}", fnv1a(&all))
+}
+
+fn with_shell_version(bytes: Vec<u8>, version: &str) -> Vec<u8> {
+    let text = String::from_utf8(bytes).expect("www/sw.js is UTF-8");
+    assert!(text.contains(VERSION_PLACEHOLDER), "www/sw.js names its cache with {VERSION_PLACEHOLDER}");
+    text.replace(VERSION_PLACEHOLDER, version).into_bytes()
 }
 
 /// Every regular file below `dir`, skipping hidden names (editor swap files,

@@ -1,5 +1,6 @@
 //! The JSON and text endpoints: `/api/ice-servers`, `/api/peers`,
-//! `/api/rooms`, `/api/https`, `/api/events`, the CA download, `/healthz`. Each is a pure
+//! `/api/rooms`, `/api/https`, `/api/events`, `/api/qr`, the CA download
+//! (certificate and Apple configuration profile), `/healthz`. Each is a pure
 //! function from state to a `Response`; `routes.rs` picks which one answers.
 
 use serde::Serialize;
@@ -7,6 +8,7 @@ use serde::Serialize;
 use crate::feed::Feed;
 use crate::http::Response;
 use crate::protocol::IceServer;
+use crate::qr::QrCode;
 use crate::router::Router;
 
 #[derive(Serialize)]
@@ -57,21 +59,36 @@ pub fn events(feed: &Feed, since: u64) -> Response {
 /// phone and desktop installer takes).
 pub const CA_CERTIFICATE_PATH: &str = "/intercomd-ca.crt";
 
+/// Where the same certificate can be downloaded as an Apple configuration
+/// profile: the one-tap install iPhones and iPads expect.
+pub const CA_PROFILE_PATH: &str = "/intercomd-ca.mobileconfig";
+
 /// What a page needs to send people to the secure address: `{"port":8443,
-/// "ca":"/intercomd-ca.crt","caFingerprint":"AB:CD:.."}`; `port` is null
-/// without an HTTPS listener, `ca` and `caFingerprint` are null unless the
-/// daemon made its own certificate authority.
-pub fn https(port: Option<u16>, ca_der: Option<&[u8]>) -> Response {
-    let fingerprint = ca_der.map(|der| {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        digest.as_ref().iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
-    });
+/// "ca":"/intercomd-ca.crt","mobileconfig":"/intercomd-ca.mobileconfig",
+/// "caFingerprint":"AB:CD:..","onboard":"http://192.168.1.20:8080/trust.html?onboard"}`;
+/// `port` is null without an HTTPS listener, `ca`, `mobileconfig` and
+/// `caFingerprint` are null unless the daemon made its own certificate
+/// authority; `onboard` is where a phone that scans the pages' QR code goes
+/// (`status::onboard`).
+pub fn https(port: Option<u16>, ca_der: Option<&[u8]>, onboard: &str) -> Response {
     let body = serde_json::json!({
         "port": port,
         "ca": ca_der.map(|_| CA_CERTIFICATE_PATH),
-        "caFingerprint": fingerprint,
+        "mobileconfig": ca_der.map(|_| CA_PROFILE_PATH),
+        "caFingerprint": ca_der.map(fingerprint),
+        "onboard": onboard,
     });
     json(&body)
+}
+
+/// SHA-256 of a certificate, `AB:CD:..`, as browsers and phones show it.
+pub fn fingerprint(der: &[u8]) -> String {
+    sha256(der).iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// The local CA's certificate as a download; 404 when there is none (with
@@ -84,6 +101,97 @@ pub fn ca_certificate(ca_der: Option<&[u8]>) -> Response {
         None => {
             Response::text(404, "this intercom serves a certificate of its own (--tls-cert): no local CA to download")
         }
+    }
+}
+
+/// The local CA as an Apple configuration profile (`.mobileconfig`), a
+/// download; 404 when there is none, as for the certificate.
+pub fn ca_profile(ca_der: Option<&[u8]>) -> Response {
+    match ca_der {
+        Some(der) => Response::new(200, "application/x-apple-aspen-config", profile(der).into_bytes())
+            .with_header("Content-Disposition", "attachment; filename=\"intercomd-ca.mobileconfig\"")
+            .with_header("Cache-Control", "no-cache"),
+        None => ca_certificate(None),
+    }
+}
+
+/// The configuration profile (an XML property list) whose one payload is
+/// the CA's certificate, `com.apple.security.root`: installing it on iOS
+/// adds the CA, and Settings, General, About, Certificate Trust Settings
+/// then turns its trust on. The identifiers and UUIDs are derived from the
+/// certificate's SHA-256, so the profile of the same CA installed again
+/// replaces the first rather than sitting beside it. Nothing in it comes
+/// from a client, so nothing needs escaping.
+fn profile(der: &[u8]) -> String {
+    let digest = sha256(der);
+    let hex: String = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+    let identifier = format!("local.intercomd.ca.{hex}");
+    let short = fingerprint(der)[..11].to_string();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
+<plist version=\"1.0\">\n<dict>\n\
+<key>PayloadContent</key>\n<array>\n<dict>\n\
+<key>PayloadCertificateFileName</key>\n<string>intercomd-ca.cer</string>\n\
+<key>PayloadContent</key>\n<data>{certificate}</data>\n\
+<key>PayloadDescription</key>\n<string>The certificate authority of this intercom</string>\n\
+<key>PayloadDisplayName</key>\n<string>intercomd CA {short}</string>\n\
+<key>PayloadIdentifier</key>\n<string>{identifier}.root</string>\n\
+<key>PayloadType</key>\n<string>com.apple.security.root</string>\n\
+<key>PayloadUUID</key>\n<string>{certificate_uuid}</string>\n\
+<key>PayloadVersion</key>\n<integer>1</integer>\n\
+</dict>\n</array>\n\
+<key>PayloadDescription</key>\n<string>Lets this device open the intercom over HTTPS (SHA-256 {fingerprint})</string>\n\
+<key>PayloadDisplayName</key>\n<string>intercomd CA {short}</string>\n\
+<key>PayloadIdentifier</key>\n<string>{identifier}</string>\n\
+<key>PayloadRemovalDisallowed</key>\n<false/>\n\
+<key>PayloadType</key>\n<string>Configuration</string>\n\
+<key>PayloadUUID</key>\n<string>{profile_uuid}</string>\n\
+<key>PayloadVersion</key>\n<integer>1</integer>\n\
+</dict>\n</plist>\n",
+        certificate = base64(der),
+        fingerprint = fingerprint(der),
+        certificate_uuid = uuid(&digest[16..]),
+        profile_uuid = uuid(&digest[..16]),
+    )
+}
+
+/// 16 bytes as a UUID of RFC 9562's version 8 (made by the application's
+/// own rule: here, from the CA's fingerprint), upper case as Apple writes them.
+fn uuid(bytes: &[u8]) -> String {
+    let mut bytes: [u8; 16] = bytes.try_into().expect("16 bytes");
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02X}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Standard base64 with padding (RFC 4648), for the plist's `<data>`.
+/// Written out, like the base32 of room names: a dozen lines, where a
+/// crate's generic encoder costs kilobytes.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let group = chunk.iter().enumerate().fold(0u32, |group, (i, byte)| group | u32::from(*byte) << (16 - 8 * i));
+        for i in 0..4 {
+            let sextet = if i <= chunk.len() { ALPHABET[(group >> (18 - 6 * i) & 63) as usize] } else { b'=' };
+            text.push(char::from(sextet));
+        }
+    }
+    text
+}
+
+/// `GET /api/qr?text=..`: the QR code of `text` as SVG, black on white. The
+/// answer is a function of the query alone, so it is cached for good. The
+/// SVG holds only path data (no text of the client's), so it is safe to
+/// serve from this origin.
+pub fn qr(text: &str) -> Response {
+    match QrCode::encode(text.as_bytes()) {
+        Ok(code) => Response::new(200, "image/svg+xml", code.to_svg().into_bytes())
+            .with_header("Cache-Control", "public, max-age=31536000, immutable")
+            .with_header("X-Content-Type-Options", "nosniff"),
+        Err(error) => Response::json_error(400, &error.to_string()),
     }
 }
 
@@ -174,6 +282,52 @@ mod tests {
         assert_eq!(room_name(&bytes), "mzxw6ytboiaaaaaaaaaaaaaaaa");
         let counting: [u8; 16] = std::array::from_fn(|i| i as u8);
         assert_eq!(room_name(&counting), "aaaqeayeaudaocajbifqydiob4");
+    }
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), output);
+        }
+        assert_eq!(base64(&[0xfb, 0xff, 0xbf]), "+/+/");
+    }
+
+    #[test]
+    fn the_profile_holds_the_certificate_and_names_it_by_its_fingerprint() {
+        let der = [0x30u8, 0x03, 0x02, 0x01, 0x01];
+        let profile = profile(&der);
+        // SHA-256 of the five bytes: 1B65F68A522C...
+        let expected_parts = [
+            "<key>PayloadContent</key>\n<data>MAMCAQE=</data>\n",
+            "<key>PayloadType</key>\n<string>com.apple.security.root</string>\n",
+            "<key>PayloadType</key>\n<string>Configuration</string>\n",
+            "<key>PayloadDisplayName</key>\n<string>intercomd CA 1B:65:F6:8A</string>\n",
+            "<key>PayloadIdentifier</key>\n<string>local.intercomd.ca.1b65f68a522c",
+        ];
+        for part in expected_parts {
+            assert!(profile.contains(part), "{part:?} is not in {profile}");
+        }
+        assert_eq!(profile.matches("<key>PayloadVersion</key>\n<integer>1</integer>").count(), 2);
+        let uuids: Vec<&str> =
+            profile.split("<key>PayloadUUID</key>\n<string>").skip(1).map(|rest| &rest[..36]).collect();
+        assert_eq!(uuids.len(), 2);
+        assert_ne!(uuids[0], uuids[1], "the profile and its payload have UUIDs of their own");
+        for uuid in &uuids {
+            let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+            assert_eq!(groups, [8, 4, 4, 4, 12], "{uuid}");
+            assert_eq!(&uuid[14..15], "8", "version 8: {uuid}");
+            assert!("89AB".contains(&uuid[19..20]), "RFC 9562 variant: {uuid}");
+        }
+        assert_eq!(profile, super::profile(&der), "the same CA gives the same profile");
+        assert!(!super::profile(&[0x30, 0x00]).contains(uuids[1]), "another CA, other UUIDs");
     }
 
     #[test]

@@ -36,6 +36,14 @@ pub struct Welcome<'a> {
 }
 
 impl Codec {
+    /// Its name on the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Native => "native",
+            Codec::PeerJs => "peerjs",
+        }
+    }
+
     /// Validate the decoded query of the upgrade request. `peerjs_key` is
     /// `--peerjs-key`, which PeerJS clients must give.
     pub fn hello(self, query: &[(String, Option<String>)], peerjs_key: &str) -> Result<Hello, Rejection> {

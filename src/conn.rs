@@ -30,11 +30,12 @@ use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYT
 use crate::hub::Hub;
 use crate::jpeg;
 use crate::metrics::Connections;
+use crate::outbox::Link;
 use crate::routes::{self, View};
 use crate::snapshots::{self, Snapshots};
 use crate::sse;
 use crate::stream::{with_timeout, Stream, Tls};
-use crate::tls::Certificates;
+use crate::tls::{self, Certificates};
 use crate::ws::{self, Upgrade};
 
 /// Bytes asked of a socket per read while reading a request head.
@@ -58,6 +59,10 @@ pub struct Shared {
     pub https: Option<HttpsState>,
     /// Pictures of visitors; `None` with `--no-snapshots`.
     pub snapshots: Option<Rc<RefCell<Snapshots>>>,
+    /// For the status page: when the daemon started, and the plain
+    /// listener's bound address.
+    pub started_unix_ms: u64,
+    pub http_address: SocketAddr,
 }
 
 pub struct HttpsState {
@@ -65,6 +70,7 @@ pub struct HttpsState {
     /// The port it listens on, for `/api/https` (the bound one, so that
     /// `--https-listen 127.0.0.1:0` in tests reports the real port).
     pub port: u16,
+    pub address: SocketAddr,
 }
 
 /// Serve one TCP connection until it closes: requests, or the WebSocket it
@@ -158,7 +164,8 @@ async fn serve_http(
                     buffer.shrink_to_fit();
                     let query = http::parse_query(request.query.as_deref().unwrap_or(""));
                     let hello = codec.hello(&query, &shared.config.peerjs.key);
-                    return Some(Box::new(Upgrade { stream, leftover: buffer, hello, codec }));
+                    let link = Link { address: address.ip().to_canonical(), tls: stream.is_tls(), since_unix_ms: 0 };
+                    return Some(Box::new(Upgrade { stream, leftover: buffer, hello, codec, link }));
                 }
                 Err(response) => {
                     if response.status == 403 {
@@ -307,12 +314,24 @@ async fn upload_snapshot(
 /// The answer to `request`, with every borrow closed before it is written.
 fn respond(shared: &Shared, request: &Request) -> Response {
     let hub = shared.hub.borrow();
-    let certificates = shared.https.as_ref().map(|https| (https.port, https.certificates.borrow()));
-    let https = certificates
-        .as_ref()
-        .map(|(port, certificates)| routes::Https { port: *port, ca_der: certificates.ca_der.as_deref() });
+    let certificates = shared.https.as_ref().map(|https| (https.address, https.certificates.borrow()));
+    let https = certificates.as_ref().map(|(address, certificates)| routes::Https {
+        address: *address,
+        port: address.port(),
+        ca_der: certificates.ca_der.as_deref(),
+        generated: certificates.generated(),
+    });
     let feed = shared.feed.borrow();
-    let view = View { config: &shared.config, hub: &hub, feed: &feed, connections: &shared.connections, https };
+    let view = View {
+        config: &shared.config,
+        hub: &hub,
+        feed: &feed,
+        connections: &shared.connections,
+        https,
+        started_unix_ms: shared.started_unix_ms,
+        http_address: shared.http_address,
+        interface_addresses: tls::interface_addresses,
+    };
     routes::respond(&view, request)
 }
 

@@ -32,7 +32,7 @@ use crate::codec::Codec;
 use crate::events::{Calls, Clock};
 use crate::feed::Feed;
 use crate::liveness::{Liveness, Verdict};
-use crate::outbox::{Outbox, SendError};
+use crate::outbox::{Link, Outbox, SendError};
 use crate::protocol::{close, Hello, IceServer, Rejection};
 use crate::router::{Action, ConnId, ConnMap, Delivery, JoinKind, Limits, Router};
 use crate::snapshots::Snapshots;
@@ -140,15 +140,21 @@ impl Hub {
         self.outboxes.len()
     }
 
+    /// Where the socket `conn` comes from, while it is open.
+    pub fn link(&self, conn: ConnId) -> Option<Link> {
+        self.outboxes.get(&conn).map(Outbox::link)
+    }
+
     pub fn dropped_slow(&self) -> u64 {
         self.dropped_slow
     }
 
-    /// A WebSocket was accepted at `now`: give it an id and an outbox.
-    pub fn open(&mut self, now: Instant) -> (ConnId, Outbox) {
+    /// A WebSocket from `link` was accepted at `now`: give it an id and an
+    /// outbox.
+    pub fn open(&mut self, now: Instant, link: Link) -> (ConnId, Outbox) {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        let outbox = Outbox::new(now);
+        let outbox = Outbox::new(now, link);
         self.outboxes.insert(conn, outbox.clone());
         if self.next_sweep.is_none() {
             // The first socket: nothing else is due before it is.
@@ -379,8 +385,13 @@ impl Hub {
 
 /// `now` on both clocks: the wall clock only for the events' time stamps.
 fn clock(now: Instant) -> Clock {
-    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64);
-    Clock { at: now, unix_ms }
+    Clock { at: now, unix_ms: unix_ms_now() }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970): for time stamps
+/// people read, never for deadlines.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
 /// The hub's one timer: sleep until the next deadline (an away peer's grace,
@@ -421,6 +432,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::outbox::tests::test_link;
     use crate::outbox::{Outgoing, MAX_QUEUED_MESSAGES};
     use crate::protocol::ErrorCode;
 
@@ -450,7 +462,7 @@ mod tests {
 
     /// Open a socket at `now`, join it as `id`, and take its welcome.
     fn joined(hub: &mut Hub, id: &str, token: Option<&str>, now: Instant) -> (ConnId, Outbox) {
-        let (conn, outbox) = hub.open(now);
+        let (conn, outbox) = hub.open(now, test_link());
         hub.join(conn, Codec::Native, hello(id, token), now);
         drain(&outbox);
         (conn, outbox)
@@ -556,7 +568,7 @@ mod tests {
         assert_eq!(next_now(&chatty_box), None, "an answer keeps a socket alive");
         assert_eq!(hub.router().peer_count(), 3, "quiet has a token: it is away, not gone");
         // The held ring reaches quiet when it comes back.
-        let (back, back_box) = hub.open(gone);
+        let (back, back_box) = hub.open(gone, test_link());
         hub.join(back, Codec::Native, hello("quiet", Some("t")), gone);
         let got = drain(&back_box);
         assert!(got[0].contains("welcome") && got[1].contains(r#""n":2"#), "{got:?}");
@@ -571,7 +583,7 @@ mod tests {
         let mut hub = hub();
         let now = Instant::now();
         assert_eq!(hub.next_deadline(), None);
-        let (conn, _outbox) = hub.open(now);
+        let (conn, _outbox) = hub.open(now, test_link());
         assert_eq!(hub.next_deadline(), Some(now + LIVENESS.interval), "a socket is swept when it is due");
         assert!(hub.wake.is_full(), "the timer was nudged");
         hub.closed(conn, false, now);
@@ -582,7 +594,7 @@ mod tests {
     fn a_fatal_error_goes_out_then_the_close() {
         let mut hub = hub();
         let now = Instant::now();
-        let (conn, outbox) = hub.open(now);
+        let (conn, outbox) = hub.open(now, test_link());
         hub.join(conn, Codec::Native, hello("door", None), now);
         drain(&outbox);
         hub.fail(conn, Rejection::new(ErrorCode::TooLarge, "too big"), close::TOO_LARGE);

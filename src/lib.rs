@@ -16,7 +16,8 @@
 //!   with `--mqtt`) publishes them to a broker for Home Assistant.
 //! - The pure core: `router` (peers, rooms, routing, deadlines), `codec`
 //!   (the one surface of a wire format) over `protocol` (native) and
-//!   `peerjs`. No I/O, no `.await`, time passed in.
+//!   `peerjs`; `qr` makes the QR codes of `/api/qr`. No I/O, no `.await`,
+//!   time passed in.
 //!
 //! What may import what: the pure core imports nothing above it; `hub`
 //! imports the core, never `ws`, `conn` or `server`; `ws` imports `hub`,
@@ -50,11 +51,13 @@ mod metrics;
 mod mqtt;
 mod outbox;
 mod peerjs;
+mod qr;
 mod resolve;
 mod routes;
 mod server;
 mod snapshots;
 mod sse;
+mod status;
 mod stream;
 mod systemd;
 mod tls;

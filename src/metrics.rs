@@ -41,6 +41,11 @@ impl Connections {
     pub fn refused(&self) {
         self.refused.set(self.refused.get() + 1);
     }
+
+    /// Accepted and refused since start.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.accepted.get(), self.refused.get())
+    }
 }
 
 /// What the hub knows that the router does not.

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
@@ -52,6 +53,18 @@ pub enum SendError {
     Closed(Delivery),
 }
 
+/// Where a socket comes from, for the status page: kept beside its queue,
+/// 32 bytes per socket, read only when someone asks for `/api/status`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    /// The client's address.
+    pub address: IpAddr,
+    /// Over the HTTPS listener (`wss`).
+    pub tls: bool,
+    /// When the WebSocket opened, in Unix milliseconds.
+    pub since_unix_ms: u64,
+}
+
 #[derive(Clone)]
 pub struct Outbox {
     inner: Rc<RefCell<Inner>>,
@@ -76,6 +89,7 @@ struct Inner {
     heard: Instant,
     /// When the liveness sweep last pinged it.
     pinged: Option<Instant>,
+    link: Link,
 }
 
 impl Inner {
@@ -92,8 +106,8 @@ impl Inner {
 }
 
 impl Outbox {
-    /// The outbox of a socket opened at `now`.
-    pub fn new(now: Instant) -> Outbox {
+    /// The outbox of a socket from `link` opened at `now`.
+    pub fn new(now: Instant, link: Link) -> Outbox {
         let inner = Inner {
             queue: VecDeque::new(),
             bytes: 0,
@@ -104,6 +118,7 @@ impl Outbox {
             abort_waker: None,
             heard: now,
             pinged: None,
+            link,
         };
         Outbox { inner: Rc::new(RefCell::new(inner)) }
     }
@@ -111,6 +126,11 @@ impl Outbox {
     /// The socket delivered a frame at `now`: it is alive.
     pub fn heard(&self, now: Instant) {
         self.inner.borrow_mut().heard = now;
+    }
+
+    /// Where the socket comes from.
+    pub fn link(&self) -> Link {
+        self.inner.borrow().link
     }
 
     /// When the socket was last heard from, and when it was last pinged.
@@ -241,8 +261,12 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+
+    pub fn test_link() -> Link {
+        Link { address: IpAddr::from([127, 0, 0, 1]), tls: false, since_unix_ms: 0 }
+    }
 
     fn text(s: &str) -> Delivery {
         Delivery { text: s.into(), bounce: None }
@@ -250,7 +274,7 @@ mod tests {
 
     #[test]
     fn bounded_by_count() {
-        let outbox = Outbox::new(Instant::now());
+        let outbox = Outbox::new(Instant::now(), test_link());
         for _ in 0..MAX_QUEUED_MESSAGES {
             outbox.try_send(text("x")).unwrap();
         }
@@ -261,14 +285,14 @@ mod tests {
 
     #[test]
     fn bounded_by_bytes_but_one_message_always_fits() {
-        let outbox = Outbox::new(Instant::now());
+        let outbox = Outbox::new(Instant::now(), test_link());
         outbox.try_send(text(&"x".repeat(MAX_QUEUED_BYTES + 1))).unwrap();
         assert_eq!(outbox.try_send(text("y")), Err(SendError::Full(text("y"))));
     }
 
     #[test]
     fn close_comes_after_what_was_queued() {
-        let outbox = Outbox::new(Instant::now());
+        let outbox = Outbox::new(Instant::now(), test_link());
         outbox.try_send(text("a")).unwrap();
         outbox.close(4001, "replaced");
         outbox.close(1001, "later closes lose");
@@ -281,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_ping_goes_before_queued_messages() {
-        let outbox = Outbox::new(Instant::now());
+        let outbox = Outbox::new(Instant::now(), test_link());
         outbox.try_send(text("a")).unwrap();
         outbox.ping(Instant::now());
         smol::block_on(async {
@@ -292,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_sleeping_writer_leaves_the_queue_without_memory() {
-        let outbox = Outbox::new(Instant::now());
+        let outbox = Outbox::new(Instant::now(), test_link());
         outbox.try_send(text("welcome")).unwrap();
         outbox.try_send(text("peers")).unwrap();
         let capacity = || outbox.inner.borrow().queue.capacity();
@@ -314,7 +338,7 @@ mod tests {
 
     #[test]
     fn abort_discards_the_queue() {
-        let outbox = Outbox::new(Instant::now());
+        let outbox = Outbox::new(Instant::now(), test_link());
         outbox.try_send(text("a")).unwrap();
         outbox.ping(Instant::now());
         assert_eq!(outbox.abort(), [text("a")], "what was queued comes back");

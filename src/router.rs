@@ -268,6 +268,17 @@ struct Pending {
     bytes: usize,
 }
 
+/// A peer as the status page shows it.
+pub struct PeerState<'a> {
+    pub id: &'a str,
+    pub room: &'a str,
+    pub codec: Codec,
+    /// Its socket; while away, the one it lost.
+    pub conn: ConnId,
+    /// Dropped off abruptly and within its grace.
+    pub away: bool,
+}
+
 struct Peer {
     /// Its socket; while away, the socket it lost.
     conn: ConnId,
@@ -344,6 +355,27 @@ impl Router {
             peer.away_until.is_none()
                 && peer.token.as_ref().is_some_and(|own| bool::from(own.as_bytes().ct_eq(token.as_bytes())))
         })
+    }
+
+    /// Every peer, in no particular order, for the status page (which sorts
+    /// them: each sort here is code of its own in the binary, and this one and
+    /// `room_sizes`' were most of the status page's cost).
+    pub fn peer_states(&self) -> Vec<PeerState<'_>> {
+        self.peers
+            .iter()
+            .map(|(id, peer)| PeerState {
+                id,
+                room: &peer.room,
+                codec: peer.codec,
+                conn: peer.conn,
+                away: peer.away_until.is_some(),
+            })
+            .collect()
+    }
+
+    /// Every room and how many peers are in it, in no particular order.
+    pub fn room_sizes(&self) -> Vec<(&str, usize)> {
+        self.rooms.iter().map(|(room, members)| (room.as_str(), members.len())).collect()
     }
 
     /// Every peer as (id, room), sorted by id.

@@ -8,16 +8,19 @@
 //! - Only the JSON API and the PeerJS HTTP endpoints carry CORS headers,
 //!   and only for `--allow-origin` origins.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::api;
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::http::{self, Request, Response};
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::metrics::{self, Connections, Sockets};
 use crate::peerjs;
 use crate::protocol;
 use crate::static_files;
+use crate::status;
 
 /// What `respond` may read.
 pub struct View<'a> {
@@ -27,12 +30,21 @@ pub struct View<'a> {
     pub connections: &'a Connections,
     /// The HTTPS listener's port and the local CA (DER), if there is one.
     pub https: Option<Https<'a>>,
+    /// For the status page.
+    pub started_unix_ms: u64,
+    pub http_address: SocketAddr,
+    /// The machine's addresses (asked only for the status page).
+    pub interface_addresses: fn() -> Vec<IpAddr>,
 }
 
 pub struct Https<'a> {
+    pub address: SocketAddr,
     pub port: u16,
     /// `None` with `--tls-cert`: the user's own CA is theirs to hand out.
     pub ca_der: Option<&'a [u8]>,
+    /// The generated server certificate's names, its end and when it is
+    /// renewed (Unix seconds); `None` with `--tls-cert`.
+    pub generated: Option<(&'a [String], i64, i64)>,
 }
 
 /// The WebSocket endpoint `path` is, if any: `/ws` (native) or
@@ -94,13 +106,19 @@ pub fn event_stream_head(request: &Request, config: &Config) -> Vec<u8> {
     head
 }
 
+/// The query parameter `name`, if given: `Some(None)` when its %-escapes
+/// are broken or not UTF-8.
+fn query_value(request: &Request, name: &str) -> Option<Option<String>> {
+    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
+    query.into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
+}
+
 /// `Last-Event-ID`, else `?since=`: a sequence number, if given.
 fn since(request: &Request) -> Result<Option<u64>, Response> {
-    let query = http::parse_query(request.query.as_deref().unwrap_or(""));
     let given = request
         .header("last-event-id")
         .map(str::to_string)
-        .or_else(|| query.into_iter().find(|(name, _)| name == "since").map(|(_, value)| value.unwrap_or_default()));
+        .or_else(|| query_value(request, "since").map(Option::unwrap_or_default));
     match given {
         None => Ok(None),
         Some(text) => {
@@ -139,25 +157,71 @@ fn answer(view: &View, request: &Request) -> Response {
             Ok(since) => api::events(view.feed, since.unwrap_or(0)),
             Err(response) => response,
         },
-        Some(Endpoint::Https) => match &view.https {
-            Some(https) => api::https(Some(https.port), https.ca_der),
-            None => api::https(None, None),
-        },
-        Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
-        Some(Endpoint::Metrics) => {
-            let sockets = Sockets {
-                websockets: view.hub.websocket_count(),
-                dropped_slow: view.hub.dropped_slow(),
-                rings_suppressed: view.hub.rings_suppressed(),
-                snapshots: view.hub.snapshot_usage(),
-            };
-            metrics::render(router, sockets, view.connections, view.feed)
+        Some(Endpoint::Https) => {
+            let onboard = onboard(view, request);
+            match &view.https {
+                Some(https) => api::https(Some(https.port), https.ca_der, &onboard),
+                None => api::https(None, None, &onboard),
+            }
         }
+        Some(Endpoint::CaCertificate) => api::ca_certificate(view.https.as_ref().and_then(|https| https.ca_der)),
+        Some(Endpoint::CaProfile) => api::ca_profile(view.https.as_ref().and_then(|https| https.ca_der)),
+        Some(Endpoint::Qr) => match query_value(request, "text") {
+            Some(Some(text)) if !text.is_empty() => api::qr(&text),
+            Some(None) => Response::json_error(400, "text is not percent-encoded UTF-8"),
+            _ => Response::json_error(400, "give the text to encode: /api/qr?text=<percent-encoded text>"),
+        },
+        Some(Endpoint::Metrics) => metrics::render(router, sockets(view.hub), view.connections, view.feed),
+        Some(Endpoint::Status) => status(view, request),
         Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, view.config.www.as_deref()),
         None => Response::text(405, "pages take GET").with_header("Allow", "GET, HEAD"),
     }
+}
+
+/// What the hub counts that the router does not.
+fn sockets(hub: &Hub) -> Sockets {
+    Sockets {
+        websockets: hub.websocket_count(),
+        dropped_slow: hub.dropped_slow(),
+        rings_suppressed: hub.rings_suppressed(),
+        snapshots: hub.snapshot_usage(),
+    }
+}
+
+/// Where a phone that scans the QR code of a page asked for by `request`
+/// goes: `status::onboard`.
+fn onboard(view: &View, request: &Request) -> String {
+    let https = view.https.as_ref().map(|https| (https.port, https.ca_der.is_some()));
+    status::onboard(request.header("host"), view.http_address, https, &(view.interface_addresses)())
+}
+
+/// `/api/status`: made only when asked.
+fn status(view: &View, request: &Request) -> Response {
+    let certificate = view.https.as_ref().map(|https| status::Certificate {
+        ca_fingerprint: https.ca_der.map(api::fingerprint),
+        names: https.generated.map_or(&[], |(names, _, _)| names),
+        not_after: https.generated.map(|(_, not_after, _)| not_after),
+        renews_at: https.generated.map(|(_, _, renews_at)| renews_at),
+    });
+    let daemon = status::Daemon {
+        started_unix_ms: view.started_unix_ms,
+        now_unix_ms: hub::unix_ms_now(),
+        http: view.http_address,
+        https: view.https.as_ref().map(|https| https.address),
+        addresses: (view.interface_addresses)(),
+        certificate,
+        onboard: onboard(view, request),
+    };
+    status::render(
+        daemon,
+        view.hub.router(),
+        |conn| view.hub.link(conn),
+        sockets(view.hub),
+        view.connections,
+        view.feed,
+    )
 }
 
 /// Pages of an origin allowed by `--allow-origin` may read the JSON API
@@ -187,6 +251,12 @@ enum Endpoint<'a> {
     /// `/api/https`: the secure address and the local CA.
     Https,
     CaCertificate,
+    /// `/api/status`: everything the status page shows.
+    Status,
+    /// The same certificate as an Apple configuration profile.
+    CaProfile,
+    /// `/api/qr?text=..`: a QR code as SVG.
+    Qr,
     /// Under `--peerjs-path` (the WebSocket aside): what follows it.
     PeerJs(&'a str),
 }
@@ -203,8 +273,11 @@ impl Endpoint<'_> {
             "/healthz" => Some(Endpoint::Health),
             "/api/events" => Some(Endpoint::Events),
             "/metrics" => Some(Endpoint::Metrics),
+            "/api/status" => Some(Endpoint::Status),
             "/api/https" => Some(Endpoint::Https),
             api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
+            api::CA_PROFILE_PATH => Some(Endpoint::CaProfile),
+            "/api/qr" => Some(Endpoint::Qr),
             _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
         }
     }
@@ -280,11 +353,31 @@ mod tests {
         Request { method: method.into(), path, query, minor_version: 1, headers }
     }
 
+    /// What `respond` reads.
+    fn view<'a>(
+        config: &'a Config,
+        hub: &'a Hub,
+        (feed, connections): (&'a Feed, &'a Connections),
+        https: Option<Https<'a>>,
+    ) -> View<'a> {
+        View {
+            config,
+            hub,
+            feed,
+            connections,
+            https,
+            started_unix_ms: 0,
+            http_address: ([127, 0, 0, 1], 8080).into(),
+            interface_addresses: Vec::new,
+        }
+    }
+
     /// `status content-type body` starts with `expected`.
     fn check(config: &Config, https: Option<Https>, method: &str, target: &str, expected: &str) {
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config, hub: &hub, feed: &Feed::new(), connections: &connections, https };
+        let feed = Feed::new();
+        let view = view(config, &hub, (&feed, &connections), https);
         let response = respond(&view, &request(method, target, &[]));
         let content_type = response.headers.iter().find(|(k, _)| *k == "Content-Type").map_or("", |(_, v)| v);
         let got = format!("{} {content_type} {}", response.status, String::from_utf8_lossy(&response.body));
@@ -312,12 +405,25 @@ mod tests {
             r#"400 application/json {"error":"a room name is 1 to 64 characters of A-Z a-z"#,
         );
         check("GET", "/api/nothing", r#"404 application/json {"error":"no such API endpoint"}"#);
-        check("GET", "/api/https", r#"200 application/json {"ca":null,"caFingerprint":null,"port":null}"#);
         check(
             "GET",
-            "/intercomd-ca.crt",
-            "404 text/plain; charset=utf-8 this intercom serves a certificate of its own (--tls-cert)",
+            "/api/https",
+            r#"200 application/json {"ca":null,"caFingerprint":null,"mobileconfig":null,"onboard":"http://127.0.0.1:8080/","port":null}"#,
         );
+        for path in ["/intercomd-ca.crt", "/intercomd-ca.mobileconfig"] {
+            check(
+                "GET",
+                path,
+                "404 text/plain; charset=utf-8 this intercom serves a certificate of its own (--tls-cert)",
+            );
+        }
+        check(
+            "GET",
+            "/api/qr?text=hi",
+            "200 image/svg+xml <svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 29 29\"",
+        );
+        check("HEAD", "/api/qr?text=hi", "200 image/svg+xml <svg");
+        check("POST", "/api/qr?text=hi", r#"405 application/json {"error":"this endpoint takes GET, HEAD"}"#);
         check(
             "GET",
             "/metrics",
@@ -341,14 +447,17 @@ mod tests {
         let der = [0x30u8, 0x03, 0x02, 0x01, 0x01];
         check(
             &config,
-            Some(Https { port: 8443, ca_der: Some(&der) }),
+            Some(Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None }),
             "GET",
             "/api/https",
             r#"200 application/json {"ca":"/intercomd-ca.crt","caFingerprint":"1B:65:F6:8A:52:2C:"#,
         );
+        let profile = r#"200 application/x-apple-aspen-config <?xml version="1.0" encoding="UTF-8"?>"#;
+        let https = Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None };
+        check(&config, Some(https), "GET", "/intercomd-ca.mobileconfig", profile);
         check(
             &config,
-            Some(Https { port: 8443, ca_der: Some(&der) }),
+            Some(Https { address: ([127, 0, 0, 1], 8443).into(), port: 8443, ca_der: Some(&der), generated: None }),
             "GET",
             "/intercomd-ca.crt",
             "200 application/x-x509-ca-cert 0\u{3}\u{2}\u{1}\u{1}",
@@ -356,15 +465,45 @@ mod tests {
     }
 
     #[test]
+    fn qr_codes_up_to_the_limit_and_errors_past_it() {
+        let config = config(&[]);
+        let check = |target: &str, expected| check(&config, None, "GET", target, expected);
+        let missing =
+            r#"400 application/json {"error":"give the text to encode: /api/qr?text=<percent-encoded text>"}"#;
+        check("/api/qr", missing);
+        check("/api/qr?text=", missing);
+        check("/api/qr?other=x", missing);
+        check("/api/qr?text=%ff", r#"400 application/json {"error":"text is not percent-encoded UTF-8"}"#);
+        // Percent-encoded UTF-8 counts in bytes: 128 two-byte characters are at the limit.
+        let at_limit = "%C3%BC".repeat(crate::qr::MAX_QR_TEXT_BYTES / 2);
+        check(&format!("/api/qr?text={at_limit}"), "200 image/svg+xml <svg");
+        check(
+            &format!("/api/qr?text={at_limit}a"),
+            r#"400 application/json {"error":"the text is 257 bytes of UTF-8; a QR code here holds at most 256"}"#,
+        );
+        let hub = hub();
+        let connections = Connections::default();
+        let feed = Feed::new();
+        let view = view(&config, &hub, (&feed, &connections), None);
+        let response =
+            respond(&view, &request("GET", "/api/qr?text=https%3A%2F%2F192.168.1.20%3A8443%2Ftrust.html", &[]));
+        let header = |name| response.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        assert_eq!(header("Cache-Control").as_deref(), Some("public, max-age=31536000, immutable"));
+        let expected = crate::qr::QrCode::encode(b"https://192.168.1.20:8443/trust.html").unwrap().to_svg();
+        assert_eq!(&*response.body, expected.as_bytes(), "the text is the decoded query");
+    }
+
+    #[test]
     fn peerjs_ids_are_bare_and_discovery_lists_the_peerjs_room() {
         let config = config(&["--peerjs-path", "/pj/", "--peerjs-discovery"]);
         let mut hub = hub();
         let now = Instant::now();
-        let (conn, _outbox) = hub.open(now);
+        let (conn, _outbox) = hub.open(now, crate::outbox::tests::test_link());
         let hello = protocol::Hello { id: Some("app".into()), room: peerjs::ROOM.into(), token: Some("t".into()) };
         hub.join(conn, Codec::PeerJs, Ok(hello), now);
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
+        let feed = Feed::new();
+        let view = view(&config, &hub, (&feed, &connections), None);
         let id = respond(&view, &request("GET", "/pj/peerjs/id", &[]));
         assert_eq!(id.status, 200);
         assert!(protocol::is_valid_name(std::str::from_utf8(&id.body).unwrap()), "a bare id: {:?}", id.body);
@@ -406,7 +545,8 @@ mod tests {
         let config = config(&["--allow-origin", "https://panel.example"]);
         let hub = hub();
         let connections = Connections::default();
-        let view = View { config: &config, hub: &hub, feed: &Feed::new(), connections: &connections, https: None };
+        let feed = Feed::new();
+        let view = view(&config, &hub, (&feed, &connections), None);
         let cors = |target: &str, origin: &str| {
             let response = respond(&view, &request("GET", target, &[("origin", origin)]));
             response.headers.iter().find(|(k, _)| *k == "Access-Control-Allow-Origin").map(|(_, v)| v.to_string())

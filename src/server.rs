@@ -122,7 +122,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         Some((listener, certificates)) => {
             let local = listener.local_addr()?;
             info!("listening on https://{local} ({})", certificates.summary);
-            let state = HttpsState { certificates: RefCell::new(certificates), port: local.port() };
+            let state = HttpsState { certificates: RefCell::new(certificates), port: local.port(), address: local };
             (Some(listener), Some(state))
         }
         None => (None, None),
@@ -159,6 +159,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         connections: Connections::default(),
         https: https_state,
         snapshots,
+        started_unix_ms: hub::unix_ms_now(),
+        http_address: http.local_addr()?,
     });
     // Only with --mqtt: a queue, a task, a connection and its keep-alive.
     let mqtt_events =

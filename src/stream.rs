@@ -69,6 +69,10 @@ impl Stream {
     pub fn plain(stream: TcpStream) -> Stream {
         Stream::Plain(Plain { socket: stream.into(), ahead: ReadAhead::default() })
     }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
 }
 
 /// A plain socket: the reactor's handle itself (8 bytes, where `async_net`'s

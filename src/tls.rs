@@ -152,6 +152,15 @@ impl Certificates {
         }
     }
 
+    /// The generated server certificate's names, its end, and when it is
+    /// renewed (Unix seconds); `None` with `--tls-cert`.
+    pub fn generated(&self) -> Option<(&[String], i64, i64)> {
+        self.generated.as_ref().map(|generated| {
+            let not_after = generated.server.not_after;
+            (generated.server.names.as_slice(), not_after, not_after - RENEW_BEFORE.as_secs() as i64)
+        })
+    }
+
     /// Renew the generated certificate if it is about to expire or the
     /// machine's names changed. `Ok(Some(reason))` when it was renewed
     /// (`server_config` is then the new one).

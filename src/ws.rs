@@ -31,8 +31,8 @@ use smol::stream::StreamExt;
 
 use crate::codec::Codec;
 use crate::http::{Request, Response};
-use crate::hub::Hub;
-use crate::outbox::{Outbox, Outgoing};
+use crate::hub::{unix_ms_now, Hub};
+use crate::outbox::{Link, Outbox, Outgoing};
 use crate::protocol::{close, ErrorCode, Hello, Rejection};
 use crate::router::ConnId;
 use crate::stream::{with_timeout, PolledWhenWoken, Stream};
@@ -170,6 +170,8 @@ pub struct Upgrade {
     /// What the endpoint and query asked for.
     pub hello: Result<Hello, Rejection>,
     pub codec: Codec,
+    /// Where it comes from, for the status page.
+    pub link: Link,
 }
 
 /// Run one upgraded socket until it closes.
@@ -178,14 +180,15 @@ pub struct Upgrade {
 /// keeps its arguments for as long as it runs (for a peer, hours), and the
 /// upgrade is about 270 bytes where its box is 8.
 pub async fn serve(hub: &RefCell<Hub>, max_message_bytes: usize, upgrade: Box<Upgrade>) {
-    let Upgrade { stream, leftover, hello, codec } = *upgrade;
+    let Upgrade { stream, leftover, hello, codec, mut link } = *upgrade;
     let config = websocket_config(max_message_bytes);
     // Boxed so that the handshake's state is freed once it is done instead
     // of staying part of every idle peer's task.
     let handshake = Box::pin(WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)));
     let socket = handshake.await;
     let now = Instant::now();
-    let (conn, outbox) = hub.borrow_mut().open(now);
+    link.since_unix_ms = unix_ms_now();
+    let (conn, outbox) = hub.borrow_mut().open(now, link);
     hub.borrow_mut().join(conn, codec, hello, now);
     let (mut sender, mut receiver) = socket.split();
 

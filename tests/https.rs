@@ -207,6 +207,39 @@ fn wss_works_end_to_end_through_the_generated_certificate() {
     });
 }
 
+#[test]
+fn the_status_tells_wss_from_ws_and_shows_the_certificate() {
+    smol::block_on(async {
+        let dir = temp_dir("status");
+        let daemon = start(&dir);
+        let https = daemon.https_addr.unwrap();
+        let stream = handshake(&connector(read_cert(&dir.join("ca.crt"))), https, "localhost").await.unwrap();
+        let url = format!("wss://localhost:{}/ws?id=panel", https.port());
+        let (mut panel, _) = async_tungstenite::client_async(url, stream).await.expect("a WebSocket over TLS");
+        assert_eq!(next_json(&mut panel).await["type"], "welcome");
+        let (_phone, _) = common::Client::join(&daemon, "phone", None).await;
+
+        let (_, _, body) = common::http_get(daemon.addr, "/api/status", "");
+        let status = common::json_body(&body);
+        let transport = |id: &str| {
+            let peers = status["peers"].as_array().unwrap();
+            peers.iter().find(|peer| peer["id"] == id).map(|peer| peer["transport"].clone())
+        };
+        assert_eq!(transport("panel"), Some(Value::from("wss")));
+        assert_eq!(transport("phone"), Some(Value::from("ws")));
+        assert_eq!(status["listen"]["https"], https.to_string());
+        assert_eq!(status["urls"]["https"], serde_json::json!([format!("https://{https}/")]));
+        let (_, _, body) = common::http_get(daemon.addr, "/api/https", "");
+        let certificate = &status["certificate"];
+        assert_eq!(certificate["caFingerprint"], common::json_body(&body)["caFingerprint"]);
+        let names: Vec<_> =
+            certificate["names"].as_array().unwrap().iter().map(|name| name.as_str().unwrap()).collect();
+        assert!(names.contains(&"localhost") && names.contains(&"127.0.0.1"), "{names:?}");
+        let (renews, ends) = (certificate["renewsAt"].as_str().unwrap(), certificate["notAfter"].as_str().unwrap());
+        assert!(renews < ends, "renewed before it ends: {renews} {ends}");
+    });
+}
+
 async fn next_json<S>(socket: &mut async_tungstenite::WebSocketStream<S>) -> Value
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
@@ -304,6 +337,69 @@ fn the_plain_http_page_offers_the_https_port_and_the_ca_certificate() {
     assert_eq!(common::http_get(plain.addr, "/intercomd-ca.crt", "").0, 404);
 }
 
+/// What Python's plistlib reads in a configuration profile: its types and
+/// version, and each payload's type and certificate bytes (hex).
+const READ_PROFILE: &str = r#"
+import json, plistlib, sys
+profile = plistlib.load(open(sys.argv[1], "rb"))
+print(json.dumps({
+    "type": profile["PayloadType"],
+    "version": profile["PayloadVersion"],
+    "identifier": profile["PayloadIdentifier"],
+    "uuid": profile["PayloadUUID"],
+    "name": profile["PayloadDisplayName"],
+    "payloads": [
+        {"type": p["PayloadType"], "version": p["PayloadVersion"], "uuid": p["PayloadUUID"],
+         "identifier": p["PayloadIdentifier"], "certificate": p["PayloadContent"].hex()}
+        for p in profile["PayloadContent"]
+    ],
+}))
+"#;
+
+#[test]
+fn iphones_get_the_ca_as_a_configuration_profile_holding_exactly_its_certificate() {
+    let dir = temp_dir("profile");
+    let daemon = start(&dir);
+    let info = common::json_body(&common::http_get(daemon.addr, "/api/https", "").2);
+    assert_eq!(info["mobileconfig"], "/intercomd-ca.mobileconfig");
+    let (status, headers, profile) = common::http_get(daemon.addr, "/intercomd-ca.mobileconfig", "");
+    assert_eq!(status, 200);
+    assert_eq!(common::header(&headers, "content-type"), Some("application/x-apple-aspen-config"));
+    let disposition = common::header(&headers, "content-disposition").unwrap_or("");
+    assert!(disposition.contains("filename=\"intercomd-ca.mobileconfig\""), "{disposition}");
+    let certificate = common::http_get(daemon.addr, "/intercomd-ca.crt", "").2;
+
+    let file = dir.join("downloaded.mobileconfig");
+    std::fs::write(&file, &profile).unwrap();
+    let output = match Command::new("python3").arg("-c").arg(READ_PROFILE).arg(&file).output() {
+        Ok(output) => output,
+        Err(error) => {
+            panic!("python3 did not run ({error}): install python3 (apt-get install python3; tests/run-all.sh does)")
+        }
+    };
+    assert!(output.status.success(), "plistlib refused the profile: {output:?}\n{}", String::from_utf8_lossy(&profile));
+    let read: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(read["type"], "Configuration");
+    assert_eq!(read["version"], 1);
+    let fingerprint = info["caFingerprint"].as_str().unwrap();
+    assert_eq!(read["name"], format!("intercomd CA {}", &fingerprint[..11]));
+    let payloads = read["payloads"].as_array().unwrap();
+    assert_eq!(payloads.len(), 1, "one payload: {read}");
+    assert_eq!(payloads[0]["type"], "com.apple.security.root");
+    assert_eq!(payloads[0]["version"], 1);
+    let hex: String = certificate.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(payloads[0]["certificate"], hex, "the payload is the CA's certificate, byte for byte");
+    assert_eq!(certificate, read_cert(&dir.join("ca.crt")).to_vec());
+
+    // The same CA after a restart: the same identifiers, so iOS replaces
+    // the profile it has rather than adding a second.
+    drop(daemon);
+    let again = start(&dir);
+    let second = common::http_get(again.addr, "/intercomd-ca.mobileconfig", "").2;
+    assert_eq!(second, profile, "the same CA, the same profile");
+    assert_ne!(read["uuid"], payloads[0]["uuid"]);
+}
+
 /// A certificate of the user's own: a CA and a server certificate for
 /// localhost made here, as a person would bring from their own CA.
 fn own_certificate(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
@@ -341,7 +437,9 @@ fn a_user_supplied_certificate_is_served() {
         assert!(!state.exists(), "nothing generated with --tls-cert");
         let info = common::json_body(&common::http_get(daemon.addr, "/api/https", "").2);
         assert_eq!(info["ca"], Value::Null);
+        assert_eq!(info["mobileconfig"], Value::Null);
         assert_eq!(common::http_get(daemon.addr, "/intercomd-ca.crt", "").0, 404);
+        assert_eq!(common::http_get(daemon.addr, "/intercomd-ca.mobileconfig", "").0, 404);
     });
 }
 

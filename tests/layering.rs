@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The pure core: no I/O, no `.await`, no clock. It imports only itself.
-const CORE: [&str; 7] = ["router", "codec", "protocol", "peerjs", "liveness", "events", "jpeg"];
+const CORE: [&str; 8] = ["router", "codec", "protocol", "peerjs", "liveness", "events", "jpeg", "qr"];
 
 /// (module, what it must never import)
 const NEVER: [(&str, &[&str]); 7] = [
@@ -21,8 +21,9 @@ const NEVER: [(&str, &[&str]); 7] = [
 ];
 
 /// (module, the only modules that may import it)
-const ONLY_FROM: [(&str, &[&str]); 7] = [
+const ONLY_FROM: [(&str, &[&str]); 8] = [
     ("inflate", &["static_files"]),
+    ("status", &["routes"]),
     ("conn", &["server"]),
     ("server", &["daemon"]),
     ("sse", &["conn"]),

@@ -273,11 +273,7 @@ fn flood_and_receive_whole(count: usize, pad: usize) {
             assert_eq!(tick["from"], "flooder");
         }
         let _flooder = writer.join().unwrap();
-        assert!(
-            !daemon.log().iter().any(|line| line.contains("dropped")),
-            "nobody is dropped: {:?}",
-            daemon.log()
-        );
+        assert!(!daemon.log().iter().any(|line| line.contains("dropped")), "nobody is dropped: {:?}", daemon.log());
         assert_eq!(metric(daemon.addr, "intercomd_peers_dropped_slow_total"), 0);
     });
 }

@@ -2,10 +2,12 @@
 # Every test of intercomd: the one command README.md gives and .ci/run calls.
 #   bash tests/run-all.sh        (as root, or it asks sudo)
 # On a bare Debian 12 machine with Rust and Node it installs what is missing
-# (Chromium from apt, playwright-core from npm), then runs:
+# (Chromium, mosquitto, zbar-tools and python3 from apt, playwright-core
+# from npm), then runs:
 #   1. cargo test: unit tests, property tests, and the loopback tests
 #      (protocol, rooms, reliability, hostile input, MQTT against a real
-#      mosquitto) against the real binary;
+#      mosquitto, QR codes read back by zbarimg, the iOS profile read by
+#      Python's plistlib) against the real binary;
 #   2. the end-to-end suite of the pages in headless Chromium, in its own
 #      network namespace;
 #   3. tests/arm.sh: the static Pi builds (aarch64, ARMv5TE), the loopback
@@ -37,6 +39,14 @@ fi
 if [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_passwd >/dev/null 2>&1; then
   # tests/mqtt.rs runs a real broker on loopback.
   apt-get update && apt-get install -y --no-install-recommends mosquitto mosquitto-clients
+fi
+if ! command -v zbarimg >/dev/null 2>&1; then
+  # tests/qr.rs reads the daemon's QR codes back with zbarimg.
+  apt-get update && apt-get install -y --no-install-recommends zbar-tools
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  # tests/https.rs reads the .mobileconfig with Python's plistlib.
+  apt-get update && apt-get install -y --no-install-recommends python3
 fi
 
 echo "== cargo test"

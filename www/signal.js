@@ -67,7 +67,7 @@ const SignalKit = (() => {
   const HTTPS_INFO_TIMEOUT_MS = 4000;
   // known: the daemon answered; port: its https port or null (no HTTPS listener); ca: the path
   // of its local CA's certificate or null (no CA of its own, or unknown).
-  const https = { known: false, port: DEFAULT_HTTPS_PORT, ca: null, caFingerprint: null };
+  const https = { known: false, port: DEFAULT_HTTPS_PORT, ca: null, caFingerprint: null, onboard: null };
   const httpsReady = window.isSecureContext === false ? loadHttpsInfo() : Promise.resolve(https);
 
   async function loadHttpsInfo() {
@@ -81,6 +81,7 @@ const SignalKit = (() => {
       https.port = Number.isInteger(port) && port > 0 && port < 65536 ? port : null;
       https.ca = info && typeof info.ca === 'string' && info.ca ? info.ca : null;
       https.caFingerprint = info && typeof info.caFingerprint === 'string' ? info.caFingerprint : null;
+      https.onboard = info && typeof info.onboard === 'string' && info.onboard ? info.onboard : null;
       https.known = true;
     } catch (e) {
       console.warn('[signal]', `cannot read /api/https (${e && e.message}): assuming https port ${DEFAULT_HTTPS_PORT}`);
@@ -128,7 +129,19 @@ const SignalKit = (() => {
       t.dataset.testid = 'trust-link';
       box.append(t);
     }
+    const scan = onboardUrl();
+    if (scan && typeof onboardQr === 'function') box.append(onboardQr(scan, 'Set up a phone: scan this with its camera'));
     return box;
+  }
+  // Where a phone that scans this page's code goes: the daemon's address for it (the trust page,
+  // which goes on by itself once the phone trusts the intercom), coming back to this page after.
+  function onboardUrl() {
+    if (!https.onboard) return null;
+    const here = location.pathname + location.search;
+    if (/\/trust\.html\?onboard$/.test(https.onboard)) {
+      return here === '/' ? https.onboard : `${https.onboard}=${encodeURIComponent(here)}`;
+    }
+    return new URL(here, https.onboard).href;
   }
   // Fills the page's warning box (hidden otherwise) when the microphone cannot work here, once
   // the daemon said where its https page is.

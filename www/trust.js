@@ -1,7 +1,11 @@
-// trust.html: asks the daemon (GET /api/https → {port, ca, caFingerprint}) for its https port and
-// local CA, and shows the download, the fingerprint, the steps for this device's system and the
-// link to the https page; or says why there is nothing to install.
+// trust.html: asks the daemon (GET /api/https → {port, ca, mobileconfig, caFingerprint, onboard})
+// for its https port and local CA, and shows the download, the fingerprint, the steps for this
+// device's system, the link to the https page and the QR code that brings a phone here; or says
+// why there is nothing to install.
 // body data-ca: loading → ca (a CA to install) | own-cert (--tls-cert) | no-https | error.
+// Opened as trust.html?onboard[=PATH] (what the QR codes point at), it first checks whether this
+// device already trusts the https page and goes there (to PATH, by default /) if it does; else it
+// shows the steps and a button that checks again. body data-onboard: checking → install | going.
 'use strict';
 
 (() => {
@@ -30,6 +34,53 @@
     mine.open = true;
     mine.querySelector('summary').append(' (this device)');
     mine.parentElement.insertBefore(mine, mine.parentElement.querySelector('details'));
+  }
+
+  // ?onboard=PATH: where to go on the https origin once it is trusted; a path of this origin only.
+  const params = new URLSearchParams(location.search);
+  const onboarding = params.has('onboard');
+  const next = /^\/(?!\/)/.test(params.get('onboard') || '') ? params.get('onboard') : '/';
+  const PROBE_TIMEOUT_MS = 5000;
+
+  // Whether this browser opens the https page without a certificate error: a cross-origin fetch of
+  // /healthz fails outright on an untrusted certificate (no-cors hides the answer, not the error).
+  async function trusts(port) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), PROBE_TIMEOUT_MS);
+    try {
+      await fetch(`https://${location.hostname}:${port}/healthz`, { mode: 'no-cors', cache: 'no-store', signal: ctl.signal });
+      return true;
+    } catch (e) {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function onboard(port, again) {
+    $('onboarding').hidden = false;
+    document.body.dataset.onboard = 'checking';
+    $('onboard-continue').disabled = true;
+    if (await trusts(port)) {
+      document.body.dataset.onboard = 'going';
+      $('onboard-text').textContent = 'This device trusts the intercom: opening it…';
+      location.replace(`https://${location.hostname}:${port}${next}`);
+      return;
+    }
+    document.body.dataset.onboard = 'install';
+    $('onboard-text').textContent = again
+      ? 'This device does not trust the intercom yet. Follow the steps below to the end (on an iPhone or ' +
+        'iPad, the last one: the switch in Certificate Trust Settings), then tap the button again.'
+      : 'Two steps: install the intercom’s certificate on this device as shown below, then come back to ' +
+        'this page and tap the button.';
+    $('onboard-continue').hidden = false;
+    $('onboard-continue').disabled = false;
+  }
+
+  function showScan(url) {
+    if (onboarding || !url || typeof onboardQr !== 'function') return;
+    $('scan').append(onboardQr(url, 'Scan to set up a phone'));
+    $('scan').hidden = false;
   }
 
   function showSecureLink(port) {
@@ -61,9 +112,20 @@
         'given to it by whoever set it up, so there is nothing to install here. If the secure page warns ' +
         'about its certificate, ask them.');
       showSecureLink(port);
+      showScan(info.onboard);
       return;
     }
     $('download').href = info.ca;
+    if (typeof info.mobileconfig === 'string' && info.mobileconfig) {
+      $('profile').href = info.mobileconfig;
+      $('profile').hidden = false;
+      // On an iPhone or iPad the profile is the way: first, and the primary button.
+      if (thisSystem() === 'ios') {
+        $('profile').classList.add('primary');
+        $('download').classList.remove('primary');
+        $('download').before($('profile'));
+      }
+    }
     // A line break may fall after any colon, never inside a byte.
     const fp = typeof info.caFingerprint === 'string' ? info.caFingerprint : 'unknown';
     $('fingerprint').replaceChildren(...fp.split(':').flatMap((byte, i) =>
@@ -72,7 +134,12 @@
     $('steps').hidden = false;
     openSteps();
     showSecureLink(port);
+    showScan(info.onboard);
     show('ca');
+    if (onboarding) {
+      $('onboard-continue').addEventListener('click', () => onboard(port, true));
+      onboard(port, false);
+    }
   }
 
   load();

@@ -16,13 +16,12 @@
 // network). The environment it reads is described in lib.mjs.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  BIN, LOCAL_HOST, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot, openPage,
+  BIN, LOCAL_HOST, homeTrusting, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, screenshot, openPage,
 } from './lib.mjs';
 
 // A phone: narrow, and an Android user agent, so that trust.html opens the Android steps first.
@@ -31,24 +30,6 @@ const PHONE = {
   userAgent: 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) ' +
     'Chrome/126.0.0.0 Mobile Safari/537.36',
 };
-
-/** An empty HOME with an NSS database that trusts `caFile` for websites, as `certutil` makes it. */
-function homeTrusting(caFile) {
-  const home = mkdtempSync(join(tmpdir(), 'intercomd-home-'));
-  const db = join(home, '.pki', 'nssdb');
-  mkdirSync(db, { recursive: true });
-  const certutil = (...args) => {
-    try {
-      execFileSync('certutil', ['-d', `sql:${db}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    } catch (e) {
-      throw new Error(`certutil ${args.join(' ')} failed (Debian package libnss3-tools; run.sh installs it): ` +
-        `${e.code === 'ENOENT' ? 'certutil not found' : `${e.message}\n${e.stderr || ''}`}`);
-    }
-  };
-  certutil('-N', '--empty-password');
-  certutil('-A', '-n', 'intercomd', '-t', 'C,,', '-i', caFile);
-  return home;
-}
 
 describe('https with the local certificate authority', { timeout: 180_000 }, () => {
   const dirs = [];

@@ -9,9 +9,9 @@
 //   HEADFUL=1       optional: show the browser windows (needs a display)
 //   SCREENSHOTS=DIR optional: where the suite saves its screenshots (run.sh sets it;
 //                   SCREENSHOTS=docs refreshes the ones README shows)
-import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -44,11 +44,13 @@ export const CHROMIUM_ARGS = [
  * Starts the daemon on loopback, on a free port or on `port` (a restart keeps the pages'
  * address valid), with `extraArgs` added to its command line. `port` resolves once it logs its
  * http address, `httpsPort` once it logs its https one (null with --no-https).
+ * `--https-listen 127.0.0.1:PORT` in `extraArgs` keeps the https address across a restart too.
  */
 export function startDaemon(cwd, port = 0, extraArgs = []) {
   // HTTPS on a free port of its own (test files run in parallel, so never the default 8443);
   // its generated certificate goes to ./state under cwd.
-  const args = ['--listen', `127.0.0.1:${port}`, '--https-listen', '127.0.0.1:0'];
+  const args = ['--listen', `127.0.0.1:${port}`];
+  if (!extraArgs.includes('--https-listen')) args.push('--https-listen', '127.0.0.1:0');
   // INTERCOMD_WWW is for the product pages: a test that serves its own folder (--www) keeps it.
   if (process.env.INTERCOMD_WWW && !extraArgs.includes('--www')) args.push('--www', process.env.INTERCOMD_WWW);
   args.push(...extraArgs);
@@ -147,6 +149,24 @@ export async function waitAudioAbove(page, above, timeoutMs) {
 }
 
 
+/** An empty HOME with an NSS database that trusts `caFile` for websites, as `certutil` makes it. */
+export function homeTrusting(caFile) {
+  const home = mkdtempSync(join(tmpdir(), 'intercomd-home-'));
+  const db = join(home, '.pki', 'nssdb');
+  mkdirSync(db, { recursive: true });
+  const certutil = (...args) => {
+    try {
+      execFileSync('certutil', ['-d', `sql:${db}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      throw new Error(`certutil ${args.join(' ')} failed (Debian package libnss3-tools; run.sh installs it): ` +
+        `${e.code === 'ENOENT' ? 'certutil not found' : `${e.message}\n${e.stderr || ''}`}`);
+    }
+  };
+  certutil('-N', '--empty-password');
+  certutil('-A', '-n', 'intercomd', '-t', 'C,,', '-i', caFile);
+  return home;
+}
+
 /**
  * Launches headless Chromium with a fresh temporary profile (removed on close).
  * options.env: its environment (default: this process's), e.g. another HOME, whose
@@ -154,14 +174,27 @@ export async function waitAudioAbove(page, above, timeoutMs) {
  * options.args: more command-line flags.
  */
 export function launchBrowser(options = {}) {
-  const { env, args = [] } = options;
-  return chromium.launch({
+  return chromium.launch(launchOptions(options));
+}
+
+function launchOptions({ env, args = [] }) {
+  return {
     executablePath: CHROMIUM,
     headless: !process.env.HEADFUL,
     args: [...CHROMIUM_ARGS, ...args],
     ...(env ? { env } : {}),
     timeout: 30_000,
-  });
+  };
+}
+
+/**
+ * Launches headless Chromium with a profile kept in `userDataDir` and returns its one browser
+ * context. Unlike launchBrowser's contexts this is not an incognito context, where Chromium
+ * never offers to install an app (DevTools' installability check says "in-incognito").
+ * options as for launchBrowser.
+ */
+export function launchPersistent(userDataDir, options = {}) {
+  return chromium.launchPersistentContext(userDataDir, launchOptions(options));
 }
 
 /** Polls `sample` every 100 ms until `ok(value)`; throws `says(last value)` on timeout. */

@@ -46,6 +46,11 @@ if ! command -v certutil >/dev/null 2>&1; then
   echo "run.sh: installing Debian's libnss3-tools (certutil)" >&2
   apt_install libnss3-tools
 fi
+if ! command -v zbarimg >/dev/null 2>&1; then
+  # onboard.test.mjs reads the QR codes the pages show back with zbarimg.
+  echo "run.sh: installing Debian's zbar-tools (zbarimg)" >&2
+  apt_install --no-install-recommends zbar-tools
+fi
 if ! command -v unshare >/dev/null 2>&1; then apt_install util-linux; fi
 if ! command -v ip >/dev/null 2>&1; then apt_install iproute2; fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
