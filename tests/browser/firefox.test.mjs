@@ -10,7 +10,9 @@
 //   7. a Firefox door station answers a Chromium panel by itself, and a Chromium door station a
 //      Firefox panel: audio both ways, the panel hangs up;
 //   8. over https and wss, in a Firefox whose profile trusts the generated CA (Firefox keeps its
-//      own certificate store): two pages online and an audio call.
+//      own certificate store): two pages online and an audio call;
+//   9. the unmodified PeerJS client in Firefox: a data connection with 20 messages each way in
+//      order, and a media call with audio both ways, Firefox to Firefox and Chromium to Firefox.
 //
 // Run through ./run.sh DAEMON_BINARY (it installs firefox-esr and gives the network namespace
 // the default route Firefox gathers candidates on).
@@ -23,6 +25,7 @@ import {
   BIN, INSECURE_HOST, LOCAL_HOST, startDaemon, stopDaemon, makeExpect, waitAudioAbove, launchBrowser, openPage, poll,
 } from './lib.mjs';
 import { hasDefaultRoute, launchFirefox, openFirefoxPage } from './firefox.mjs';
+import { audioBytes, peerjsWww } from './peerjs-page.mjs';
 
 describe('intercom page in Firefox, and Firefox with Chromium', { timeout: 240_000 }, () => {
   let workDir;
@@ -271,6 +274,67 @@ describe('intercom page in Firefox, and Firefox with Chromium', { timeout: 240_0
       assert.deepEqual(pageErrors(), [], 'uncaught errors on the pages');
     } finally {
       await secure.close();
+    }
+  });
+
+  it('the PeerJS client in Firefox: a data connection and media calls, with Firefox and with Chromium', async () => {
+    // A daemon of its own, serving the client and its glue page from a --www folder.
+    const pjDir = mkdtempSync(join(tmpdir(), 'intercomd-firefox-peerjs-'));
+    const pjDaemon = startDaemon(pjDir, 0, ['--www', peerjsWww(pjDir)]);
+    try {
+      const app = `http://127.0.0.1:${await pjDaemon.port}/app.html`;
+      const peers = [['firefox', 'pjfox'], ['firefox', 'pjfern'], ['chromium', 'pjchrome']];
+      for (const [engine, name] of peers) {
+        const page = engine === 'firefox' ? await openFirefoxPage(firefox, name, pages, logs)
+          : await openPage(chromium, name, pages, logs);
+        await expect(`${name}: ${app} did not load`, 20_000, (ms) => page.goto(app, { timeout: ms }));
+        await page.evaluate((id) => window.pj.start(id), name);
+        await expect(`${name}'s Peer did not open`, 15_000,
+          (ms) => page.waitForFunction((id) => window.pj.id === id, name, { timeout: ms }));
+      }
+      // Data, Firefox to Firefox: 20 numbered messages each way, each once, in order.
+      const conn = await pages.pjfox.evaluate(() => window.pj.track(window.pj.peer.connect('pjfern', { reliable: true }), 'out').id);
+      for (const name of ['pjfox', 'pjfern']) {
+        await expect(`${name}'s end of the data connection did not open`, 15_000, (ms) => pages[name].waitForFunction(
+          (c) => window.pj.conns.some((r) => r.id === c && r.open), conn, { timeout: ms }));
+      }
+      const N = 20;
+      for (const name of ['pjfox', 'pjfern']) {
+        await pages[name].evaluate(({ c, t, k }) => {
+          const rec = window.pj.conns.find((r) => r.id === c);
+          for (let i = 0; i < k; i++) rec.conn.send({ from: t, n: i });
+        }, { c: conn, t: name, k: N });
+      }
+      for (const [name, other] of [['pjfox', 'pjfern'], ['pjfern', 'pjfox']]) {
+        const got = () => pages[name].evaluate((c) => window.pj.conns.find((r) => r.id === c).received, conn);
+        await expect(`${name} did not receive ${other}'s ${N} messages`, 15_000,
+          (ms) => poll(got, (r) => r.length >= N, ms, (r) => `${name} has ${r.length}`));
+        assert.deepEqual(await got(), Array.from({ length: N }, (_, n) => ({ from: other, n })), `${name}: in order, once each`);
+      }
+      // Media: Firefox calls Firefox, then Chromium calls Firefox; audio both ways each time.
+      for (const [caller, callee] of [['pjfern', 'pjfox'], ['pjchrome', 'pjfox']]) {
+        const call = await pages[caller].evaluate(async (to) => {
+          const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+          return window.pj.track(window.pj.peer.call(to, stream), 'out').id;
+        }, callee);
+        await expect(`${callee}'s Peer did not fire "call" from ${caller}`, 15_000, (ms) => pages[callee].waitForFunction(
+          (c) => window.pj.conns.some((r) => r.id === c && r.how === 'in'), call, { timeout: ms }));
+        await pages[callee].evaluate(async (c) => {
+          const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+          window.pj.conns.find((r) => r.id === c).conn.answer(stream);
+        }, call);
+        for (const name of [caller, callee]) {
+          const says = (b) => `${name}'s inbound audio bytes on the PeerJS call stayed at ${b}`;
+          const first = await expect(`${name} received no audio on the PeerJS call`, 15_000,
+            (ms) => poll(() => audioBytes(pages[name], call), (b) => b > 0, ms, says));
+          await expect(`${name}'s audio on the PeerJS call did not grow`, 15_000,
+            (ms) => poll(() => audioBytes(pages[name], call), (b) => b > first, ms, says));
+        }
+      }
+      assert.deepEqual(pageErrors(), [], 'uncaught errors on the pages');
+    } finally {
+      await stopDaemon(pjDaemon.child);
+      rmSync(pjDir, { recursive: true, force: true });
     }
   });
 
