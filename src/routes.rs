@@ -158,7 +158,7 @@ fn answer(view: &View, request: &Request) -> Response {
             Err(response) => response,
         },
         Some(Endpoint::Https) => {
-            let onboard = onboard(view, request);
+            let onboard = onboard(view, request, &(view.interface_addresses)());
             match &view.https {
                 Some(https) => api::https(Some(https.port), https.ca_der, &onboard),
                 None => api::https(None, None, &onboard),
@@ -191,10 +191,10 @@ fn sockets(hub: &Hub) -> Sockets {
 }
 
 /// Where a phone that scans the QR code of a page asked for by `request`
-/// goes: `status::onboard`.
-fn onboard(view: &View, request: &Request) -> String {
+/// goes: `status::onboard`, given the machine's `addresses`.
+fn onboard(view: &View, request: &Request, addresses: &[IpAddr]) -> String {
     let https = view.https.as_ref().map(|https| (https.port, https.ca_der.is_some()));
-    status::onboard(request.header("host"), view.http_address, https, &(view.interface_addresses)())
+    status::onboard(request.header("host"), view.http_address, https, addresses)
 }
 
 /// `/api/status`: made only when asked.
@@ -205,14 +205,16 @@ fn status(view: &View, request: &Request) -> Response {
         not_after: https.generated.map(|(_, not_after, _)| not_after),
         renews_at: https.generated.map(|(_, _, renews_at)| renews_at),
     });
+    // Asked of the system once per document, for both uses.
+    let addresses = (view.interface_addresses)();
     let daemon = status::Daemon {
+        onboard: onboard(view, request, &addresses),
         started_unix_ms: view.started_unix_ms,
         now_unix_ms: hub::unix_ms_now(),
         http: view.http_address,
         https: view.https.as_ref().map(|https| https.address),
-        addresses: (view.interface_addresses)(),
+        addresses,
         certificate,
-        onboard: onboard(view, request),
     };
     status::render(
         daemon,
