@@ -121,11 +121,11 @@ export class Session {
       capabilities: {
         alwaysMatch: {
           'webkitgtk:browserOptions': { binary: WEBKIT_BROWSER, args },
-          // No waiting for the load in WebKit's automation: a page whose EventSource (the call
-          // log, /api/events) opens before the page's last subresource stays "loading" for WebKit,
-          // and with "normal" or "eager" a navigation or a script then did not answer for 30 to
-          // 60 s or never (3 runs of 4 here). open() waits for the new document itself, and
-          // every test waits for the page's own state.
+          // No waiting for the load in WebKit's automation: with "normal" or "eager", in 4 runs
+          // of 5 a navigation (or a script right after a reload) did not answer for 30 s, 60 s or
+          // ever, although the new page was up (readyState "complete", its load event fired,
+          // online). Cause not found (the camera was not it; the pages' EventSource is a
+          // suspect). open() waits for the new document itself, and every test for its state.
           pageLoadStrategy: 'none',
           timeouts: { script: 30_000, pageLoad: 30_000, implicit: 0 },
         },
