@@ -10,85 +10,17 @@
 // page is of the daemon's own origin and may open the PeerJS WebSocket.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { BIN, startDaemon, stopDaemon, makeExpect, launchBrowser, poll, openPage } from './lib.mjs';
-
-const require = createRequire(import.meta.url);
-const PEERJS_DIR = dirname(require.resolve('peerjs/package.json'));
-const PEERJS_VERSION = require('peerjs/package.json').version;
+import { PEERJS_VERSION, audioBytes, peerjsWww, summary } from './peerjs-page.mjs';
 
 // Seconds intercomd holds a message for an id that is not connected before it answers EXPIRE
 // (the client's peer-unavailable error); short, so that the unknown-id case takes about a second.
 const GRACE_S = 1;
 // An id as intercomd hands them out and takes them: 1 to 64 of A-Z a-z 0-9 . _ ~ -.
 const ID_RE = /^[A-Za-z0-9._~-]{1,64}$/;
-
-// The page: PeerJS itself and glue that creates one Peer and writes down what it and its
-// connections do, for the test to read. Everything else the test does through the PeerJS API.
-const PAGE = `<!doctype html>
-<html lang="en">
-<meta charset="utf-8">
-<title>PeerJS on intercomd</title>
-<script src="peerjs.min.js"></script>
-<script>
-const pj = window.pj = { peer: null, id: null, events: [], errors: [], conns: [] };
-const note = (what) => pj.events.push(what);
-// Records a DataConnection or MediaConnection: whether it opened, closed, what arrived.
-pj.track = (conn, how) => {
-  const rec = { conn, how, kind: conn.type, peer: conn.peer, id: conn.connectionId,
-    open: false, closed: false, stream: false, received: [], errors: [] };
-  pj.conns.push(rec);
-  conn.on('open', () => { rec.open = true; note(conn.type + ' ' + how + ' ' + conn.peer + ' open'); });
-  conn.on('close', () => { rec.closed = true; note(conn.type + ' ' + how + ' ' + conn.peer + ' close'); });
-  conn.on('error', (e) => { rec.errors.push(e.type); note(conn.type + ' ' + how + ' ' + conn.peer + ' error ' + e.type); });
-  if (conn.type === 'data') conn.on('data', (d) => rec.received.push(d));
-  else conn.on('stream', () => { rec.stream = true; note('media ' + how + ' ' + conn.peer + ' stream'); });
-  return rec;
-};
-pj.start = (id) => {
-  const options = { host: location.hostname, port: Number(location.port), path: '/peerjs', secure: false,
-    config: { iceServers: [] }, debug: 2 };
-  const peer = pj.peer = id ? new Peer(id, options) : new Peer(options);
-  peer.on('open', (got) => { pj.id = got; note('open ' + got); });
-  peer.on('error', (e) => { pj.errors.push({ type: e.type, message: e.message }); note('error ' + e.type + ': ' + e.message); });
-  peer.on('disconnected', (got) => note('disconnected ' + got));
-  peer.on('close', () => note('close'));
-  peer.on('connection', (conn) => pj.track(conn, 'in'));
-  peer.on('call', (conn) => pj.track(conn, 'in'));
-};
-</script>
-<p>PeerJS glue for intercomd's browser test.</p>
-</html>
-`;
-
-/** What a page's Peer and connections look like, one line, for failure messages. */
-function summary(page) {
-  return page.evaluate(() => {
-    const p = window.pj && window.pj.peer;
-    if (!p) return '(no Peer)';
-    const conns = window.pj.conns.map((r) => `${r.kind}/${r.how}/${r.peer}:` +
-      `${r.closed ? 'closed' : r.conn.open ? 'open' : 'not-open'}` +
-      `${r.kind === 'data' ? ` rx=${r.received.length}` : ` stream=${r.stream}`}` +
-      `${r.conn.peerConnection ? ` pc=${r.conn.peerConnection.connectionState}` : ''}`).join(', ');
-    return `id=${window.pj.id} open=${p.open} disconnected=${p.disconnected} destroyed=${p.destroyed} ` +
-      `conns=[${conns}] events=[${window.pj.events.slice(-8).join('; ')}]`;
-  }).catch((e) => `(unreadable: ${e.message})`);
-}
-
-/** Inbound audio bytes of this page's MediaConnection `callId` (-1: not open). */
-function audioBytes(page, callId) {
-  return page.evaluate(async (c) => {
-    const rec = window.pj.conns.find((r) => r.id === c && !r.closed);
-    const pc = rec && rec.conn.peerConnection;
-    if (!pc) return -1;
-    let bytes = 0;
-    (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'audio') bytes += r.bytesReceived || 0; });
-    return bytes;
-  }, callId);
-}
 
 describe(`PeerJS client ${PEERJS_VERSION} against intercomd`, { timeout: 180_000 }, () => {
   let workDir;
@@ -160,10 +92,7 @@ describe(`PeerJS client ${PEERJS_VERSION} against intercomd`, { timeout: 180_000
   before(async () => {
     assert.ok(BIN, 'set INTERCOMD_BIN to the daemon binary (or use tests/browser/run.sh DAEMON_BINARY)');
     workDir = mkdtempSync(join(tmpdir(), 'intercomd-peerjs-'));
-    const www = join(workDir, 'www');
-    mkdirSync(www);
-    copyFileSync(join(PEERJS_DIR, 'dist', 'peerjs.min.js'), join(www, 'peerjs.min.js'));
-    writeFileSync(join(www, 'app.html'), PAGE);
+    const www = peerjsWww(workDir);
     daemon = startDaemon(workDir, 0, ['--www', www, '--reconnect-grace', String(GRACE_S)]);
     port = await daemon.port;
     url = `http://127.0.0.1:${port}/app.html`;

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Real-browser test of the intercom pages against a daemon binary.
 #   tests/browser/run.sh DAEMON_BINARY
-# Installs what it needs on a bare Debian 12 machine (Chromium and certutil via apt,
-# playwright-core and peerjs via npm ci), then runs the test inside its own network namespace so that nothing
+# Installs what it needs on a bare Debian 12 machine (Chromium, Firefox ESR and certutil via apt,
+# playwright-core, puppeteer-core and peerjs via npm ci), then runs the test inside its own network namespace so that nothing
 # (WebRTC, STUN lookups, the daemon) can leave loopback. Needs root (apt, unshare -n).
 # Optional environment: INTERCOMD_WWW=DIR serves the pages from DIR (--www) instead of
 # the copy compiled into the binary; SCREENSHOTS=DIR is where the suite saves its
@@ -41,6 +41,11 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "run.sh: installing Debian's chromium" >&2
   apt_install chromium
 fi
+if [ ! -x /usr/bin/firefox-esr ]; then
+  # firefox.test.mjs: the pages in Firefox, driven by puppeteer-core over WebDriver BiDi.
+  echo "run.sh: installing Debian's firefox-esr" >&2
+  apt_install --no-install-recommends firefox-esr
+fi
 if ! command -v certutil >/dev/null 2>&1; then
   # https.test.mjs makes Chromium trust the daemon's CA through an NSS database, as on a desktop.
   echo "run.sh: installing Debian's libnss3-tools (certutil)" >&2
@@ -64,7 +69,8 @@ if [ "$NODE_MAJOR" -lt 20 ]; then
 fi
 
 # Again when package.json gained a package since the last install (peerjs for peerjs.test.mjs).
-if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/peerjs" ]; then
+if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/peerjs" ] ||
+   [ ! -d "$HERE/node_modules/puppeteer-core" ]; then
   echo "run.sh: npm ci in $HERE" >&2
   (cd "$HERE" && npm ci --no-audit --no-fund)
 fi
@@ -76,4 +82,10 @@ fi
 
 cd "$HERE"
 export INTERCOMD_BIN="$BIN"
-exec unshare -n sh -c 'ip link set lo up && exec node --test --test-reporter=spec *.test.mjs'
+# Besides loopback, the namespace gets a veth pair and a default route through it: Firefox
+# gathers ICE candidates only on the default route's interface (without one it gathers none and
+# its calls fail without a word). Both ends are inside the namespace: nothing leaves it.
+exec unshare -n sh -c 'ip link set lo up &&
+  ip link add v0 type veth peer name v1 && ip addr add 10.99.0.1/24 dev v0 && ip addr add 10.99.0.2/24 dev v1 &&
+  ip link set v0 up && ip link set v1 up && ip route add default dev v0 &&
+  exec node --test --test-reporter=spec *.test.mjs'
