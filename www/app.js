@@ -244,8 +244,9 @@
     if (call || app.conn !== 'connected' || app.state !== 'idle') return;
     if (!ID_RE.test(peer)) return;
     // A browser without WebRTC (a WebKit build without it) says so at once instead of ringing
-    // someone it could never talk to.
-    if (typeof RTCPeerConnection !== 'function') {
+    // someone it could never talk to. On an insecure page getMedia below says the more useful
+    // thing (open the https page), before anyone is rung too.
+    if (typeof RTCPeerConnection !== 'function' && SignalKit.mediaAvailable()) {
       setStatus('Call failed: this browser cannot make WebRTC calls (it has no RTCPeerConnection).', 'error');
       return;
     }
