@@ -243,6 +243,13 @@
   async function placeCall(peer, media) {
     if (call || app.conn !== 'connected' || app.state !== 'idle') return;
     if (!ID_RE.test(peer)) return;
+    // A browser without WebRTC (a WebKit build without it) says so at once instead of ringing
+    // someone it could never talk to. On an insecure page getMedia below says the more useful
+    // thing (open the https page), before anyone is rung too.
+    if (typeof RTCPeerConnection !== 'function' && SignalKit.mediaAvailable()) {
+      setStatus('Call failed: this browser cannot make WebRTC calls (it has no RTCPeerConnection).', 'error');
+      return;
+    }
     media = media === 'video' ? 'video' : 'audio';
     CallKit.audioContext();
     const c = call = calls.newCall({ id: SignalKit.randomHex(8), peer, media, role: 'caller' });
@@ -319,11 +326,24 @@
     setStatus(`Incoming ${media} call from ${from}.`);
     document.title = `📞 ${from} is calling – ${baseTitle}`;
     CallKit.startTone(RING);
+    showIfSilent();
     c.timer = setTimeout(() => {
       if (call === c && app.state === 'ringing') {
         endCall(`Missed call from ${from}.`, 'warn', { notify: true, reason: 'no-answer' });
       }
     }, RING_TIMEOUT_MS);
+  }
+
+  // A page that goes online by itself (a reload, the installed app) has had no tap, and Safari
+  // (like Chromium without its autoplay flag) keeps its sound off until one: say so on the
+  // ringing card rather than ring in silence. It goes away once the sound runs.
+  function showIfSilent() {
+    const ctx = CallKit.audioContext();
+    const tapped = navigator.userActivation && navigator.userActivation.hasBeenActive;
+    const silent = () => !!ctx && ctx.state !== 'running';
+    const hint = document.getElementById('ring-silent');
+    hint.hidden = !silent() || tapped;
+    if (ctx && !hint.hidden) ctx.addEventListener('statechange', () => { hint.hidden = !silent(); }, { once: true });
   }
 
   async function acceptCall() {
@@ -370,9 +390,11 @@
       case 'no-answer': text = `${p} did not answer.`; break;
       case 'media-error': text = `${p} could not start their microphone or camera.`; break;
       case 'left': text = `${p} closed the intercom page.`; break;
+      // call.js sends it when the callee accepted but could not open a connection at all.
+      case 'failed': text = `Call failed: ${p}'s browser could not start the call.`; break;
       default: text = `${p} rejected the call.`;
     }
-    endCall(text, 'warn', { notify: false });
+    endCall(text, msg.reason === 'failed' ? 'error' : 'warn', { notify: false });
   }
 
   function onHangup(msg) {

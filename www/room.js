@@ -225,7 +225,10 @@
     clearTimeout(sweepTimer);
     sweepTimer = setTimeout(sweep, SWEEP_AFTER_MS);
     sweep(true);
-    if (!firstWelcome) setStatus(`Back online in ${app.room}.`, 'ok');
+    if (others.length && typeof RTCPeerConnection !== 'function') {
+      // createPeer said so for each of them; the welcome's own line must not hide it.
+      setStatus(`In ${app.room}, but this browser cannot make WebRTC calls: it cannot connect to ${others.join(', ')}.`, 'error');
+    } else if (!firstWelcome) setStatus(`Back online in ${app.room}.`, 'ok');
     else if (mediaNote) setStatus(mediaNote.text, mediaNote.level);
     else if (others.length) setStatus(`Joined ${app.room}: connecting to ${others.join(', ')}…`, 'ok');
     else setStatus(`Joined ${app.room}. Nobody else is here yet: share the link to invite people.`, 'ok');

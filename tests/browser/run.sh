@@ -1,7 +1,8 @@
 #!/bin/sh
 # Real-browser test of the intercom pages against a daemon binary.
 #   tests/browser/run.sh DAEMON_BINARY
-# Installs what it needs on a bare Debian 12 machine (Chromium, Firefox ESR and certutil via apt,
+# Installs what it needs on a bare Debian 12 machine (Chromium, Firefox ESR, WebKitGTK's
+# WebKitWebDriver, Xvfb and certutil via apt,
 # playwright-core, puppeteer-core and peerjs via npm ci), then runs the test inside its own network namespace so that nothing
 # (WebRTC, STUN lookups, the daemon) can leave loopback. Needs root (apt, unshare -n).
 # Optional environment: INTERCOMD_WWW=DIR serves the pages from DIR (--www) instead of
@@ -46,6 +47,11 @@ if [ ! -x /usr/bin/firefox-esr ]; then
   echo "run.sh: installing Debian's firefox-esr" >&2
   apt_install --no-install-recommends firefox-esr
 fi
+if ! command -v WebKitWebDriver >/dev/null 2>&1 || ! command -v xvfb-run >/dev/null 2>&1; then
+  # webkit.test.mjs: WebKitGTK (Safari's engine), its MiniBrowser driven by WebKitWebDriver, under Xvfb.
+  echo "run.sh: installing Debian's webkit2gtk-driver and xvfb" >&2
+  apt_install webkit2gtk-driver xvfb
+fi
 if ! command -v certutil >/dev/null 2>&1; then
   # https.test.mjs makes Chromium trust the daemon's CA through an NSS database, as on a desktop.
   echo "run.sh: installing Debian's libnss3-tools (certutil)" >&2
@@ -85,7 +91,12 @@ export INTERCOMD_BIN="$BIN"
 # Besides loopback, the namespace gets a veth pair and a default route through it: Firefox
 # gathers ICE candidates only on the default route's interface (without one it gathers none and
 # its calls fail without a word). Both ends are inside the namespace: nothing leaves it.
-exec unshare -n sh -c 'ip link set lo up &&
+# WebKitGTK runs in a namespace of its own with loopback only: with that default route its
+# accept and call flows stalled (2 of 2 runs; loopback only, 13 of 13 passed), cause not found yet.
+status=0
+unshare -n sh -c 'ip link set lo up &&
   ip link add v0 type veth peer name v1 && ip addr add 10.99.0.1/24 dev v0 && ip addr add 10.99.0.2/24 dev v1 &&
   ip link set v0 up && ip link set v1 up && ip route add default dev v0 &&
-  exec node --test --test-reporter=spec *.test.mjs'
+  exec node --test --test-reporter=spec $(ls *.test.mjs | grep -v "^webkit")' || status=$?
+unshare -n sh -c 'ip link set lo up && exec xvfb-run -a node --test --test-reporter=spec webkit.test.mjs' || status=$?
+exit $status
