@@ -91,7 +91,7 @@
     el.nameError.hidden = !text;
   }
 
-  SignalKit.showInsecureWarning(el.secureWarning);
+  SignalKit.showBrowserWarning(el.secureWarning);
 
   // ---------------------------------------------------------------- signaling socket
   const sig = SignalKit.socket({
@@ -336,14 +336,20 @@
 
   // A page that goes online by itself (a reload, the installed app) has had no tap, and Safari
   // (like Chromium without its autoplay flag) keeps its sound off until one: say so on the
-  // ringing card rather than ring in silence. It goes away once the sound runs.
+  // ringing card rather than ring in silence. It fades once the sound runs, but keeps its room:
+  // the tap that starts the sound is usually the tap on Accept, and a card that shrank between
+  // that tap's press and its release would move Accept from under the finger (a lost tap; the
+  // WebKit suite caught it).
   function showIfSilent() {
     const ctx = CallKit.audioContext();
     const tapped = navigator.userActivation && navigator.userActivation.hasBeenActive;
     const silent = () => !!ctx && ctx.state !== 'running';
     const hint = document.getElementById('ring-silent');
     hint.hidden = !silent() || tapped;
-    if (ctx && !hint.hidden) ctx.addEventListener('statechange', () => { hint.hidden = !silent(); }, { once: true });
+    hint.style.visibility = '';
+    if (ctx && !hint.hidden) {
+      ctx.addEventListener('statechange', () => { hint.style.visibility = silent() ? '' : 'hidden'; }, { once: true });
+    }
   }
 
   async function acceptCall() {

@@ -155,8 +155,10 @@
       `Open it as ${local} on the machine that runs intercomd. ${elsewhere}`;
   }
 
-  const deniedText = 'Camera or microphone blocked for this page. Allow them in Chromium ' +
-    '(policy AudioCaptureAllowedUrls / VideoCaptureAllowedUrls, or the camera icon in the address bar), then reload.';
+  // The kiosk is usually Chromium, but a tablet by the door may be an iPad (Safari) or Firefox.
+  const deniedText = 'Camera or microphone blocked for this page. Allow them for this site in the browser ' +
+    '(Safari: aA menu › Website Settings; Firefox and Chromium: the icon next to the address; a Chromium ' +
+    'kiosk: policy AudioCaptureAllowedUrls / VideoCaptureAllowedUrls), then reload.';
 
   async function checkPermissions() {
     if (!navigator.permissions || !navigator.permissions.query) return;
@@ -193,21 +195,25 @@
   }
 
   // ---------------------------------------------------------------- sound: autoplay
-  // Autoplay: without --autoplay-policy=no-user-gesture-required Chromium keeps sound off until
-  // the first tap. Say so on the ready screen; during a call, a full-screen "Tap to enable sound".
+  // Autoplay: Safari, and Chromium without --autoplay-policy=no-user-gesture-required, keep sound
+  // off until the first tap. Say so on the ready screen; during a call, a full-screen "Tap to
+  // enable sound".
   function checkAutoplay() {
     const ctx = CallKit.audioContext();
     if (ctx && ctx.state !== 'running' && !(navigator.userActivation && navigator.userActivation.hasBeenActive)) {
       setNotice('sound', 'Sound is blocked until someone touches the screen once ' +
-        '(start the kiosk browser with --autoplay-policy=no-user-gesture-required).', 'warn');
+        '(a Chromium kiosk: start it with --autoplay-policy=no-user-gesture-required; Safari always needs the touch).', 'warn');
     }
   }
   function onUserGesture() {
     CallKit.audioContext();
-    if (notices.has('sound')) setNotice('sound', ''); // one tap unlocks sound for the page's lifetime
     if (!el.soundOverlay.hidden) playRemoteAudio();
   }
   for (const t of ['pointerdown', 'keydown']) document.addEventListener(t, onUserGesture, { capture: true });
+  // One tap unlocks sound for the page's lifetime. The notice goes once the tap is over: gone at
+  // the press, it would move the big button (below it) from under the visitor's finger.
+  const liftSoundNotice = () => { if (notices.has('sound')) setNotice('sound', ''); };
+  for (const t of ['click', 'keydown']) document.addEventListener(t, liftSoundNotice, { capture: true });
 
   function playRemoteAudio() {
     if (!el.remoteAudio.srcObject) { el.soundOverlay.hidden = true; return; }
@@ -690,6 +696,9 @@
       SignalKit.httpsReady.then(() => setNotice('insecure', insecureText(), 'error', null, SignalKit.secureLinks()));
       return;
     }
+    // Without WebRTC the station still goes online: its button still rings the house (and the
+    // house's MQTT, webhooks and ntfy), but no call can connect, and the screen says so.
+    if (!SignalKit.webrtcAvailable()) setNotice('webrtc', SignalKit.NO_WEBRTC, 'error');
     setState('offline');
     // Recent rings of this station's room, beside the big button.
     if (!rings) {

@@ -106,7 +106,7 @@
   function canShareScreen() {
     return !!navigator.mediaDevices && typeof navigator.mediaDevices.getDisplayMedia === 'function';
   }
-  SignalKit.showInsecureWarning(el.secureWarning, 'You can still join to watch and listen. ');
+  SignalKit.showBrowserWarning(el.secureWarning, 'You can still join to watch and listen. ');
 
   // ---------------------------------------------------------------- address bar
   function roomFromAddress() {

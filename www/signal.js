@@ -143,10 +143,21 @@ const SignalKit = (() => {
     }
     return new URL(here, https.onboard).href;
   }
-  // Fills the page's warning box (hidden otherwise) when the microphone cannot work here, once
-  // the daemon said where its https page is.
-  function showInsecureWarning(box, extra = '') {
-    if (mediaAvailable()) return Promise.resolve(false);
+  // WebRTC itself: a browser can be a secure context with a microphone and still have no
+  // RTCPeerConnection (WebKitGTK built without it, some privacy settings).
+  function webrtcAvailable() { return typeof RTCPeerConnection === 'function'; }
+  const NO_WEBRTC = 'This browser cannot make WebRTC calls (it has no RTCPeerConnection), so it can neither ' +
+    'call nor answer here. Open this page in a current Chrome, Edge, Firefox or Safari.';
+  // Fills the page's warning box (hidden otherwise) when calls cannot work here: not a secure
+  // context (once the daemon said where its https page is; extra goes with that case only), or
+  // no WebRTC at all.
+  function showBrowserWarning(box, extra = '') {
+    if (mediaAvailable() && webrtcAvailable()) return Promise.resolve(false);
+    if (mediaAvailable()) {
+      box.textContent = NO_WEBRTC;
+      box.hidden = false;
+      return Promise.resolve(true);
+    }
     return httpsReady.then(() => {
       const text = document.createElement('span');
       text.className = 'secure-text';
@@ -469,7 +480,7 @@ const SignalKit = (() => {
 
   return {
     ID_RE, load, store, randomHex, statusLine, showConn, token: () => token,
-    mediaAvailable, insecureText, httpsHint, httpsReady, secureLinks, showInsecureWarning, getMedia, mediaErrorText, stopStream,
+    mediaAvailable, webrtcAvailable, NO_WEBRTC, insecureText, httpsHint, httpsReady, secureLinks, showBrowserWarning, getMedia, mediaErrorText, stopStream,
     tabNames, socket,
   };
 })();

@@ -6,7 +6,8 @@
 //   4. the daemon restarted in the middle of a call: the call's media keeps flowing (it never
 //      passes through the daemon), both pages reconnect by themselves, hang up over the new
 //      daemon and call again;
-//   5. the page opened by a host name that is not localhost: the insecure-context message.
+//   5. the page opened by a host name that is not localhost: the insecure-context message;
+//   6. a browser without RTCPeerConnection: every page warns at load, and its call rings nobody.
 // After every step both pages must be ready for the next call (idle, Call buttons enabled).
 //
 // Run through ./run.sh DAEMON_BINARY (it sets INTERCOMD_BIN and isolates the network).
@@ -277,6 +278,44 @@ describe('intercom page', { timeout: 180_000 }, () => {
     }
     await page.context().close();
     delete pages.insecure;
+  });
+
+  // A secure page in a browser without WebRTC (WebKitGTK as Debian builds it, some privacy
+  // settings): every page says so at load, before anyone calls, and a call from it rings nobody.
+  it('a browser without RTCPeerConnection is told so at load on every page, and its call rings nobody', async (t) => {
+    const page = await newPage('nowebrtc');
+    await page.context().addInitScript(() => { delete window.RTCPeerConnection; delete window.webkitRTCPeerConnection; });
+    const base = `http://127.0.0.1:${port}`;
+    await expect(`the page did not load from ${base}/`, 10_000, (ms) => page.goto(`${base}/`, { timeout: ms }));
+    assert.equal(await page.evaluate(() => typeof window.RTCPeerConnection), 'undefined', 'the init script removed WebRTC');
+    await expect('the intercom page did not warn at load that it cannot make calls', 5_000,
+      (ms) => page.waitForSelector('#secure-warning:not([hidden])', { timeout: ms }));
+    const text = await page.textContent('#secure-warning');
+    assert.match(text, /cannot make WebRTC calls/);
+    assert.doesNotMatch(text, /secure context/, '127.0.0.1 is a secure context: not that message');
+
+    await page.fill('#name-input', 'dave');
+    await page.click('#connect-btn');
+    await expect('dave never saw alice online', 10_000,
+      (ms) => page.waitForSelector('[data-testid="call-audio-alice"]:not([disabled])', { timeout: ms }));
+    await page.click('[data-testid="call-audio-alice"]');
+    await expect('a call from the page without WebRTC did not end at once with the reason', 5_000,
+      (ms) => page.waitForFunction(() => document.body.dataset.state === 'idle' &&
+        /cannot make WebRTC calls/.test(document.getElementById('status-text').textContent), null, { timeout: ms }));
+    assert.equal(await pages.alice.evaluate(() => document.body.dataset.state), 'idle', 'alice was never rung');
+
+    await expect('room.html did not load', 10_000, (ms) => page.goto(`${base}/room.html`, { timeout: ms }));
+    await expect('the room page did not warn at load that it cannot make calls', 5_000,
+      (ms) => page.waitForFunction(() => !document.getElementById('secure-warning').hidden &&
+        /cannot make WebRTC calls/.test(document.getElementById('secure-warning').textContent), null, { timeout: ms }));
+    // The door station still goes online (its button still rings the house) and says it cannot call.
+    await expect('door.html did not load', 10_000, (ms) => page.goto(`${base}/door.html?id=gate&room=lobby&call=*`, { timeout: ms }));
+    await expect('the door page did not go online with the cannot-call notice', 10_000,
+      (ms) => page.waitForFunction(() => document.body.dataset.conn === 'connected' &&
+        /cannot make WebRTC calls/.test((document.querySelector('[data-testid="notice-webrtc"]') || {}).textContent || ''),
+      null, { timeout: ms }));
+    await page.context().close();
+    delete pages.nowebrtc;
     t.diagnostic(`intercom tests ${((Date.now() - launched) / 1000).toFixed(1)} s after the browser launched`);
     assert.deepEqual(pageErrors(), [], 'uncaught errors on the pages');
   });
