@@ -6,22 +6,22 @@
 // only in a secure context, sound only after a gesture). The other side of a call is a bare
 // WebSocket peer ("bot"): it rings the WebKit page and sees exactly what the page sends back.
 //
-//   1. what this WebKit offers (versions, secure context, getUserMedia, RTCPeerConnection);
+//   1. what this WebKit offers (versions, secure context, getUserMedia, RTCPeerConnection), and
+//      the intercom page's warning at load that this browser cannot make calls;
 //   2. the intercom page goes online: the daemon (/api/peers) and the bot see it;
 //   3. the bot rings it: the ringing card; reject; a missed call; a room ring answered elsewhere;
 //   3b. after a reload it goes online by itself and rings before any tap (Safari: no sound yet);
 //   4. Accept without RTCPeerConnection: a clear message on the page, the caller is told;
 //   5. Call from the page without RTCPeerConnection: a clear message, the callee is told;
 //   5b. a Chromium intercom page (the suite's own, lib.mjs) calls the WebKit page, which accepts;
-//   6. the door station: online, "sound is blocked" until a tap, an incoming call and its big
-//      button end with a clear message;
+//   6. the door station: online, says it cannot make calls, "sound is blocked" until a tap,
+//      the visitor's first tap on the big button rings, an incoming call and its big button end
+//      with a clear message;
 //   7. the room page: joins, and says it cannot connect to a member;
 //   8. a host name that is not localhost (through a proxy): the insecure-context message on
 //      all three pages, calling refused at once.
-// Expectations the pages do not meet yet are `todo` tests: they run, and the report says TODO
-// with the reason (file and line), so nothing is hidden and nothing fails the suite.
 //
-// Run (as root, in a loopback-only namespace, with an X server):
+// Run (as root, in a network namespace, with an X server; run.sh runs it with the rest):
 //   INTERCOMD_BIN=target/debug/intercomd unshare -n sh -c 'ip link set lo up && exec xvfb-run -a node --test webkit.test.mjs'
 // Debian packages: webkit2gtk-driver (WebKitWebDriver and MiniBrowser) and xvfb; chromium and
 // npm ci (playwright-core) as for the rest of the suite, for 5b.
