@@ -339,3 +339,17 @@ mod tests {
         assert_ne!(first, second);
     }
 }
+
+/// `/api/door`: `{"doors":["door",..],"needs":"pin"|"key"|"pin-or-key"|"nothing","window":30}`;
+/// `{"doors":[]}` without `--door-open`. The pages show Open door from it.
+pub fn door(doors: Option<&crate::door::Doors>) -> Response {
+    let body = match doors {
+        Some(doors) => serde_json::json!({
+            "doors": doors.ids().collect::<Vec<_>>(),
+            "needs": doors.needs().as_str(),
+            "window": crate::door::OPEN_WINDOW.as_secs(),
+        }),
+        None => serde_json::json!({ "doors": [] }),
+    };
+    Response::json(200, body.to_string()).with_header("Cache-Control", "no-store")
+}

@@ -177,6 +177,39 @@ pub struct Flags {
     #[argh(option, default = "String::from(\"homeassistant\")")]
     pub mqtt_discovery_prefix: String,
 
+    /// open door station ID's door with COMMAND, run without a shell
+    /// (words split on spaces) within --door-open-timeout, e.g.
+    /// door='gpioset --mode=time --sec=3 gpiochip0 17=1' (repeatable, one
+    /// per station)
+    #[argh(option)]
+    pub door_open: Vec<String>,
+
+    /// file holding the PIN that opens the door from a call (its first line,
+    /// 4 to 32 characters)
+    #[argh(option)]
+    pub door_pin_file: Option<PathBuf>,
+
+    /// file of device keys that open the door from a call without the PIN,
+    /// one "NAME KEY" per line (KEY: 16 to 128 characters)
+    #[argh(option)]
+    pub door_keys_file: Option<PathBuf>,
+
+    /// let whoever answered the door open it without a PIN or a device key
+    /// (anyone on the LAN can answer a room-wide ring: a warning at every
+    /// start)
+    #[argh(switch)]
+    pub door_open_without_pin: bool,
+
+    /// seconds a door-open command may run before it is killed (default 10)
+    #[argh(option, default = "crate::door::DEFAULT_COMMAND_TIMEOUT", from_str_fn(parse_seconds))]
+    pub door_open_timeout: Duration,
+
+    /// open a door when "OPEN" is published to <prefix>/door/<id>/open
+    /// (needs --mqtt and --door-open; whoever may publish to the broker can
+    /// then open the door)
+    #[argh(switch)]
+    pub mqtt_door_open: bool,
+
     /// keep no pictures of visitors: a ring carries none, and
     /// POST /api/snapshots answers 404
     #[argh(switch)]
@@ -274,6 +307,8 @@ pub struct Config {
     /// Where and how many pictures of visitors are kept; `None` with
     /// `--no-snapshots`.
     pub snapshots: Option<SnapshotLimits>,
+    /// `None` without `--door-open`.
+    pub doors: Option<Doors>,
     pub log_level: LevelFilter,
 }
 
@@ -444,6 +479,7 @@ impl Config {
             }
         }
         let hooks = validate_hooks(&flags, std::env::var("INTERCOMD_NTFY_TOKEN").ok())?;
+        let doors = validate_doors(&flags)?;
         let state_dir = flags.state_dir.unwrap_or_else(default_state_dir);
         let https = match (flags.no_https, flags.tls_cert, flags.tls_key) {
             (true, None, None) => None,
@@ -526,9 +562,151 @@ impl Config {
             hooks,
             mqtt,
             snapshots,
+            doors,
             log_level: flags.log_level,
         })
     }
+}
+
+/// `--door-open` and its proofs: who may open which door with what.
+#[derive(Debug, Clone)]
+pub struct Doors {
+    /// (door station id, the command's words), in the order given.
+    pub stations: Vec<(String, Vec<String>)>,
+    /// From `--door-pin-file`.
+    pub pin: Option<Secret>,
+    /// From `--door-keys-file`: (name, key).
+    pub keys: Vec<(String, Secret)>,
+    /// `--door-open-without-pin`.
+    pub without_proof: bool,
+    /// `--door-open-timeout`.
+    pub timeout: Duration,
+    /// `--mqtt-door-open`.
+    pub mqtt: bool,
+}
+
+/// PINs: long enough to be more than a guess, short enough to type.
+pub const DOOR_PIN_LEN: std::ops::RangeInclusive<usize> = 4..=32;
+/// Device keys: made by a machine, long enough that trying is hopeless.
+pub const DOOR_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=128;
+/// Device keys in `--door-keys-file`.
+pub const MAX_DOOR_KEYS: usize = 64;
+
+fn validate_doors(flags: &Flags) -> Result<Option<Doors>, String> {
+    if flags.door_open.is_empty() {
+        let strays = [
+            ("--door-pin-file", flags.door_pin_file.is_some()),
+            ("--door-keys-file", flags.door_keys_file.is_some()),
+            ("--door-open-without-pin", flags.door_open_without_pin),
+            ("--mqtt-door-open", flags.mqtt_door_open),
+        ];
+        return match strays.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(format!("error: {flag} needs --door-open")),
+            None => Ok(None),
+        };
+    }
+    let mut stations: Vec<(String, Vec<String>)> = Vec::new();
+    for given in &flags.door_open {
+        let Some((id, command)) = given.split_once('=') else {
+            return Err(format!("error: --door-open {given:?}: expected ID=COMMAND, e.g. door='gpioset ...'"));
+        };
+        if !crate::protocol::is_valid_name(id) {
+            return Err(format!("error: --door-open {id:?}: a door station id: 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"));
+        }
+        let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+        let Some(program) = words.first() else {
+            return Err(format!("error: --door-open {id}: the command is empty"));
+        };
+        if !program_exists(program) {
+            return Err(format!("error: --door-open {id}: {program}: no such program (give its full path, or install it)"));
+        }
+        if stations.iter().any(|(known, _)| known == id) {
+            return Err(format!("error: --door-open {id}: given twice"));
+        }
+        stations.push((id.to_string(), words));
+    }
+    let pin = match &flags.door_pin_file {
+        Some(path) => {
+            let pin = read_secret_file("--door-pin-file", path)?;
+            let pin = pin.trim().to_string();
+            if !DOOR_PIN_LEN.contains(&pin.chars().count()) || pin.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "error: --door-pin-file {}: the PIN must be 4 to 32 characters without spaces",
+                    path.display()
+                ));
+            }
+            Some(Secret(pin))
+        }
+        None => None,
+    };
+    let keys = match &flags.door_keys_file {
+        Some(path) => read_door_keys(path)?,
+        None => Vec::new(),
+    };
+    if pin.is_none() && keys.is_empty() && !flags.door_open_without_pin {
+        return Err("error: --door-open needs --door-pin-file or --door-keys-file (or, knowing the risk, --door-open-without-pin)".into());
+    }
+    if flags.door_open_without_pin && (pin.is_some() || !keys.is_empty()) {
+        return Err("error: --door-open-without-pin contradicts --door-pin-file and --door-keys-file".into());
+    }
+    if flags.mqtt_door_open && flags.mqtt.is_none() {
+        return Err("error: --mqtt-door-open needs --mqtt".into());
+    }
+    if flags.door_open_timeout < Duration::from_millis(100) {
+        return Err("error: --door-open-timeout must be at least 0.1 seconds".into());
+    }
+    Ok(Some(Doors {
+        stations,
+        pin,
+        keys,
+        without_proof: flags.door_open_without_pin,
+        timeout: flags.door_open_timeout,
+        mqtt: flags.mqtt_door_open,
+    }))
+}
+
+/// `NAME KEY` per line; blank lines and `#` comments are skipped.
+fn read_door_keys(path: &std::path::Path) -> Result<Vec<(String, Secret)>, String> {
+    let flag = "--door-keys-file";
+    let text = std::fs::read_to_string(path).map_err(|error| format!("error: {flag} {}: {error}", path.display()))?;
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("error: {flag} {} line {}", path.display(), number + 1);
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(key), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("{}: expected NAME KEY", at()));
+        };
+        if !crate::protocol::is_valid_name(name) {
+            return Err(format!("{}: the name: 1 to 64 characters of A-Z a-z 0-9 . _ ~ -", at()));
+        }
+        if !DOOR_KEY_LEN.contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("{}: the key must be 16 to 128 printable characters", at()));
+        }
+        if keys.iter().any(|(known, _): &(String, Secret)| known == name) {
+            return Err(format!("{}: the name {name} is given twice", at()));
+        }
+        keys.push((name.to_string(), Secret(key.to_string())));
+    }
+    if keys.is_empty() {
+        return Err(format!("error: {flag} {}: no keys", path.display()));
+    }
+    if keys.len() > MAX_DOOR_KEYS {
+        return Err(format!("error: {flag} {}: more than {MAX_DOOR_KEYS} keys", path.display()));
+    }
+    Ok(keys)
+}
+
+/// Whether `program` can be run: a path to a file, or a name found in `$PATH`.
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
 }
 
 /// `--max-snapshots` and `--max-snapshot-bytes`.

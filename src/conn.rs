@@ -25,11 +25,13 @@ use smol::future::or;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
+use crate::door::{Proof, Refusal};
 use crate::feed::Feed;
 use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
 use crate::jpeg;
 use crate::metrics::Connections;
+use crate::opener;
 use crate::outbox::Link;
 use crate::routes::{self, View};
 use crate::snapshots::{self, Snapshots};
@@ -206,8 +208,12 @@ async fn serve_http(
             continue;
         }
 
-        if routes::is_snapshot_upload(&request) {
-            let response = upload_snapshot(shared, &request, &mut stream, &mut buffer, address).await;
+        if routes::is_snapshot_upload(&request) || routes::is_door_open(&request) {
+            let response = if routes::is_door_open(&request) {
+                open_door(shared, &request, &mut stream, &mut buffer, address).await
+            } else {
+                upload_snapshot(shared, &request, &mut stream, &mut buffer, address).await
+            };
             let response = routes::with_cors(response, &request, &shared.config);
             let refused = response.status >= 400;
             if write_response(&mut stream, &response, false, false).await && refused {
@@ -268,26 +274,13 @@ async fn upload_snapshot(
         Some(Ok(length)) => length,
         _ => return Response::json_error(411, "send the picture with a Content-Length"),
     };
-    let mut body = std::mem::take(buffer);
-    if body.len() > length {
-        return Response::json_error(400, "more bytes than the Content-Length");
-    }
-    let read = with_timeout(BODY_TIMEOUT, async {
-        let mut chunk = [0u8; READ_CHUNK];
-        while body.len() < length {
-            let want = (length - body.len()).min(READ_CHUNK);
-            match stream.read(&mut chunk[..want]).await {
-                Ok(0) | Err(_) => return false,
-                Ok(read) => body.extend_from_slice(&chunk[..read]),
-            }
+    let body = match read_body(stream, buffer, length).await {
+        Ok(body) => body,
+        Err(response) => {
+            debug!("{address}: a picture's body did not arrive whole within {BODY_TIMEOUT:?}");
+            return response;
         }
-        true
-    })
-    .await;
-    if read != Some(true) {
-        debug!("{address}: a picture's body did not arrive within {BODY_TIMEOUT:?}");
-        return Response::json_error(408, "the picture did not arrive whole");
-    }
+    };
     if let Err(why) = jpeg::check(&body) {
         return Response::json_error(415, &format!("not a picture we keep: {why}"));
     }
@@ -309,6 +302,107 @@ async fn upload_snapshot(
     }
     let name = &admitted.name;
     Response::json(201, format!(r#"{{"snapshot":"{name}","url":"/snapshots/{name}"}}"#))
+}
+
+/// The body of a request whose head said `length` bytes (what came with
+/// the head is in `buffer`), within `BODY_TIMEOUT`; or the error to answer.
+async fn read_body(stream: &mut Stream, buffer: &mut Vec<u8>, length: usize) -> Result<Vec<u8>, Response> {
+    let mut body = std::mem::take(buffer);
+    if body.len() > length {
+        return Err(Response::json_error(400, "more bytes than the Content-Length"));
+    }
+    let read = with_timeout(BODY_TIMEOUT, async {
+        let mut chunk = [0u8; READ_CHUNK];
+        while body.len() < length {
+            let want = (length - body.len()).min(READ_CHUNK);
+            match stream.read(&mut chunk[..want]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(read) => body.extend_from_slice(&chunk[..read]),
+            }
+        }
+        true
+    })
+    .await;
+    if read != Some(true) {
+        return Err(Response::json_error(408, "the body did not arrive whole"));
+    }
+    Ok(body)
+}
+
+/// The largest body of `POST /api/door/open`: a door, an id, a token and a
+/// PIN or device key, with room to spare.
+pub const MAX_DOOR_REQUEST_BYTES: usize = 1024;
+
+/// `POST /api/door/open` with `{"door":..,"id":..,"token":..,"pin"|"key":..}`
+/// as JSON: the door opens for the peer that answered its current ring
+/// (`door.rs` decides), and the answer waits for the door's command.
+async fn open_door(
+    shared: &Shared,
+    request: &Request,
+    stream: &mut Stream,
+    buffer: &mut Vec<u8>,
+    address: SocketAddr,
+) -> Response {
+    let Some(doors) = &shared.config.doors else {
+        return Response::json_error(404, "no door opener here (start intercomd with --door-open)");
+    };
+    // JSON only: a page of another site cannot send it without a CORS
+    // preflight, which the daemon does not answer.
+    let json = request.header("content-type").is_some_and(|kind| kind.trim().starts_with("application/json"));
+    if !json {
+        return Response::json_error(415, "send a JSON body (Content-Type: application/json)");
+    }
+    let length = match request.header("content-length").map(|length| length.trim().parse::<usize>()) {
+        Some(Ok(length)) if length > MAX_DOOR_REQUEST_BYTES => {
+            return Response::json_error(413, "larger than 1 KiB");
+        }
+        Some(Ok(length)) => length,
+        _ => return Response::json_error(411, "send the body with a Content-Length"),
+    };
+    let body = match read_body(stream, buffer, length).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Response::json_error(400, "the body is not a JSON object");
+    };
+    let text = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
+    let (Some(door), Some(id), Some(token)) = (text("door"), text("id"), text("token")) else {
+        return Response::json_error(400, "door, id and token are required");
+    };
+    let proof = match (text("pin"), text("key")) {
+        (Some(pin), _) => Proof::Pin(pin),
+        (None, Some(key)) => Proof::Key(key),
+        (None, None) => Proof::Nothing,
+    };
+    let granted =
+        shared.hub.borrow_mut().authorize_door(door, id, token, address.ip().to_canonical(), proof, Instant::now());
+    let opening = match granted {
+        Ok(opening) => opening,
+        Err(refusal) => {
+            // The door, who and why; never the PIN or key.
+            info!("{address}: door {door:?} not opened for {id:?}: {}", refusal.reason());
+            let body = serde_json::json!({ "error": refusal.message(), "reason": refusal.reason() });
+            let response = Response::json(refusal.status(), body.to_string());
+            return match refusal {
+                Refusal::Paused { retry_after } => {
+                    response.with_header("Retry-After", retry_after.as_secs().max(1).to_string())
+                }
+                _ => response,
+            };
+        }
+    };
+    let outcome = opener::open(&shared.hub, &opening, doors.timeout).await;
+    let body = match &outcome {
+        _ if outcome.succeeded() => serde_json::json!({ "opened": opening.door }),
+        opener::Outcome::Exited { status, .. } => serde_json::json!({
+            "error": format!("the door's opener failed ({status})"), "reason": "opener-failed" }),
+        opener::Outcome::Killed { .. } => serde_json::json!({
+            "error": "the door's opener did not finish in time", "reason": "opener-failed" }),
+        opener::Outcome::NotStarted(_) => serde_json::json!({
+            "error": "the door's opener could not be started", "reason": "opener-failed" }),
+    };
+    Response::json(if outcome.succeeded() { 200 } else { 502 }, body.to_string())
 }
 
 /// The answer to `request`, with every borrow closed before it is written.

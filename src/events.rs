@@ -145,11 +145,22 @@ pub enum Kind {
     Ended,
     Online,
     Offline,
+    /// A door opened from a call (or by MQTT): `from` is the door station,
+    /// `by` who opened it (`door.rs`).
+    DoorOpened,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] =
-        [Kind::Ring, Kind::Answered, Kind::Rejected, Kind::Missed, Kind::Ended, Kind::Online, Kind::Offline];
+    pub const ALL: [Kind; 8] = [
+        Kind::Ring,
+        Kind::Answered,
+        Kind::Rejected,
+        Kind::Missed,
+        Kind::Ended,
+        Kind::Online,
+        Kind::Offline,
+        Kind::DoorOpened,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -160,6 +171,7 @@ impl Kind {
             Kind::Ended => "ended",
             Kind::Online => "online",
             Kind::Offline => "offline",
+            Kind::DoorOpened => "door-opened",
         }
     }
 
@@ -170,6 +182,23 @@ impl Kind {
 }
 
 impl Event {
+    /// `door` (in `room`) was opened by `by`, from `call` when there was one.
+    pub fn door_opened(door: &str, room: &str, by: &str, call: Option<&str>, unix_ms: u64) -> Event {
+        Event {
+            kind: Kind::DoorOpened,
+            unix_ms,
+            room: room.to_string(),
+            from: door.to_string(),
+            to: None,
+            call: call.map(str::to_string),
+            by: Some(by.to_string()),
+            reason: None,
+            media: None,
+            snapshot: None,
+            elapsed: None,
+        }
+    }
+
     fn presence(kind: Kind, id: String, room: String, clock: Clock) -> Event {
         Event {
             kind,

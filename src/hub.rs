@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,11 +30,12 @@ use smol::future::or;
 use smol::Timer;
 
 use crate::codec::Codec;
-use crate::events::{Calls, Clock};
+use crate::door::{Doors, Opening, Proof, Refusal};
+use crate::events::{Calls, Clock, Event};
 use crate::feed::Feed;
 use crate::liveness::{Liveness, Verdict};
 use crate::outbox::{Link, Outbox, SendError};
-use crate::protocol::{close, Hello, IceServer, Rejection};
+use crate::protocol::{self, close, Hello, IceServer, Rejection};
 use crate::router::{Action, ConnId, ConnMap, Delivery, JoinKind, Limits, Router};
 use crate::snapshots::Snapshots;
 
@@ -59,6 +61,8 @@ pub struct Hub {
     feed: Rc<RefCell<Feed>>,
     /// `None` with `--no-snapshots`.
     snapshots: Option<Rc<RefCell<Snapshots>>>,
+    /// `None` without `--door-open`.
+    doors: Option<Doors>,
 }
 
 impl Hub {
@@ -77,6 +81,7 @@ impl Hub {
             calls: Calls::new(),
             feed,
             snapshots: None,
+            doors: None,
         }
     }
 
@@ -118,6 +123,12 @@ impl Hub {
         if due {
             self.calls.expire(clock, &mut events);
         }
+        if let Some(doors) = &mut self.doors {
+            let router = &self.router;
+            for event in &events {
+                doors.observe(event, now, |id| router.token_of(id));
+            }
+        }
         let mut feed = self.feed.borrow_mut();
         for mut event in events {
             if let Some(name) = event.snapshot.take() {
@@ -127,6 +138,61 @@ impl Hub {
                 }
             }
             feed.publish(event);
+        }
+    }
+
+    pub fn set_doors(&mut self, doors: Doors) {
+        self.doors = Some(doors);
+    }
+
+    /// The door opener, to read (`GET /api/door`).
+    pub fn doors(&self) -> Option<&Doors> {
+        self.doors.as_ref()
+    }
+
+    /// `POST /api/door/open`: whether `peer` (proved by `token`, from
+    /// `address`) may open `door` now with `proof`. The token is checked
+    /// against the connected peer here, and against the answer in `Doors`.
+    pub fn authorize_door(
+        &mut self,
+        door: &str,
+        peer: &str,
+        token: &str,
+        address: IpAddr,
+        proof: Proof<'_>,
+        now: Instant,
+    ) -> Result<Opening, Refusal> {
+        let doors = self.doors.as_mut().ok_or(Refusal::UnknownDoor)?;
+        if !doors.is_door(door) {
+            return Err(Refusal::UnknownDoor);
+        }
+        // A peer that is not connected with this token proves nothing; it
+        // counts as a failure like any other try without the right.
+        let token = if self.router.proves(peer, token) { token } else { "" };
+        doors.authorize(door, peer, token, address, proof, now)
+    }
+
+    /// `--mqtt-door-open`: a publish to the door's command topic.
+    pub fn authorize_door_by_mqtt(&mut self, door: &str) -> Result<Opening, Refusal> {
+        self.doors.as_mut().ok_or(Refusal::UnknownDoor)?.authorize_mqtt(door)
+    }
+
+    /// The door of `opening` is opening now: the event goes out, and the
+    /// door station (if connected) is told.
+    pub fn door_opening(&mut self, opening: &Opening) {
+        let room = self.router.room_of(&opening.door).unwrap_or("").to_string();
+        let text: Rc<str> = protocol::door_opened(&opening.by, opening.call.as_deref()).into();
+        if let Some(action) = self.router.notice(&opening.door, text) {
+            self.dispatch(vec![action]);
+        }
+        let event = Event::door_opened(&opening.door, &room, &opening.by, opening.call.as_deref(), unix_ms_now());
+        self.feed.borrow_mut().publish(event);
+    }
+
+    /// The command of `door` ended: it may open again.
+    pub fn door_finished(&mut self, door: &str) {
+        if let Some(doors) = &mut self.doors {
+            doors.finished(door);
         }
     }
 

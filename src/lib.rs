@@ -41,6 +41,7 @@ pub mod static_files;
 
 mod api;
 mod conn;
+mod door;
 mod events;
 mod feed;
 mod hub;
@@ -49,6 +50,7 @@ mod jpeg;
 mod liveness;
 mod metrics;
 mod mqtt;
+mod opener;
 mod outbox;
 mod peerjs;
 mod qr;

@@ -586,7 +586,7 @@ impl Announcer {
                     }
                 }
             }
-            Kind::Ended => {}
+            Kind::Ended | Kind::DoorOpened => {}
             Kind::Online | Kind::Offline => {
                 messages.push(the_event);
                 if let Some(peers) = peers {

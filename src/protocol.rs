@@ -562,6 +562,20 @@ pub fn peer_joined(id: &str) -> String {
     encode(&PresenceFrame { kind: "peer-joined", id })
 }
 
+#[derive(Serialize)]
+struct DoorOpenedFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    by: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call: Option<&'a str>,
+}
+
+/// To a door station whose door was opened: `{"type":"door-opened","by":..,"call":..}`.
+pub fn door_opened(by: &str, call: Option<&str>) -> String {
+    encode(&DoorOpenedFrame { kind: "door-opened", by, call })
+}
+
 pub fn peer_left(id: &str) -> String {
     encode(&PresenceFrame { kind: "peer-left", id })
 }

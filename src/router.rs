@@ -357,6 +357,25 @@ impl Router {
         })
     }
 
+    /// The token `id` joined with, while it is connected (the door opener
+    /// binds an answer to it).
+    pub fn token_of(&self, id: &str) -> Option<String> {
+        self.peers.get(id).filter(|peer| peer.away_until.is_none()).and_then(|peer| peer.token.clone())
+    }
+
+    /// The room `id` is in, while it holds the id.
+    pub fn room_of(&self, id: &str) -> Option<&str> {
+        self.peers.get(id).map(|peer| peer.room.as_str())
+    }
+
+    /// A frame from the daemon itself (`text`, native wire format) for the
+    /// native peer `id`, if it is connected now; nothing for a PeerJS peer
+    /// or an away one.
+    pub fn notice(&self, id: &str, text: Rc<str>) -> Option<Action> {
+        let peer = self.peers.get(id).filter(|peer| peer.away_until.is_none() && peer.codec == Codec::Native)?;
+        Some(Action::Send { conn: peer.conn, text, bounce: None })
+    }
+
     /// Every peer, in no particular order, for the status page (which sorts
     /// them: each sort here is code of its own in the binary, and this one and
     /// `room_sizes`' were most of the status page's cost).

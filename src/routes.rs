@@ -76,6 +76,12 @@ pub fn is_snapshot_upload(request: &Request) -> bool {
     request.method == "POST" && request.path == "/api/snapshots"
 }
 
+/// `POST /api/door/open`, which `conn.rs` answers (it reads a body and
+/// waits for the door's command).
+pub fn is_door_open(request: &Request) -> bool {
+    request.method == "POST" && request.path == "/api/door/open"
+}
+
 /// `GET`/`HEAD /snapshots/<name>`: the name of a picture asked for, if it
 /// is one this daemon makes (`snapshots::is_name`); `conn.rs` reads it.
 pub fn snapshot_wanted(request: &Request) -> Option<&str> {
@@ -173,6 +179,7 @@ fn answer(view: &View, request: &Request) -> Response {
         },
         Some(Endpoint::Metrics) => metrics::render(router, sockets(view.hub), view.connections, view.feed),
         Some(Endpoint::Status) => status(view, request),
+        Some(Endpoint::Door) => api::door(view.hub.doors()),
         Some(Endpoint::PeerJs(rest)) => peerjs_http(view, rest),
         None if request.path.starts_with("/api/") => Response::json_error(404, "no such API endpoint"),
         None if readable => static_files::serve(request, view.config.www.as_deref()),
@@ -259,6 +266,8 @@ enum Endpoint<'a> {
     CaProfile,
     /// `/api/qr?text=..`: a QR code as SVG.
     Qr,
+    /// `/api/door`: the doors a call can open, and the proof it needs.
+    Door,
     /// Under `--peerjs-path` (the WebSocket aside): what follows it.
     PeerJs(&'a str),
 }
@@ -280,6 +289,7 @@ impl Endpoint<'_> {
             api::CA_CERTIFICATE_PATH => Some(Endpoint::CaCertificate),
             api::CA_PROFILE_PATH => Some(Endpoint::CaProfile),
             "/api/qr" => Some(Endpoint::Qr),
+            "/api/door" => Some(Endpoint::Door),
             _ => path.strip_prefix("/api/rooms/").map(Endpoint::Room),
         }
     }

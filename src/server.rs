@@ -34,6 +34,7 @@ use smol::{LocalExecutor, Timer};
 
 use crate::config::Config;
 use crate::conn::{self, HttpsState, Shared};
+use crate::door::Doors;
 use crate::feed::{self, Feed};
 use crate::hub::{self, Hub};
 use crate::liveness::Liveness;
@@ -151,6 +152,26 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let mut hub = Hub::new(limits, protocol::ice_servers(&config.stun_servers), liveness, feed.clone());
     if let Some(store) = &snapshots {
         hub.set_snapshots(store.clone());
+    }
+    if let Some(doors) = &config.doors {
+        let ids: Vec<&str> = doors.stations.iter().map(|(id, _)| id.as_str()).collect();
+        if doors.without_proof {
+            warn!(
+                "door opener for {}: --door-open-without-pin: whoever answers a door's ring can open it, and anyone on the LAN can answer a room-wide ring",
+                ids.join(", ")
+            );
+        } else {
+            let proof = match (&doors.pin, doors.keys.len()) {
+                (Some(_), 0) => "the PIN".to_string(),
+                (None, keys) => format!("{keys} device keys"),
+                (Some(_), keys) => format!("the PIN or {keys} device keys"),
+            };
+            info!("door opener for {}: whoever answers a door's ring, with {proof}", ids.join(", "));
+        }
+        if doors.mqtt {
+            warn!("door opener: --mqtt-door-open: whoever can publish to the broker can open {}", ids.join(", "));
+        }
+        hub.set_doors(Doors::new(doors));
     }
     let shared = Rc::new(Shared {
         config,
