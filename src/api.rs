@@ -268,6 +268,20 @@ fn json(body: &impl Serialize) -> Response {
     Response::json(200, serde_json::to_string(body).unwrap_or_default()).with_header("Cache-Control", "no-store")
 }
 
+/// `/api/door`: `{"doors":["door",..],"needs":"pin"|"key"|"pin-or-key"|"nothing","window":30}`;
+/// `{"doors":[]}` without `--door-open`. The pages show Open door from it.
+pub fn door(doors: Option<&crate::door::Doors>) -> Response {
+    let body = match doors {
+        Some(doors) => serde_json::json!({
+            "doors": doors.ids().collect::<Vec<_>>(),
+            "needs": doors.needs().as_str(),
+            "window": crate::door::OPEN_WINDOW.as_secs(),
+        }),
+        None => serde_json::json!({ "doors": [] }),
+    };
+    Response::json(200, body.to_string()).with_header("Cache-Control", "no-store")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,18 +352,4 @@ mod tests {
         assert!(crate::protocol::is_valid_name(&first));
         assert_ne!(first, second);
     }
-}
-
-/// `/api/door`: `{"doors":["door",..],"needs":"pin"|"key"|"pin-or-key"|"nothing","window":30}`;
-/// `{"doors":[]}` without `--door-open`. The pages show Open door from it.
-pub fn door(doors: Option<&crate::door::Doors>) -> Response {
-    let body = match doors {
-        Some(doors) => serde_json::json!({
-            "doors": doors.ids().collect::<Vec<_>>(),
-            "needs": doors.needs().as_str(),
-            "window": crate::door::OPEN_WINDOW.as_secs(),
-        }),
-        None => serde_json::json!({ "doors": [] }),
-    };
-    Response::json(200, body.to_string()).with_header("Cache-Control", "no-store")
 }

@@ -201,7 +201,7 @@ pub struct Flags {
     pub door_open_without_pin: bool,
 
     /// seconds a door-open command may run before it is killed (default 10)
-    #[argh(option, default = "crate::door::DEFAULT_COMMAND_TIMEOUT", from_str_fn(parse_seconds))]
+    #[argh(option, default = "DEFAULT_DOOR_OPEN_TIMEOUT", from_str_fn(parse_seconds))]
     pub door_open_timeout: Duration,
 
     /// open a door when "OPEN" is published to <prefix>/door/<id>/open
@@ -585,6 +585,9 @@ pub struct Doors {
     pub mqtt: bool,
 }
 
+/// The default of `--door-open-timeout`: a relay pulse of a few seconds,
+/// with room to spare.
+pub const DEFAULT_DOOR_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// PINs: long enough to be more than a guess, short enough to type.
 pub const DOOR_PIN_LEN: std::ops::RangeInclusive<usize> = 4..=32;
 /// Device keys: made by a machine, long enough that trying is hopeless.
@@ -611,14 +614,18 @@ fn validate_doors(flags: &Flags) -> Result<Option<Doors>, String> {
             return Err(format!("error: --door-open {given:?}: expected ID=COMMAND, e.g. door='gpioset ...'"));
         };
         if !crate::protocol::is_valid_name(id) {
-            return Err(format!("error: --door-open {id:?}: a door station id: 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"));
+            return Err(format!(
+                "error: --door-open {id:?}: a door station id: 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"
+            ));
         }
         let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
         let Some(program) = words.first() else {
             return Err(format!("error: --door-open {id}: the command is empty"));
         };
         if !program_exists(program) {
-            return Err(format!("error: --door-open {id}: {program}: no such program (give its full path, or install it)"));
+            return Err(format!(
+                "error: --door-open {id}: {program}: no such program (give its full path, or install it)"
+            ));
         }
         if stations.iter().any(|(known, _)| known == id) {
             return Err(format!("error: --door-open {id}: given twice"));

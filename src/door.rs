@@ -26,7 +26,6 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config;
 use crate::events::{Event, Kind};
 
 /// How long after the call with the door ends its answerer may still open.
@@ -41,8 +40,6 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const PAUSE: Duration = Duration::from_secs(5 * 60);
 /// Peers and addresses remembered for their failures, each.
 pub const MAX_TRACKED: usize = 64;
-/// The default of `--door-open-timeout`.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of a command's output that reach the log.
 pub const MAX_OUTPUT_BYTES: usize = 512;
 
@@ -249,11 +246,20 @@ impl From<IpAddr> for Origin {
 /// Every door, its grant and whether it is opening; the failures.
 pub struct Doors {
     stations: Vec<Station>,
-    pin: Option<config::Secret>,
-    keys: Vec<(String, config::Secret)>,
+    /// From `--door-pin-file`.
+    pin: Option<String>,
+    /// From `--door-keys-file`: (name, key).
+    keys: Vec<(String, String)>,
     without_proof: bool,
     peers: Tracker<String>,
     origins: Tracker<Origin>,
+}
+
+impl std::fmt::Debug for Doors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the PIN or the keys.
+        f.debug_struct("Doors").field("doors", &self.ids().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
 }
 
 /// What a page needs to know to offer the button.
@@ -277,16 +283,23 @@ impl Needs {
 }
 
 impl Doors {
-    pub fn new(config: &config::Doors) -> Doors {
+    /// `stations`: (door station id, command words), from `--door-open`;
+    /// the proofs from `--door-pin-file`, `--door-keys-file` and
+    /// `--door-open-without-pin`.
+    pub fn new(
+        stations: &[(String, Vec<String>)],
+        pin: Option<String>,
+        keys: Vec<(String, String)>,
+        without_proof: bool,
+    ) -> Doors {
         Doors {
-            stations: config
-                .stations
+            stations: stations
                 .iter()
                 .map(|(id, command)| Station { id: id.clone(), command: command.clone(), running: false, grant: None })
                 .collect(),
-            pin: config.pin.clone(),
-            keys: config.keys.clone(),
-            without_proof: config.without_proof,
+            pin,
+            keys,
+            without_proof,
             peers: Tracker::new(),
             origins: Tracker::new(),
         }
@@ -321,7 +334,8 @@ impl Doors {
             Kind::Ring => station.grant = None,
             Kind::Answered => {
                 if let Some(by) = &event.by {
-                    station.grant = Some(Grant { call: call.clone(), by: by.clone(), token: token_of(by), ended: None });
+                    station.grant =
+                        Some(Grant { call: call.clone(), by: by.clone(), token: token_of(by), ended: None });
                 }
             }
             Kind::Ended => {
@@ -358,11 +372,7 @@ impl Doors {
                 && grant.token.as_deref().is_some_and(|own| equal(own.as_bytes(), token.as_bytes()))
                 && grant.ended.is_none_or(|ended| now.saturating_duration_since(ended) <= OPEN_WINDOW)
         });
-        let key = if !yours {
-            None
-        } else {
-            self.check(proof)
-        };
+        let key = if !yours { None } else { self.check(proof) };
         let Some(key) = key else {
             let refusal = if yours { Refusal::WrongProof } else { Refusal::NotYours };
             let paused_peer = self.peers.fail(&peer.to_string(), now);
@@ -390,13 +400,13 @@ impl Doors {
         match proof {
             Proof::Pin(pin) => {
                 let own = self.pin.as_ref()?;
-                equal(own.0.as_bytes(), pin.as_bytes()).then_some(None)
+                equal(own.as_bytes(), pin.as_bytes()).then_some(None)
             }
             Proof::Key(key) => {
                 // Every key is compared, so the time says nothing of which.
                 let mut found = None;
                 for (name, own) in &self.keys {
-                    if equal(own.0.as_bytes(), key.as_bytes()) {
+                    if equal(own.as_bytes(), key.as_bytes()) {
                         found = Some(name.clone());
                     }
                 }
@@ -414,7 +424,13 @@ impl Doors {
             return Err(Refusal::Busy);
         }
         station.running = true;
-        Ok(Opening { door: door.to_string(), command: station.command.clone(), by: "mqtt".into(), call: None, key: None })
+        Ok(Opening {
+            door: door.to_string(),
+            command: station.command.clone(),
+            by: "mqtt".into(),
+            call: None,
+            key: None,
+        })
     }
 
     /// `door`'s command ended (or was killed).
@@ -446,17 +462,12 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn doors(pin: Option<&str>, keys: &[(&str, &str)], without_proof: bool) -> Doors {
-        Doors::new(&config::Doors {
-            stations: vec![
-                ("door".into(), vec!["/bin/true".into()]),
-                ("gate".into(), vec!["/bin/echo".into(), "gate".into()]),
-            ],
-            pin: pin.map(|pin| config::Secret(pin.into())),
-            keys: keys.iter().map(|(name, key)| (name.to_string(), config::Secret(key.to_string()))).collect(),
-            without_proof,
-            timeout: DEFAULT_COMMAND_TIMEOUT,
-            mqtt: false,
-        })
+        let stations = [
+            ("door".to_string(), vec!["/bin/true".to_string()]),
+            ("gate".to_string(), vec!["/bin/echo".to_string(), "gate".to_string()]),
+        ];
+        let keys = keys.iter().map(|(name, key)| (name.to_string(), key.to_string())).collect();
+        Doors::new(&stations, pin.map(str::to_string), keys, without_proof)
     }
 
     fn event(kind: Kind, from: &str, call: &str, by: Option<&str>) -> Event {
@@ -562,7 +573,10 @@ mod tests {
         answered(&mut doors, t0);
         for n in 1..MAX_FAILURES {
             let at = t0 + Duration::from_secs(n as u64);
-            assert_eq!(doors.authorize("door", "kitchen", TOKEN, HOME, Proof::Pin("0000"), at), Err(Refusal::WrongProof));
+            assert_eq!(
+                doors.authorize("door", "kitchen", TOKEN, HOME, Proof::Pin("0000"), at),
+                Err(Refusal::WrongProof)
+            );
         }
         let fifth = t0 + Duration::from_secs(MAX_FAILURES as u64);
         assert_eq!(
@@ -585,7 +599,10 @@ mod tests {
         answered(&mut doors, t0);
         let mut at = t0;
         for _ in 0..3 * MAX_FAILURES {
-            assert_eq!(doors.authorize("door", "kitchen", TOKEN, HOME, Proof::Pin("0000"), at), Err(Refusal::WrongProof));
+            assert_eq!(
+                doors.authorize("door", "kitchen", TOKEN, HOME, Proof::Pin("0000"), at),
+                Err(Refusal::WrongProof)
+            );
             at += FAILURE_WINDOW / (MAX_FAILURES as u32 - 1) + Duration::from_millis(1);
         }
     }

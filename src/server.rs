@@ -171,7 +171,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         if doors.mqtt {
             warn!("door opener: --mqtt-door-open: whoever can publish to the broker can open {}", ids.join(", "));
         }
-        hub.set_doors(Doors::new(doors));
+        let keys = doors.keys.iter().map(|(name, key)| (name.clone(), key.0.clone())).collect();
+        let pin = doors.pin.as_ref().map(|pin| pin.0.clone());
+        hub.set_doors(Doors::new(&doors.stations, pin, keys, doors.without_proof));
     }
     let shared = Rc::new(Shared {
         config,
