@@ -185,7 +185,8 @@ pub struct Flags {
     pub door_open: Vec<String>,
 
     /// file holding the PIN that opens the door from a call (its first line,
-    /// 4 to 32 characters)
+    /// 4 to 32 characters); the environment variable INTERCOMD_DOOR_PIN
+    /// works too
     #[argh(option)]
     pub door_pin_file: Option<PathBuf>,
 
@@ -479,7 +480,7 @@ impl Config {
             }
         }
         let hooks = validate_hooks(&flags, std::env::var("INTERCOMD_NTFY_TOKEN").ok())?;
-        let doors = validate_doors(&flags)?;
+        let doors = validate_doors(&flags, std::env::var("INTERCOMD_DOOR_PIN").ok())?;
         let state_dir = flags.state_dir.unwrap_or_else(default_state_dir);
         let https = match (flags.no_https, flags.tls_cert, flags.tls_key) {
             (true, None, None) => None,
@@ -595,7 +596,7 @@ pub const DOOR_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=128;
 /// Device keys in `--door-keys-file`.
 pub const MAX_DOOR_KEYS: usize = 64;
 
-fn validate_doors(flags: &Flags) -> Result<Option<Doors>, String> {
+fn validate_doors(flags: &Flags, env_pin: Option<String>) -> Result<Option<Doors>, String> {
     if flags.door_open.is_empty() {
         let strays = [
             ("--door-pin-file", flags.door_pin_file.is_some()),
@@ -632,26 +633,24 @@ fn validate_doors(flags: &Flags) -> Result<Option<Doors>, String> {
         }
         stations.push((id.to_string(), words));
     }
-    let pin = match &flags.door_pin_file {
-        Some(path) => {
-            let pin = read_secret_file("--door-pin-file", path)?;
-            let pin = pin.trim().to_string();
-            if !DOOR_PIN_LEN.contains(&pin.chars().count()) || pin.chars().any(char::is_whitespace) {
-                return Err(format!(
-                    "error: --door-pin-file {}: the PIN must be 4 to 32 characters without spaces",
-                    path.display()
-                ));
-            }
-            Some(Secret(pin))
+    // The file wins over $INTERCOMD_DOOR_PIN (which /etc/default/intercomd,
+    // root's alone, can hold for the service).
+    let (pin, source) = match &flags.door_pin_file {
+        Some(path) => (Some(read_secret_file("--door-pin-file", path)?), format!("--door-pin-file {}", path.display())),
+        None => (env_pin.filter(|pin| !pin.is_empty()), "INTERCOMD_DOOR_PIN".to_string()),
+    };
+    let pin = match pin.map(|pin| pin.trim().to_string()) {
+        Some(pin) if !DOOR_PIN_LEN.contains(&pin.chars().count()) || pin.chars().any(char::is_whitespace) => {
+            return Err(format!("error: {source}: the PIN must be 4 to 32 characters without spaces"));
         }
-        None => None,
+        pin => pin.map(Secret),
     };
     let keys = match &flags.door_keys_file {
         Some(path) => read_door_keys(path)?,
         None => Vec::new(),
     };
     if pin.is_none() && keys.is_empty() && !flags.door_open_without_pin {
-        return Err("error: --door-open needs --door-pin-file or --door-keys-file (or, knowing the risk, --door-open-without-pin)".into());
+        return Err("error: --door-open needs --door-pin-file (or $INTERCOMD_DOOR_PIN) or --door-keys-file (or, knowing the risk, --door-open-without-pin)".into());
     }
     if flags.door_open_without_pin && (pin.is_some() || !keys.is_empty()) {
         return Err("error: --door-open-without-pin contradicts --door-pin-file and --door-keys-file".into());

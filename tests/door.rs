@@ -381,6 +381,21 @@ fn without_a_pin_it_is_said_at_every_start_and_the_answerer_alone_opens() {
 }
 
 #[test]
+fn the_pin_can_come_from_the_environment_for_systemd() {
+    smol::block_on(async {
+        let opener = Opener::new(false);
+        let flag = opener.flag();
+        let daemon = Daemon::start_with_env(&["--door-open", &flag], &[("INTERCOMD_DOOR_PIN", "97531")]);
+        let mut door = Client::join_room(&daemon, "door", "home").await;
+        let mut kitchen = Client::join_room(&daemon, "kitchen", "home").await;
+        ring_and_answer(&mut door, &mut kitchen, &mut [], "c1").await;
+        assert_eq!(open(&daemon, &by_kitchen(PIN)).0, 403);
+        assert_eq!(open(&daemon, &by_kitchen("97531")).0, 200);
+        assert!(!daemon.log().concat().contains("97531"));
+    });
+}
+
+#[test]
 fn a_daemon_without_door_open_has_no_door() {
     let daemon = Daemon::start(&[]);
     let (status, _, body) = http_get(daemon.addr, "/api/door", "");
@@ -398,7 +413,7 @@ fn the_flags_are_checked_at_start() {
     std::fs::write(&bad_pin, "12\n").unwrap();
     let bad_pin = bad_pin.display().to_string();
     let cases: [(&[&str], &str); 7] = [
-        (&["--door-open", &flag], "--door-open needs --door-pin-file or --door-keys-file"),
+        (&["--door-open", &flag], "--door-open needs --door-pin-file (or $INTERCOMD_DOOR_PIN) or --door-keys-file"),
         (&["--door-pin-file", &pin], "--door-pin-file needs --door-open"),
         (&["--door-open", "door", "--door-pin-file", &pin], "expected ID=COMMAND"),
         (&["--door-open", "door=/nonexistent/relay", "--door-pin-file", &pin], "no such program"),
