@@ -128,6 +128,35 @@ in_sh "sed -i 's/^INTERCOMD_OPTS=\"/INTERCOMD_OPTS=\"--no-stun /' /etc/default/i
 check "a flag added in /etc/default/intercomd applies after a restart (--no-stun)" \
   in_sh '[ "$(curl -sS --max-time 5 http://127.0.0.1:8080/api/ice-servers)" = "{\"iceServers\":[]}" ]'
 
+# The door opener under the hardened unit: the command (a stand-in for the
+# relay's gpioset script) runs as the service's own user inside its sandbox,
+# with the PIN from /etc/default/intercomd; then the same with the GPIO
+# drop-in the package ships. systemd/door-call.py rings and answers through
+# the container's network namespace.
+in_sh 'printf "#!/bin/sh\necho \"opened by \$(id -u)\" >> \"\$STATE_DIRECTORY/door-record\"\n" >/usr/local/bin/open-door &&
+  chmod 755 /usr/local/bin/open-door'
+in_sh "sed -i 's|^INTERCOMD_OPTS=\"|INTERCOMD_OPTS=\"--door-open door=/usr/local/bin/open-door |' /etc/default/intercomd &&
+  echo 'INTERCOMD_DOOR_PIN=\"864209\"' >>/etc/default/intercomd && systemctl restart intercomd"
+# door_opens N: a call opens the door, and the record holds N lines, all by the service's own user.
+door_opens() {
+  nsenter --target "$LEADER" --net -- python3 systemd/door-call.py 8080 864209 || return 1
+  local uid
+  uid=$(in_sh "stat -c %u /proc/$(main_pid)")
+  [ "$(in_sh 'cat /var/lib/intercomd/door-record' | grep -cx "opened by $uid")" = "$1" ]
+}
+in_group_gpio() {
+  local gid
+  gid=$(in_sh 'getent group gpio | cut -d: -f3')
+  in_sh "grep '^Groups:' /proc/$(main_pid)/status | grep -qw $gid"
+}
+check "a door opens from a call under the hardened unit: the command ran in the sandbox, as the service's user" door_opens 1
+in_sh 'groupadd --system gpio && mkdir -p /etc/systemd/system/intercomd.service.d &&
+  cp /usr/share/doc/intercomd/examples/door-gpio.conf /etc/systemd/system/intercomd.service.d/ &&
+  systemctl daemon-reload && systemctl restart intercomd'
+check "with the GPIO drop-in the service runs in the group gpio" in_group_gpio
+check "and a door still opens" door_opens 2
+check "the PIN never reached the journal" in_sh '! journalctl -u intercomd -o cat | grep -q 864209'
+
 # The watchdog: with a short WatchdogSec, a running daemon stays up; a frozen
 # one is killed and restarted.
 in_sh 'mkdir -p /run/systemd/system/intercomd.service.d && printf "[Service]\nWatchdogSec=2s\nTimeoutAbortSec=2s\n" \
