@@ -44,8 +44,11 @@ impl Outcome {
 /// everyone, wait for it within `limit`, log how it went, and free the door.
 pub async fn open(hub: &RefCell<Hub>, opening: &Opening, limit: Duration) -> Outcome {
     let door = &opening.door;
+    // Whatever happens to this future (it ends, or its task is dropped with
+    // the command still running, which `kill_on_drop` then kills), the door
+    // is free again after it.
+    let _free = Free { hub, door };
     let outcome = run(&opening.command, limit, || hub.borrow_mut().door_opening(opening)).await;
-    hub.borrow_mut().door_finished(door);
     let by = match (&opening.call, &opening.key) {
         (Some(call), Some(key)) => format!("{} (call {call}, device key {key})", opening.by),
         (Some(call), None) => format!("{} (call {call})", opening.by),
@@ -69,6 +72,22 @@ pub async fn open(hub: &RefCell<Hub>, opening: &Opening, limit: Duration) -> Out
         Outcome::NotStarted(error) => warn!("door {door}: cannot open for {by}: cannot run {program}: {error}"),
     }
     outcome
+}
+
+/// Frees its door when dropped.
+struct Free<'a> {
+    hub: &'a RefCell<Hub>,
+    door: &'a str,
+}
+
+impl Drop for Free<'_> {
+    fn drop(&mut self) {
+        // A drop never happens inside a borrow of the hub (no borrow spans
+        // an await); `try_` all the same, as a drop must not panic.
+        if let Ok(mut hub) = self.hub.try_borrow_mut() {
+            hub.door_finished(self.door);
+        }
+    }
 }
 
 /// `: "<output>"`, or nothing when there was none.
