@@ -1,4 +1,5 @@
-// Intercom page: pick a name, see who is online, call them (WebRTC), chat.
+// Intercom page: pick a name, see who is online, call them (WebRTC), chat, and open the door
+// from a call with a door station this page answered (POST /api/door/open; see "open the door").
 // Plain JavaScript, no build step. Talks to intercomd over /ws (see SPEC.md) through
 // signal.js; the one-to-one call machinery is call.js's, shared with the door station.
 'use strict';
@@ -33,6 +34,9 @@
     muteBtn: $('mute-btn'), hangupBtn: $('hangup-btn'),
     chatLog: $('chat-log'), chatForm: $('chat-form'), chatInput: $('chat-input'), chatSend: $('chat-send'),
     recent: $('recent'), ringsList: $('rings-list'), ringsLive: $('rings-live'),
+    callDoor: $('call-door'), doorForm: $('door-form'), doorPinRow: $('door-pin-row'), doorPin: $('door-pin'),
+    doorOpenBtn: $('door-open-btn'), doorNote: $('door-note'),
+    doorAfter: $('door-after'), doorAfterTitle: $('door-after-title'), doorUntil: $('door-until'),
   };
   const baseTitle = document.title;
 
@@ -76,6 +80,7 @@
     el.online.hidden = !app.myId || s === 'in-call';
     el.changeNameBtn.disabled = s !== 'idle';
     renderPeers();
+    renderDoor();
   }
 
   function showLogin(focus = true) {
@@ -151,6 +156,8 @@
     el.me.hidden = false;
     el.me.textContent = app.myId;
     el.roomLabel.textContent = app.room === 'lobby' ? '' : `in ${app.room}`;
+    if (answered && answered.by !== app.myId) dropAnswered(); // answered under another name
+    loadDoors(); // the daemon may have restarted with other doors
     rings.render(); // the rings of the room the daemon put us in
     setConn('connected');
     setState(app.state); // re-evaluates which cards show
@@ -284,6 +291,8 @@
   function onCallRequest(msg) {
     const from = msg.from;
     const media = msg.media === 'video' ? 'video' : 'audio';
+    // The door rings anew: the daemon lets only the answer to its current ring open it.
+    if (answered && answered.door === from && msg.call !== answered.call) dropAnswered();
     // ring:"room": the caller (a door station) rings everyone in the room; the first to accept
     // gets the call, the others receive hangup with reason "answered-elsewhere".
     const group = msg.ring === 'room';
@@ -322,6 +331,7 @@
     }
     el.acceptBtn.disabled = false;
     el.rejectBtn.disabled = false;
+    loadDoors(); // is the caller a door station this page could open?
     setState('ringing');
     setStatus(`Incoming ${media} call from ${from}.`);
     document.title = `📞 ${from} is calling – ${baseTitle}`;
@@ -374,6 +384,10 @@
     enterCall(c);
     send({ type: 'call-accept', to: c.peer, call: c.id, media: c.media });
     calls.startConnectTimer(c);
+    // If the caller is a door station (GET /api/door), this answer lets this page open it.
+    dropAnswered();
+    answered = { door: c.peer, call: c.id, by: app.myId, ended: null, timer: null };
+    renderDoor();
   }
 
   function onCallAccept(msg) {
@@ -408,6 +422,8 @@
     const p = call.peer;
     let text;
     if (msg.reason === 'answered-elsewhere') {
+      // Our accept lost the race (the door took another): the right to open is theirs.
+      if (answered && answered.call === call.id && answered.door === p) dropAnswered();
       const by = typeof msg.answeredBy === 'string' && ID_RE.test(msg.answeredBy) ? msg.answeredBy : 'Someone else';
       text = `${by} answered the call from ${p}.`;
     } else if (app.state === 'ringing') text = `Missed call from ${p}.`;
@@ -512,6 +528,8 @@
     const c = call;
     if (!c) return;
     call = null;
+    // After a call with a door, Open door stays for the daemon's window.
+    if (answered && answered.call === c.id && answered.door === c.peer && answered.ended === null) doorCallEnded(answered);
     calls.close(c, { notify, reason });
     el.unblockAudioBtn.hidden = true;
     enableChat(false);
@@ -559,6 +577,197 @@
   // Leaving the page ends the call for the other side at once.
   window.addEventListener('pagehide', () => { if (call) endCall('', 'info', { notify: true, reason: 'left' }); });
 
+  // ---------------------------------------------------------------- open the door
+  // GET /api/door names the door stations that have an opener, the proof opening needs (pin,
+  // key, pin-or-key or nothing) and the window. POST /api/door/open opens one: the daemon lets
+  // only the peer that answered the door's current ring open it, over the token it answered with,
+  // during the call and `window` s after it ends. The proof is a PIN typed here, or a device key
+  // the installer gave this browser once as #door-key=KEY at the end of the page's address (kept
+  // in localStorage, sent instead of the PIN). Neither ever goes to the console or the status line.
+  const LS_DOOR_KEY = 'intercom.door-key';
+  const DOOR_KEY_RE = /^[\x21-\x7e]{16,128}$/;  // as --door-keys-file takes them
+  const DOOR_OPEN_TIMEOUT_MS = 30000;           // the daemon answers when the door's command ends
+  const NEEDS = new Set(['pin', 'key', 'pin-or-key', 'nothing']);
+  const doorInfo = { doors: new Set(), needs: 'nothing', windowMs: 30000 };
+  // The ring of a door (or of anyone: /api/door may say so later) this page answered last:
+  // {door, call, by, ended: ms since the epoch | null while the call lasts, timer}
+  let answered = null;
+  let doorBusy = false;      // a POST is on its way
+  let doorLoading = null;    // the GET on its way
+
+  function loadDoors() {
+    if (doorLoading) return doorLoading;
+    doorLoading = (async () => {
+      try {
+        const r = await fetch('/api/door', { cache: 'no-store' });
+        const info = r.ok ? await r.json() : { doors: [] };
+        const list = info && Array.isArray(info.doors) ? info.doors : [];
+        doorInfo.doors = new Set(list.filter((d) => typeof d === 'string' && ID_RE.test(d)));
+        doorInfo.needs = info && NEEDS.has(info.needs) ? info.needs : 'nothing';
+        const win = info && info.window;
+        doorInfo.windowMs = Number.isFinite(win) && win > 0 && win <= 3600 ? win * 1000 : 30000;
+      } catch (_) { /* keep what we knew: the daemon decides anyway */ }
+      doorLoading = null;
+      renderDoor();
+    })();
+    return doorLoading;
+  }
+
+  function doorKey() {
+    const key = load(LS_DOOR_KEY);
+    return key && DOOR_KEY_RE.test(key) ? key : null;
+  }
+  function forgetDoorKey() { try { localStorage.removeItem(LS_DOOR_KEY); } catch (_) { /* ignore */ } }
+
+  // The installer's link: #door-key=KEY (percent-encoded where needed). Kept, and taken out of
+  // the address at once, so that it is in no bookmark, shared link or screenshot of the address bar.
+  function takeDoorKey() {
+    const parts = location.hash.replace(/^#/, '').split('&');
+    const at = parts.findIndex((part) => part.startsWith('door-key='));
+    if (at < 0) return;
+    let key = '';
+    try { key = decodeURIComponent(parts[at].slice('door-key='.length)); } catch (_) { /* a broken escape */ }
+    parts.splice(at, 1);
+    const rest = parts.filter(Boolean).join('&');
+    history.replaceState(history.state, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+    if (DOOR_KEY_RE.test(key)) {
+      store(LS_DOOR_KEY, key);
+      setStatus('This device now keeps a key to open the door from a call.', 'ok');
+    } else {
+      setStatus('The door key in the address was not kept: a key is 16 to 128 printable characters.', 'warn');
+    }
+    renderDoor();
+  }
+
+  function dropAnswered() {
+    if (!answered) return;
+    clearTimeout(answered.timer);
+    answered = null;
+    renderDoor();
+  }
+
+  function doorCallEnded(a) {
+    a.ended = Date.now();
+    clearTimeout(a.timer);
+    a.timer = setTimeout(() => { if (answered === a) dropAnswered(); }, doorInfo.windowMs);
+  }
+
+  // Where Open door shows now: 'call' (in the call card), 'after' (its own card, within the
+  // window after the call), or null.
+  function doorPlace() {
+    const a = answered;
+    if (!a || !doorInfo.doors.has(a.door) || a.by !== app.myId) return null;
+    if (a.ended === null) return call && call.id === a.call && call.peer === a.door && app.state === 'in-call' ? 'call' : null;
+    return Date.now() - a.ended < doorInfo.windowMs && app.state === 'idle' ? 'after' : null;
+  }
+
+  // The PIN field shows when a PIN is the proof: needs pin, or pin-or-key without a key here.
+  function doorProof() {
+    const key = doorKey();
+    switch (doorInfo.needs) {
+      case 'pin': return 'pin';
+      case 'key': return key ? 'key' : 'no-key';
+      case 'pin-or-key': return key ? 'key' : 'pin';
+      default: return 'nothing';
+    }
+  }
+
+  function renderDoor() {
+    const place = doorPlace();
+    el.doorForm.hidden = !place;
+    el.doorAfter.hidden = place !== 'after';
+    if (!place) {
+      el.doorPin.value = '';
+      return;
+    }
+    const host = place === 'call' ? el.callDoor : el.doorAfter;
+    if (el.doorForm.parentElement !== host) host.append(el.doorForm);
+    const proof = doorProof();
+    el.doorPinRow.hidden = proof !== 'pin';
+    el.doorOpenBtn.disabled = doorBusy || proof === 'no-key';
+    el.doorOpenBtn.textContent = doorBusy ? 'Opening…' : 'Open door';
+    el.doorForm.setAttribute('aria-busy', String(doorBusy));
+    el.doorNote.hidden = proof !== 'no-key';
+    el.doorNote.textContent = proof === 'no-key'
+      ? 'This device has no key to open the door: the installer gives it one with a link.' : '';
+    if (place === 'after') {
+      const a = answered;
+      const until = new Date(a.ended + doorInfo.windowMs);
+      const hms = [until.getHours(), until.getMinutes(), until.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+      el.doorAfterTitle.textContent = `After the call with ${a.door}`;
+      el.doorUntil.textContent = `The call ended. Open door (until ${hms}).`;
+    }
+  }
+
+  async function openDoor() {
+    const a = answered;
+    if (!a || doorBusy || !doorPlace()) return;
+    const proof = doorProof();
+    const body = { door: a.door, id: app.myId, token: SignalKit.token() };
+    if (proof === 'pin') {
+      const pin = el.doorPin.value.trim();
+      if (!pin) {
+        setStatus('Type the PIN to open the door.', 'warn');
+        el.doorPin.focus();
+        return;
+      }
+      body.pin = pin;
+    } else if (proof === 'key') {
+      body.key = doorKey();
+    } else if (proof === 'no-key') {
+      return;
+    }
+    doorBusy = true;
+    renderDoor();
+    setStatus(`Opening ${a.door}…`);
+    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    const timer = setTimeout(() => { if (ctl) ctl.abort(); }, DOOR_OPEN_TIMEOUT_MS);
+    let status = 0;
+    let answer = {};
+    try {
+      const r = await fetch('/api/door/open', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+        cache: 'no-store',
+        signal: ctl ? ctl.signal : undefined,
+      });
+      status = r.status;
+      answer = await r.json().catch(() => ({}));
+    } catch (e) {
+      answer = { error: e && e.name === 'AbortError' ? 'the intercom did not answer in time' : 'the intercom could not be reached' };
+    } finally {
+      clearTimeout(timer);
+    }
+    doorBusy = false;
+    el.doorPin.value = '';
+    if (!answer || typeof answer !== 'object') answer = {};
+    if (status === 200 && answer.opened) {
+      setStatus('Door opened.', 'ok');
+      renderDoor();
+      return;
+    }
+    const why = typeof answer.error === 'string' && answer.error ? answer.error.slice(0, 200) : `the intercom answered ${status}`;
+    const reason = typeof answer.reason === 'string' ? answer.reason : '';
+    if (reason === 'wrong-pin' && proof === 'key') {
+      // The installer took this device's key back.
+      forgetDoorKey();
+      setStatus(`Door not opened: this device's door key was refused, so it was forgotten${doorInfo.needs === 'pin-or-key' ? '. Type the PIN instead' : ''}.`, 'error');
+    } else {
+      setStatus(`Door not opened: ${why}.`, 'error');
+    }
+    if (reason === 'not-your-call') dropAnswered(); // the right is gone (the door rang again, or the window closed)
+    else if (reason === 'unknown-door') { dropAnswered(); loadDoors(); }
+    renderDoor();
+    if (!el.doorForm.hidden && !el.doorPinRow.hidden) el.doorPin.focus();
+  }
+
+  el.doorForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    openDoor();
+  });
+  window.addEventListener('hashchange', takeDoorKey);
+
   // ---------------------------------------------------------------- recent rings
   // The daemon's call log for this page's room (the one it is in, or will be in once online).
   const rings = CallKit.recentRings({
@@ -579,6 +788,10 @@
     get localStream() { return call ? call.localStream : null; },
     get remoteStream() { return call ? call.remoteStream : null; },
     get recentRings() { return rings.entries; },
+    get door() {
+      return { place: doorPlace(), doors: Array.from(doorInfo.doors), needs: doorInfo.needs, hasKey: !!doorKey(),
+        answered: answered ? { door: answered.door, call: answered.call, ended: answered.ended } : null };
+    },
     placeCall, acceptCall,
     hangup: () => { if (call) endCall(`Call with ${call.peer} ended.`, 'info', { notify: true }); },
   };
@@ -586,6 +799,8 @@
   // ---------------------------------------------------------------- start
   setState('idle');
   setConn('disconnected');
+  takeDoorKey();
+  loadDoors();
   // A second tab that went online under the remembered name would take it from the first.
   const usedByAnotherTab = SignalKit.tabNames((name) => name === app.name && app.conn !== 'disconnected' && app.conn !== 'closed');
 

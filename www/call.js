@@ -307,10 +307,12 @@ const CallKit = (() => {
   // call events (ring, answered, rejected, missed, ended; oldest first): that is the history,
   // shown but not announced. The same URL as Server-Sent Events, opened with ?since=<seq of the
   // last of them>, then sends every new event live (presence too, ignored here); those are news,
-  // said in the live region. Events of one call share `from` and `call`. After an error we
+  // said in the live region. Events of one call share `from` and `call`; a `door-opened` event
+  // (the door station `from` was opened by `by` from call `call`) is added to its call's entry,
+  // and makes none of its own (an open by MQTT has no call). Other kinds are skipped. After an error we
   // reconnect ourselves with ?since=, backing off, and what happened meanwhile comes first.
   // Everything shown comes from the network: it goes into the page as textContent only.
-  const LOG_KINDS = new Set(['ring', 'answered', 'rejected', 'missed', 'ended']);
+  const LOG_KINDS = new Set(['ring', 'answered', 'rejected', 'missed', 'ended', 'door-opened']);
   const LOG_MAX_CALLS = 100;            // calls remembered (the list shows `max` of them)
   const LOG_RING_STALE_MS = 75000;      // the daemon calls a ring missed after 60 s; past this: unknown
   const LOG_RETRY_MIN_MS = 2000;        // reconnecting after an error (daemon restarting, 503: full, 404)
@@ -377,7 +379,7 @@ const CallKit = (() => {
   //   onShown(shown)  optional: called after each render with whether the box shows
   function recentRings(opts) {
     const { box, list, live, room = () => null, max = 10, onShown = () => {} } = opts;
-    const calls = new Map();    // from + '\n' + call → {from, call, to, room, at, got, answered, end}
+    const calls = new Map();    // from + '\n' + call → {from, call, to, room, at, got, answered, end, opened}
     let es = null;
     let lastSeq = 0;
     let retryMs = LOG_RETRY_MIN_MS;
@@ -395,8 +397,15 @@ const CallKit = (() => {
       if (!from || !call || !Number.isFinite(at)) return null;
       const key = `${from}\n${call}`;
       let g = calls.get(key);
+      if (ev.event === 'door-opened') {
+        // Said on the ring it belongs to; a call the list does not know (its ring fell out of the log) gets no entry.
+        const by = clip(ev.by);
+        if (!g || !by) return null;
+        if (!g.opened.includes(by)) g.opened.push(by);
+        return g;
+      }
       if (!g) {
-        g = { key, from, call, to: null, room: null, at, got: Date.now(), ring: false, answered: null, end: null };
+        g = { key, from, call, to: null, room: null, at, got: Date.now(), ring: false, answered: null, end: null, opened: [] };
         calls.set(key, g);
         // Oldest first in the map (the log replays oldest first): drop from the front.
         for (const k of calls.keys()) { if (calls.size <= LOG_MAX_CALLS) break; calls.delete(k); }
@@ -474,6 +483,13 @@ const CallKit = (() => {
         li.append(link);
       }
       li.append(who, ` rang${to} `, when, ' · ', what);
+      if (g.opened.length) {
+        const opened = document.createElement('span');
+        opened.className = 'ring-opened';
+        opened.textContent = `door opened by ${g.opened.join(', ')}`;
+        li.dataset.opened = g.opened.join(' ');
+        li.append(' · ', opened);
+      }
       return li;
     }
 
@@ -505,9 +521,10 @@ const CallKit = (() => {
     function onData(data) {
       let ev;
       try { ev = JSON.parse(data); } catch (_) { return; }
+      // A logged (call) event, of a kind shown or not: the stream goes on after it.
+      if (ev && Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq;
       const g = apply(ev);
       if (!g) return;
-      if (Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq; // a logged (call) event
       news.add(g.key);
       soon();
     }
@@ -518,7 +535,8 @@ const CallKit = (() => {
         const r = await fetch('/api/events', { cache: 'no-store' });
         const body = r.ok ? await r.json() : null;
         for (const ev of (body && Array.isArray(body.events) ? body.events : [])) {
-          if (apply(ev) && Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq;
+          if (ev && Number.isSafeInteger(ev.seq) && ev.seq > lastSeq) lastSeq = ev.seq;
+          apply(ev);
         }
         if (calls.size) soon();
       } catch (_) { /* no call log here: the stream's own retries say the same, quietly */ }
@@ -584,10 +602,10 @@ const CallKit = (() => {
       /** Renders again (the room to show changed). */
       render,
       close,
-      /** What the list shows, newest first: [{from, call, outcome, text}] (tests, debugging). */
+      /** What the list shows, newest first: [{from, call, outcome, opened, text}] (tests, debugging). */
       get entries() {
         const now = Date.now();
-        return shown().map((g) => ({ from: g.from, call: g.call, outcome: outcome(g, now).kind, text: entry(g, now).textContent }));
+        return shown().map((g) => ({ from: g.from, call: g.call, outcome: outcome(g, now).kind, opened: g.opened.slice(), text: entry(g, now).textContent }));
       },
       get open() { return !!es && es.readyState === EventSource.OPEN; },
     };

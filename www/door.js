@@ -4,6 +4,8 @@
 // A room-wide ring is one call-request to "*" with ring:"room"; the first call-accept wins,
 // every other rung peer gets hangup {reason:"answered-elsewhere", answeredBy}; cancelling or
 // timing out sends one hangup to "*".
+// When whoever answered opens the door from the call, the daemon sends {"type":"door-opened"}
+// and the visitor reads "Door opened" in big text, during the call or after it.
 'use strict';
 
 (() => {
@@ -12,6 +14,7 @@
   const LS_CONFIG = 'intercom.door';   // {id, room, call} from the setup form
   const RING_TIMEOUT_MS = 30000;       // nobody accepted within this: "No answer"
   const RESULT_SHOW_MS = 12000;        // how long "No answer" / "Busy" stays on the ready screen
+  const OPENED_SHOW_MS = 8000;         // how long "Door opened" stays, over the call or the ready screen
   const TAG = '[door]';
   const RINGBACK = { volume: 0.12, everyMs: 3000, beeps: [[0, 1.0, [440]]] }; // 1 s tone every 3 s
 
@@ -60,6 +63,7 @@
     config: null,         // {id, room, call}
     myId: null,
     room: null,
+    opened: 0,            // door-opened notices since the page loaded
   };
   // call.js's record plus: group, peer (null until someone accepts a room ring), targets: Set, replies: Map peer→reason
   let call = null;
@@ -128,14 +132,15 @@
   }
 
   let resultTimer = null;
-  // A call's outcome, in big text above the button: no-answer, busy, rejected, offline, nobody, ended, failed, media-error.
-  function showResult(kind, text) {
+  // A call's outcome, in big text above the button: no-answer, busy, rejected, offline, nobody,
+  // ended, failed, media-error; and opened ("Door opened"), which shows over a call too.
+  function showResult(kind, text, ms = RESULT_SHOW_MS) {
     clearTimeout(resultTimer);
     el.result.textContent = text;
     el.result.dataset.kind = kind;
     el.result.hidden = false;
     document.body.dataset.result = kind;
-    resultTimer = setTimeout(clearResult, RESULT_SHOW_MS);
+    resultTimer = setTimeout(clearResult, ms);
   }
   function clearResult() {
     clearTimeout(resultTimer);
@@ -257,7 +262,7 @@
     connectingText: () => `Connecting to the intercom as ${app.config.id}…`,
     setConn, setStatus,
     onWelcome, onPeerJoined, onPeerLeft,
-    onMessage: (msg) => calls.onMessage(msg), onUnreachable, onClosed,
+    onMessage: (msg) => calls.onMessage(msg), onUnreachable, onClosed, onNotice,
   });
   const send = sig.send;
 
@@ -290,6 +295,16 @@
   }
 
   // ---------------------------------------------------------------- server messages
+  // From the daemon itself (no `from`): {"type":"door-opened","by":"kitchen","call":"c1"} when
+  // whoever answered this station's ring opened its door (the door's command has started).
+  function onNotice(msg) {
+    if (msg.type !== 'door-opened') return;
+    const by = typeof msg.by === 'string' && ID_RE.test(msg.by) ? msg.by : null;
+    app.opened += 1;
+    showResult('opened', 'Door opened', OPENED_SHOW_MS);
+    setStatus(by ? `Door opened by ${by}.` : 'Door opened.', 'ok');
+  }
+
   function onWelcome(msg) {
     app.myId = typeof msg.id === 'string' ? msg.id : app.config.id;
     app.room = typeof msg.room === 'string' ? msg.room : app.config.room;
@@ -599,7 +614,9 @@
     el.soundOverlay.hidden = true;
     delete document.body.dataset.sound;
     setState(idleState());
-    if (result) showResult(result, resultText);
+    // "Door opened" matters more to the visitor than "Call ended": it stays its time.
+    const opened = document.body.dataset.result === 'opened';
+    if (result && !(opened && result === 'ended')) showResult(result, resultText);
     if (updateStatus) {
       if (resultText) setStatus(`${resultText} (${c.peer || targetText()}).`, result === 'ended' ? 'info' : 'warn');
       else setReadyStatus();
@@ -675,6 +692,8 @@
     get localStream() { return call ? call.localStream : null; },
     get remoteStream() { return call ? call.remoteStream : null; },
     get recentRings() { return rings ? rings.entries : []; },
+    /** How many times the daemon said this station's door was opened since the page loaded. */
+    get opened() { return app.opened; },
     ring, hangup,
   };
   window.door = handle;

@@ -249,6 +249,9 @@ const SignalKit = (() => {
   //   onPeerJoined(id), onPeerLeft(id), onPeers(list)   the room changed (peers below is updated
   //                      first); onPeers, the answer to {type:"peers"}, is optional
   //   onMessage(msg)     a directed message (msg.from is a string)
+  //   onNotice(msg)      optional: a message from the daemon itself, without `from`, that the
+  //                      client does not handle (door-opened, to a door station); no peer can
+  //                      forge one, since the daemon sets `from` on everything a peer sends
   //   onUnreachable(ref) unknown-peer / peer-unavailable: a message of ours was not delivered
   //   onClosed(code, reason, fatal, lastError)  the socket closed; fatal: the code of the fatal
   //                      error before it, if any. Call reconnect(text) to try again later.
@@ -257,6 +260,7 @@ const SignalKit = (() => {
       serverWord: 'server',
       retryText: (text, s) => `${text}: reconnecting in ${s} s…`,
       onPeers: () => {},
+      onNotice: () => {},
       ...opts,
     };
     let ws = null;
@@ -419,6 +423,7 @@ const SignalKit = (() => {
         case 'error': onError(msg); break;
         default:
           if (typeof msg.from === 'string') h.onMessage(msg);
+          else if (!('from' in msg)) h.onNotice(msg);
       }
     }
 

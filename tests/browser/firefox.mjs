@@ -7,6 +7,7 @@
 // Firefox gathers ICE candidates only on the interface of the default route unless the page
 // holds a granted permission, and a loopback-only network namespace has none: run.sh gives the
 // namespace a veth pair and a default route (all inside it, nothing leaves).
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -71,11 +72,15 @@ export async function launchFirefox({ trustCa = null } = {}) {
     timeout: 60_000,
   });
   const close = browser.close.bind(browser);
+  const firefox = browser.process();
   browser.close = async () => {
     try {
       await close();
+      // close() can return while Firefox still writes its profile on the way out: wait for the
+      // process itself, and let rmSync retry what its helper processes write last (ENOTEMPTY).
+      if (firefox && firefox.exitCode === null && firefox.signalCode === null) await once(firefox, 'exit');
     } finally {
-      rmSync(profile, { recursive: true, force: true });
+      rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     }
   };
   return browser;
