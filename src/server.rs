@@ -213,7 +213,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
                     (Some(config), Some(events)) => {
                         let pictures =
                             shared.config.snapshots.map(|_| shared.config.state_dir.join(crate::snapshots::DIR));
-                        mqtt::run(config, events, &shared.hub, &shared.feed, pictures).await
+                        mqtt::run(config, shared.config.doors.as_ref(), events, &shared.hub, &shared.feed, pictures)
+                            .await
                     }
                     _ => std::future::pending().await,
                 }

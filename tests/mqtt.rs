@@ -1,7 +1,9 @@
 //! `--mqtt` against a real mosquitto on loopback (and fake brokers made of
 //! a TcpListener): events with their exact payloads, Home Assistant
 //! discovery, availability and the last will, reconnects, passwords, and
-//! brokers that misbehave while peers keep talking.
+//! brokers that misbehave while peers keep talking; `--mqtt-door-open`: a
+//! door opened by a publish (once at a time, never by a retained message),
+//! its button in Home Assistant, and nothing subscribed without the flag.
 //!
 //! The subscriber is a small MQTT client written here with mqttbytes, so a
 //! test knows when it is subscribed (SUBACK) and sees each message's retain
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::{scratch_dir, upload_snapshot, Client, Daemon, WAIT};
-use mqttbytes::v4::{self, Connect, Packet, PubAck, Subscribe};
+use mqttbytes::v4::{self, Connect, Packet, PubAck, Publish, Subscribe};
 use mqttbytes::QoS;
 use serde_json::{json, Value};
 
@@ -699,4 +701,369 @@ fn without_mqtt_no_connection_is_opened() {
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "only one daemon connected");
     assert!(!without.log().iter().any(|line| line.contains("mqtt")), "{:?}", without.log());
+}
+
+/// Publish `payload` on `topic` (QoS 1) as a client of its own, and return
+/// once the broker acknowledged it: by then a retained one is stored, and
+/// a live one is queued for every subscriber.
+fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to mosquitto");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut out = BytesMut::new();
+    Connect::new(format!("publisher-{}", free_port())).write(&mut out).unwrap();
+    let mut message = Publish::new(topic, QoS::AtLeastOnce, payload.as_bytes().to_vec());
+    message.retain = retain;
+    message.pkid = 1;
+    message.write(&mut out).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut buffer = BytesMut::new();
+    assert!(matches!(read_packet(&mut stream, &mut buffer), Packet::ConnAck(_)), "CONNACK");
+    assert!(matches!(read_packet(&mut stream, &mut buffer), Packet::PubAck(ack) if ack.pkid == 1), "PUBACK");
+    let _ = stream.write_all(&[0xe0, 0x00]); // DISCONNECT
+}
+
+/// A door opener for the tests: a PIN file, and a command that appends a
+/// line to `record` each time it runs and then, if `blocking`, waits until
+/// the test calls [`DoorRig::release`] (it reads a line from a fifo).
+struct DoorRig {
+    dir: PathBuf,
+    record: PathBuf,
+    fifo: PathBuf,
+    flags: Vec<String>,
+}
+
+impl DoorRig {
+    fn new(blocking: bool) -> DoorRig {
+        let dir = scratch_dir();
+        let (record, fifo, script, pin) =
+            (dir.join("record"), dir.join("release"), dir.join("open-door.sh"), dir.join("door.pin"));
+        std::fs::write(&pin, "2468\n").unwrap();
+        let wait = if blocking { format!("read line < {}\n", fifo.display()) } else { String::new() };
+        std::fs::write(&script, format!("#!/bin/sh\necho \"opened $*\" >> {}\n{wait}", record.display())).unwrap();
+        assert!(Command::new("chmod").arg("755").arg(&script).status().unwrap().success());
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let flags = [
+            "--door-open".to_string(),
+            format!("door={} relay", script.display()),
+            "--door-pin-file".into(),
+            pin.display().to_string(),
+            // Far beyond any test: the command ends when the test says.
+            "--door-open-timeout".into(),
+            "120".into(),
+        ];
+        DoorRig { dir, record, fifo, flags: flags.to_vec() }
+    }
+
+    /// The daemon's flags: these, then the door's.
+    fn daemon(&self, flags: &[&str]) -> Daemon {
+        let mut all: Vec<&str> = flags.to_vec();
+        all.extend(self.flags.iter().map(String::as_str));
+        Daemon::start(&all)
+    }
+
+    /// The lines the command wrote: one per run.
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.record).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    /// Let the waiting command end (opening the fifo waits for its reader).
+    fn release(&self) {
+        let (fifo, (done, finished)) = (self.fifo.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || {
+            let _ = std::fs::write(fifo, "go\n");
+            let _ = done.send(());
+        });
+        finished.recv_timeout(RECONNECT_WAIT).expect("the door's command reads its fifo");
+    }
+}
+
+impl Drop for DoorRig {
+    fn drop(&mut self) {
+        // A command a failed test left waiting ends too (on Linux, opening
+        // a fifo for reading and writing never waits).
+        if let Ok(mut fifo) = std::fs::OpenOptions::new().read(true).write(true).open(&self.fifo) {
+            let _ = fifo.write_all(b"go\ngo\n");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const DOOR_TOPIC: &str = "intercomd/door/door/open";
+
+/// The `door-opened` events on `<p>/events`.
+fn door_openings(subscriber: &Subscriber) -> Vec<Value> {
+    subscriber
+        .on("intercomd/events")
+        .iter()
+        .map(Message::json)
+        .filter(|event| event["event"] == "door-opened")
+        .collect()
+}
+
+#[test]
+fn a_door_opens_by_mqtt_once_at_a_time_and_never_by_a_retained_message() {
+    let broker = Broker::start(free_port(), "");
+    let subscriber = Subscriber::connect(broker.port, None);
+    // Left on the broker before the daemon comes: handed to its subscription
+    // with the retain flag, and ignored.
+    publish(broker.port, DOOR_TOPIC, "OPEN", true);
+    let rig = DoorRig::new(true);
+    let daemon = rig.daemon(&["--mqtt", &broker.url(), "--mqtt-door-open"]);
+    daemon.wait_for_log(&format!("mqtt: ignored a retained message on {DOOR_TOPIC}"));
+    assert!(rig.runs().is_empty(), "a retained OPEN opened the door");
+    let retained = daemon.log().into_iter().find(|line| line.contains("ignored a retained")).unwrap();
+    assert!(retained.contains("WARN") && retained.contains("mosquitto_pub -r -n -t"), "{retained}");
+
+    // Not the payload: logged and ignored.
+    publish(broker.port, DOOR_TOPIC, "open", false);
+    daemon.wait_for_log(&format!("mqtt: ignored \"open\" on {DOOR_TOPIC}: only OPEN opens door door"));
+    assert!(rig.runs().is_empty());
+
+    // OPEN: the command starts, and the event says who opened.
+    publish(broker.port, DOOR_TOPIC, "OPEN", false);
+    wait_until(WAIT, "a door-opened event", || !door_openings(&subscriber).is_empty());
+    let event = &door_openings(&subscriber)[0];
+    assert_eq!((&event["from"], &event["by"]), (&json!("door"), &json!("mqtt")), "{event}");
+    assert!(event.get("call").is_none(), "{event}");
+    wait_until(WAIT, "the command's record", || rig.runs().len() == 1);
+    assert_eq!(rig.runs(), ["opened relay"]);
+
+    // A second OPEN while it runs is refused, not queued.
+    publish(broker.port, DOOR_TOPIC, "OPEN", false);
+    daemon.wait_for_log(&format!("mqtt: OPEN on {DOOR_TOPIC} refused: the door is opening already"));
+    rig.release();
+    daemon.wait_for_log("door door opened by mqtt: ");
+    assert_eq!(rig.runs().len(), 1, "the refused OPEN ran nothing");
+    assert_eq!(door_openings(&subscriber).len(), 1);
+
+    // Done: the door opens again.
+    publish(broker.port, DOOR_TOPIC, "OPEN", false);
+    wait_until(WAIT, "a second door-opened event", || door_openings(&subscriber).len() == 2);
+    rig.release();
+    wait_until(WAIT, "the second opening's log line", || {
+        daemon.log().iter().filter(|line| line.contains("door door opened by mqtt: ")).count() == 2
+    });
+    assert_eq!(rig.runs().len(), 2);
+    // The events are the call log's lines.
+    let log = call_log(&daemon, 2);
+    let lines: Vec<String> = subscriber
+        .on("intercomd/events")
+        .into_iter()
+        .filter(|message| message.json()["event"] == "door-opened")
+        .map(|message| message.payload)
+        .collect();
+    assert_eq!(lines, log);
+    let mqtt: Vec<String> = daemon.log().into_iter().filter(|line| line.contains("mqtt:")).collect();
+    assert!(!mqtt.iter().any(|line| line.contains("lost the connection")), "{mqtt:#?}");
+}
+
+#[test]
+fn the_open_door_button_is_announced_with_mqtt_door_open() {
+    let broker = Broker::start(free_port(), "");
+    let subscriber = Subscriber::connect(broker.port, None);
+    let rig = DoorRig::new(false);
+    let daemon = rig.daemon(&["--mqtt", &broker.url(), "--mqtt-door-open"]);
+    daemon.wait_for_log("mqtt: connected to");
+    let button = subscriber.wait_for("homeassistant/button/intercomd/door_open_door/config", 1, WAIT);
+    let late = Subscriber::connect(broker.port, None);
+    assert!(late.wait_for("homeassistant/button/intercomd/door_open_door/config", 1, WAIT)[0].retain);
+    assert_eq!(
+        button[0].json(),
+        json!({
+            "name": "Open door",
+            "unique_id": "intercomd_door_open_door",
+            "default_entity_id": "button.intercomd_door_open_door",
+            "command_topic": DOOR_TOPIC,
+            "payload_press": "OPEN",
+            "retain": false,
+            "icon": "mdi:door-open",
+            "availability_topic": "intercomd/status",
+            "device": station_device(),
+            "origin": origin(),
+        })
+    );
+    // Pressing it is publishing its payload on its topic.
+    publish(broker.port, DOOR_TOPIC, "OPEN", false);
+    daemon.wait_for_log("door door opened by mqtt: ");
+    assert_eq!(rig.runs(), ["opened relay"]);
+}
+
+#[test]
+fn without_mqtt_door_open_a_publish_opens_nothing() {
+    let broker = Broker::start(free_port(), "");
+    let subscriber = Subscriber::connect(broker.port, None);
+    let rig = DoorRig::new(false);
+    let daemon = rig.daemon(&["--mqtt", &broker.url()]);
+    daemon.wait_for_log("mqtt: connected to");
+    subscriber.wait_for_payload("intercomd/status", "online", WAIT);
+    publish(broker.port, DOOR_TOPIC, "OPEN", false);
+    // The broker queues a PUBLISH for every subscriber before it answers the
+    // publisher, so an OPEN for the daemon would be ahead of the PUBACK of
+    // the daemon's next event: once that is counted, the OPEN would have
+    // been handled.
+    let _kitchen = smol::block_on(async { Client::join(&daemon, "kitchen", None).await });
+    let delivered =
+        format!("intercomd_event_sink_delivered_total{{sink=\"mqtt\",target=\"127.0.0.1:{}\"}}", broker.port);
+    wait_until(WAIT, "the online event acknowledged", || common::metric(daemon.addr, &delivered) >= 1);
+    subscriber.wait_for("intercomd/events", 1, WAIT);
+    assert!(rig.runs().is_empty(), "the door opened");
+    assert!(
+        !daemon.log().iter().any(|line| line.contains(DOOR_TOPIC) || line.contains("opened by")),
+        "{:?}",
+        daemon.log()
+    );
+    assert!(
+        !subscriber.messages().iter().any(|message| message.topic.starts_with("homeassistant/button/")),
+        "no button without the flag"
+    );
+}
+
+/// A broker of one connection, played by the test: it answers the CONNECT,
+/// acknowledges every QoS 1 publish, hands every other packet the daemon
+/// sends to `packets`, and writes to the daemon whatever the test asks.
+struct FakeBroker {
+    port: u16,
+    packets: std::sync::mpsc::Receiver<Packet>,
+    to_daemon: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl FakeBroker {
+    fn start() -> FakeBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (send, packets) = std::sync::mpsc::channel();
+        let to_daemon = Arc::new(Mutex::new(None));
+        let writer = to_daemon.clone();
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut buffer = BytesMut::new();
+            assert!(matches!(try_read_packet(&mut stream, &mut buffer), Some(Packet::Connect(_))));
+            stream.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+            *writer.lock().unwrap() = Some(stream.try_clone().unwrap());
+            while let Some(packet) = try_read_packet(&mut stream, &mut buffer) {
+                if let Packet::Publish(publish) = &packet {
+                    if publish.qos == QoS::AtLeastOnce {
+                        let mut ack = BytesMut::new();
+                        PubAck::new(publish.pkid).write(&mut ack).unwrap();
+                        writer.lock().unwrap().as_mut().unwrap().write_all(&ack).unwrap();
+                    }
+                }
+                if send.send(packet).is_err() {
+                    return;
+                }
+            }
+        });
+        FakeBroker { port, packets, to_daemon }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        self.to_daemon.lock().unwrap().as_mut().expect("the daemon connected").write_all(bytes).unwrap();
+    }
+
+    /// Close the daemon's connection (and take no other).
+    fn hang_up(&self) {
+        let _ =
+            self.to_daemon.lock().unwrap().as_ref().expect("the daemon connected").shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The next packet the daemon sent.
+    fn next(&self) -> Packet {
+        self.packets.recv_timeout(WAIT).expect("a packet from the daemon")
+    }
+
+    /// Packets until one for which `done` holds; all of them, that one last.
+    fn until(&self, what: &str, mut done: impl FnMut(&Packet) -> bool) -> Vec<Packet> {
+        let mut got = Vec::new();
+        loop {
+            let packet = self.packets.recv_timeout(WAIT).unwrap_or_else(|_| panic!("{what}: got only {got:?}"));
+            let last = done(&packet);
+            got.push(packet);
+            if last {
+                return got;
+            }
+        }
+    }
+}
+
+fn is_event(packet: &Packet, event: &str) -> bool {
+    matches!(packet, Packet::Publish(publish) if publish.topic == "intercomd/events"
+        && String::from_utf8_lossy(&publish.payload).contains(&format!("\"event\":\"{event}\"")))
+}
+
+#[test]
+fn a_refused_subscription_a_qos_1_open_and_an_oversized_message() {
+    let broker = FakeBroker::start();
+    let rig = DoorRig::new(false);
+    let daemon = rig.daemon(&["--mqtt", &broker.url(), "--mqtt-door-open"]);
+    // First after the CONNACK: the SUBSCRIBE, QoS 0, one topic per door.
+    let Packet::Subscribe(subscribe) = broker.next() else { panic!("a SUBSCRIBE first") };
+    let filters: Vec<(&str, QoS)> = subscribe.filters.iter().map(|f| (f.path.as_str(), f.qos)).collect();
+    assert_eq!(filters, [(DOOR_TOPIC, QoS::AtMostOnce)]);
+    let [high, low] = subscribe.pkid.to_be_bytes();
+    broker.send(&[0x90, 0x03, high, low, 0x80]);
+    daemon.wait_for_log(&format!("mqtt: the broker refused the subscription to {DOOR_TOPIC}"));
+
+    // A message far past the limit is skipped as it arrives, and the
+    // connection stays.
+    let mut big = BytesMut::new();
+    Publish::new(DOOR_TOPIC, QoS::AtMostOnce, vec![b'x'; 5000]).write(&mut big).unwrap();
+    broker.send(&big);
+    daemon.wait_for_log("mqtt: ignored a message of 5026 bytes (more than 512)");
+    // A QoS 1 OPEN (a broker that ignores the granted QoS): acknowledged, and opens.
+    let mut open = BytesMut::new();
+    let mut message = Publish::new(DOOR_TOPIC, QoS::AtLeastOnce, b"OPEN".to_vec());
+    message.pkid = 0x1234;
+    message.write(&mut open).unwrap();
+    broker.send(&open);
+    let got = broker.until("the door-opened event", |packet| is_event(packet, "door-opened"));
+    assert!(got.iter().any(|packet| matches!(packet, Packet::PubAck(ack) if ack.pkid == 0x1234)), "{got:?}");
+    daemon.wait_for_log("door door opened by mqtt: ");
+    assert_eq!(rig.runs(), ["opened relay"]);
+    let log = daemon.log();
+    let warnings: Vec<&String> = log.iter().filter(|line| line.contains("WARN") && line.contains("mqtt:")).collect();
+    assert_eq!(warnings.len(), 1, "only the refused subscription: {warnings:#?}");
+    assert!(!log.iter().any(|line| line.contains("lost the connection")), "{log:#?}");
+}
+
+#[test]
+fn without_mqtt_door_open_nothing_is_subscribed() {
+    let broker = FakeBroker::start();
+    let rig = DoorRig::new(false);
+    let daemon = rig.daemon(&["--mqtt", &broker.url()]);
+    daemon.wait_for_log("mqtt: connected to");
+    let _kitchen = smol::block_on(async { Client::join(&daemon, "kitchen", None).await });
+    // Everything of the connect is written before the first event.
+    let got = broker.until("the online event", |packet| is_event(packet, "online"));
+    for packet in &got {
+        let Packet::Publish(publish) = packet else { panic!("only PUBLISH, no SUBSCRIBE: {got:?}") };
+        assert!(!publish.topic.starts_with("homeassistant/button/"), "{}", publish.topic);
+    }
+    assert_eq!(rig.runs().len(), 0);
+}
+
+#[test]
+fn a_door_command_outlives_the_broker_connection() {
+    let broker = FakeBroker::start();
+    let rig = DoorRig::new(true);
+    let daemon = rig.daemon(&["--mqtt", &broker.url(), "--mqtt-door-open"]);
+    let Packet::Subscribe(subscribe) = broker.next() else { panic!("a SUBSCRIBE first") };
+    let [high, low] = subscribe.pkid.to_be_bytes();
+    broker.send(&[0x90, 0x03, high, low, 0x00]);
+    let mut open = BytesMut::new();
+    Publish::new(DOOR_TOPIC, QoS::AtMostOnce, b"OPEN".to_vec()).write(&mut open).unwrap();
+    broker.send(&open);
+    broker.until("the door-opened event", |packet| is_event(packet, "door-opened"));
+    // The broker goes away (for good) while the command runs: the command
+    // goes on, ends when it ends, and frees the door.
+    broker.hang_up();
+    daemon.wait_for_log("mqtt: lost the connection to");
+    rig.release();
+    daemon.wait_for_log("door door opened by mqtt: ");
+    let line = daemon.log().into_iter().find(|line| line.contains("door door opened by mqtt: ")).unwrap();
+    assert!(line.contains("exited 0"), "{line}");
+    assert_eq!(rig.runs(), ["opened relay"]);
 }
