@@ -26,6 +26,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::door::{Proof, Refusal};
+use crate::events::push_json_string;
 use crate::feed::Feed;
 use crate::http::{self, HeadError, Request, Response, HEAD_TIMEOUT, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 use crate::hub::Hub;
@@ -382,8 +383,7 @@ async fn open_door(
         Err(refusal) => {
             // The door, who and why; never the PIN or key.
             info!("{address}: door {door:?} not opened for {id:?}: {}", refusal.reason());
-            let body = serde_json::json!({ "error": refusal.message(), "reason": refusal.reason() });
-            let response = Response::json(refusal.status(), body.to_string());
+            let response = door_error(refusal.status(), &refusal.message(), refusal.reason());
             return match refusal {
                 Refusal::Paused { retry_after } => {
                     response.with_header("Retry-After", retry_after.as_secs().max(1).to_string())
@@ -393,16 +393,28 @@ async fn open_door(
         }
     };
     let outcome = opener::open(&shared.hub, &opening, doors.timeout).await;
-    let body = match &outcome {
-        _ if outcome.succeeded() => serde_json::json!({ "opened": opening.door }),
-        opener::Outcome::Exited { status, .. } => serde_json::json!({
-            "error": format!("the door's opener failed ({status})"), "reason": "opener-failed" }),
-        opener::Outcome::Killed { .. } => serde_json::json!({
-            "error": "the door's opener did not finish in time", "reason": "opener-failed" }),
-        opener::Outcome::NotStarted(_) => serde_json::json!({
-            "error": "the door's opener could not be started", "reason": "opener-failed" }),
+    let failed = match &outcome {
+        _ if outcome.succeeded() => {
+            let mut body = String::from("{\"opened\":");
+            push_json_string(&mut body, &opening.door);
+            body.push('}');
+            return Response::json(200, body);
+        }
+        opener::Outcome::Exited { status, .. } => format!("the door's opener failed ({status})"),
+        opener::Outcome::Killed { .. } => "the door's opener did not finish in time".to_string(),
+        opener::Outcome::NotStarted(_) => "the door's opener could not be started".to_string(),
     };
-    Response::json(if outcome.succeeded() { 200 } else { 502 }, body.to_string())
+    door_error(502, &failed, "opener-failed")
+}
+
+/// `{"error":"<text>","reason":"<reason>"}` with `status`.
+fn door_error(status: u16, text: &str, reason: &str) -> Response {
+    let mut body = String::from("{\"error\":");
+    push_json_string(&mut body, text);
+    body.push_str(",\"reason\":");
+    push_json_string(&mut body, reason);
+    body.push('}');
+    Response::json(status, body)
 }
 
 /// The answer to `request`, with every borrow closed before it is written.
