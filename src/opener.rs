@@ -63,11 +63,7 @@ pub async fn open(hub: &RefCell<Hub>, opening: &Opening, limit: Duration) -> Out
             info!("door {door} opened by {by}: {program} exited 0 after {} s{}", tenths(*took), said(output));
         }
         Outcome::Exited { status, took, output } => {
-            warn!(
-                "door {door}: opening for {by} failed: {program} {status} after {} s{}",
-                tenths(*took),
-                said(output)
-            );
+            warn!("door {door}: opening for {by} failed: {program} {status} after {} s{}", tenths(*took), said(output));
         }
         Outcome::Killed { after, output } => {
             warn!("door {door}: opening for {by}: {program} still ran after {after:?}, killed{}", said(output));
