@@ -398,3 +398,41 @@ fn a_target_named_by_host_name_is_found_by_the_daemons_own_resolver() {
         assert_eq!(body["event"], "online");
     });
 }
+
+#[test]
+fn a_door_opened_from_a_call_is_posted_with_who_opened_it() {
+    run(async {
+        let receiver = Receiver::start(vec![]);
+        let dir = common::scratch_dir();
+        std::fs::write(dir.join("pin"), "2468\n").unwrap();
+        let (url, pin) = (format!("http://{}/hook", receiver.addr), dir.join("pin").display().to_string());
+        let daemon = Daemon::start(&["--webhook", &url, "--door-open", "door=/bin/true", "--door-pin-file", &pin]);
+        let (mut door, _) = Client::join(&daemon, "door", Some("t-door")).await;
+        let (mut kitchen, _) = Client::join(&daemon, "kitchen", Some("t-kitchen")).await;
+        door.recv_type("peer-joined").await;
+        door.send(json!({"type":"call-request","to":"kitchen","call":"c1","media":"video"})).await;
+        kitchen.recv_type("call-request").await;
+        kitchen.send(json!({"type":"call-accept","to":"door","call":"c1"})).await;
+        door.recv_type("call-accept").await;
+        let body = r#"{"door":"door","id":"kitchen","token":"t-kitchen","pin":"2468"}"#;
+        let request = format!(
+            "POST /api/door/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, _, _) = common::http_raw(daemon.addr, request.as_bytes());
+        assert_eq!(status, 200);
+        // online, online, ring, answered, then the door.
+        let opened = loop {
+            let (event, _) = receiver.next_event("/hook", None);
+            if event["event"] == "door-opened" {
+                break event;
+            }
+        };
+        assert_eq!(
+            (&opened["from"], &opened["by"], &opened["call"]),
+            (&json!("door"), &json!("kitchen"), &json!("c1"))
+        );
+        assert!(opened["seq"].is_u64(), "a call event, numbered in the call log: {opened}");
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
