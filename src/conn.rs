@@ -268,13 +268,11 @@ async fn upload_snapshot(
     if request.header("transfer-encoding").is_some() {
         return Response::json_error(411, "send the picture with a Content-Length");
     }
-    let length = match request.header("content-length").map(|length| length.trim().parse::<usize>()) {
-        Some(Ok(length)) if length > jpeg::MAX_BYTES => {
-            return Response::json_error(413, "larger than 100 KiB");
-        }
-        Some(Ok(length)) => length,
-        _ => return Response::json_error(411, "send the picture with a Content-Length"),
-    };
+    let length =
+        match body_length(request, jpeg::MAX_BYTES, "larger than 100 KiB", "send the picture with a Content-Length") {
+            Ok(length) => length,
+            Err(response) => return response,
+        };
     let body = match read_body(stream, buffer, length).await {
         Ok(body) => body,
         Err(response) => {
@@ -303,6 +301,16 @@ async fn upload_snapshot(
     }
     let name = &admitted.name;
     Response::json(201, format!(r#"{{"snapshot":"{name}","url":"/snapshots/{name}"}}"#))
+}
+
+/// The `Content-Length` of a request that must have one of at most `max`
+/// bytes; or the answer: `413` saying `too_large`, `411` saying `missing`.
+fn body_length(request: &Request, max: usize, too_large: &str, missing: &str) -> Result<usize, Response> {
+    match request.header("content-length").map(|length| length.trim().parse::<usize>()) {
+        Some(Ok(length)) if length > max => Err(Response::json_error(413, too_large)),
+        Some(Ok(length)) => Ok(length),
+        _ => Err(Response::json_error(411, missing)),
+    }
 }
 
 /// The body of a request whose head said `length` bytes (what came with
@@ -353,12 +361,14 @@ async fn open_door(
     if !json {
         return Response::json_error(415, "send a JSON body (Content-Type: application/json)");
     }
-    let length = match request.header("content-length").map(|length| length.trim().parse::<usize>()) {
-        Some(Ok(length)) if length > MAX_DOOR_REQUEST_BYTES => {
-            return Response::json_error(413, "larger than 1 KiB");
-        }
-        Some(Ok(length)) => length,
-        _ => return Response::json_error(411, "send the body with a Content-Length"),
+    let length = match body_length(
+        request,
+        MAX_DOOR_REQUEST_BYTES,
+        "larger than 1 KiB",
+        "send the body with a Content-Length",
+    ) {
+        Ok(length) => length,
+        Err(response) => return response,
     };
     let body = match read_body(stream, buffer, length).await {
         Ok(body) => body,

@@ -310,10 +310,6 @@ impl Doors {
         self.stations.iter().map(|station| station.id.as_str())
     }
 
-    pub fn is_door(&self, id: &str) -> bool {
-        self.stations.iter().any(|station| station.id == id)
-    }
-
     /// What proof a request must carry.
     pub fn needs(&self) -> Needs {
         match (self.pin.is_some(), !self.keys.is_empty()) {
